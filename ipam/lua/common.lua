@@ -1,0 +1,99 @@
+-- Shared by every IPAM script (prepended when the scripts are loaded).
+-- All keys of one subnet share a hash tag, so each script touches a single slot.
+local K_META, K_ALLOC, K_OWNER4, K_OWNER6, K_FREE4, K_FREE6, K_CURSOR, K_EXPIRY,
+      K_MACS, K_PODS, K_UIDS, K_STICKY, K_STATS =
+      KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
+      KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+
+local OWNER = {['4'] = K_OWNER4, ['6'] = K_OWNER6}
+local FREE = {['4'] = K_FREE4, ['6'] = K_FREE6}
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local function load_config()
+  local raw = redis.call('HGET', K_META, 'config')
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+-- Offsets beyond the dynamic span are longer than 15 digits; they are never walked,
+-- pooled or excluded numerically (Python validates them exactly).
+local function numeric(off)
+  if #off > 15 then return nil end
+  return tonumber(off)
+end
+
+-- Binary search of the merged exclusion intervals; returns the end of the interval
+-- holding n, or nil.
+local function excluded_until(excl, n)
+  local lo, hi = 1, #excl
+  while lo <= hi do
+    local mid = math.floor((lo + hi) / 2)
+    local iv = excl[mid]
+    if n < iv[1] then hi = mid - 1
+    elseif n > iv[2] then lo = mid + 1
+    else return iv[2] end
+  end
+  return nil
+end
+
+-- Whether a released offset may go back to the free list under the current config.
+local function reusable(fcfg, off)
+  local n = numeric(off)
+  if not n or not fcfg or n >= fcfg.size then return false end
+  return excluded_until(fcfg.excl, n) == nil
+end
+
+local function get_record(token)
+  local raw = redis.call('HGET', K_ALLOC, token)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+local function put_record(rec)
+  redis.call('HSET', K_ALLOC, rec.t, cjson.encode(rec))
+end
+
+local function bump(field, by)
+  redis.call('HINCRBY', K_STATS, field, by or 1)
+end
+
+local function drop_indexes(rec)
+  if rec.n and rec.n ~= '' then
+    local podkey = rec.n .. '/' .. rec.p
+    if redis.call('HGET', K_PODS, podkey) == rec.t then redis.call('HDEL', K_PODS, podkey) end
+  end
+  if rec.u and rec.u ~= '' and redis.call('HGET', K_UIDS, rec.u) == rec.t then
+    redis.call('HDEL', K_UIDS, rec.u)
+  end
+end
+
+-- Frees every address and index of an allocation. Released addresses join the free
+-- list scored by a release sequence, so the one released longest ago is reused first.
+local function free_record(rec, config)
+  for fam, off in pairs(rec.a) do
+    if redis.call('HGET', OWNER[fam], off) == rec.t then
+      redis.call('HDEL', OWNER[fam], off)
+      if reusable(config and config[fam], off) then
+        local seq = redis.call('HINCRBY', K_CURSOR, 'seq', 1)
+        redis.call('ZADD', FREE[fam], seq, off)
+      end
+    end
+  end
+  if rec.m and redis.call('HGET', K_MACS, rec.m) == rec.t then redis.call('HDEL', K_MACS, rec.m) end
+  drop_indexes(rec)
+  if rec.k and rec.k ~= '' and redis.call('HGET', K_STICKY, rec.k) == rec.t then
+    redis.call('HDEL', K_STICKY, rec.k)
+  end
+  redis.call('ZREM', K_EXPIRY, rec.t)
+  redis.call('HDEL', K_ALLOC, rec.t)
+  bump(rec.s, -1)
+  bump('releases')
+end

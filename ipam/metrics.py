@@ -1,0 +1,70 @@
+"""Prometheus metrics of the IPAM, on a registry of their own (never the global one).
+
+Two kinds: what this process did (operation counts and latency histograms, recorded
+by ``Ipam``), and what the cluster's IPAM holds (per-subnet utilisation and the
+cluster-wide counters the Lua scripts keep in Redis), refreshed by the query endpoint
+just before each scrape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ipam.records import SubnetUsage
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+_STORED_COUNTERS = ("allocations", "releases", "conflicts", "exhausted", "expired")
+
+
+class IpamMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.operations = Counter(
+            "podnet_ipam_operations", "IPAM operations by this process, by outcome.",
+            ["operation", "outcome"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "podnet_ipam_operation_seconds", "Latency of IPAM operations (one Redis script).",
+            ["operation"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.addresses = Gauge(
+            "podnet_ipam_subnet_addresses", "Addresses of a subnet by state.",
+            ["subnet", "family", "state"], registry=self.registry,
+        )
+        self.utilisation = Gauge(
+            "podnet_ipam_subnet_utilisation_ratio", "Share of usable addresses held.",
+            ["subnet", "family"], registry=self.registry,
+        )
+        self.cluster_events = Gauge(
+            "podnet_ipam_cluster_events", "Cluster-wide IPAM event counts kept in Redis "
+            "(allocations, releases, conflicts, exhausted, expired).",
+            ["subnet", "event"], registry=self.registry,
+        )
+
+    def observe(self, operation: str, outcome: str, seconds: float, subnet: str) -> None:
+        del subnet  # per-subnet detail lives in the utilisation gauges
+        self.operations.labels(operation, outcome).inc()
+        self.latency.labels(operation).observe(seconds)
+
+    def record_usage(self, usages: Iterable[tuple[SubnetUsage, dict[str, int]]]) -> None:
+        self.addresses.clear()
+        self.utilisation.clear()
+        self.cluster_events.clear()
+        for usage, counters in usages:
+            name = usage.spec.name
+            for family in usage.families:
+                label = f"IPv{family.family}"
+                for state, value in (
+                    ("used", family.used), ("reserved", family.reserved),
+                    ("free", family.free), ("excluded", family.excluded),
+                ):
+                    self.addresses.labels(name, label, state).set(value)
+                held = family.used + family.reserved
+                self.utilisation.labels(name, label).set(held / family.total if family.total else 0)
+            for event in _STORED_COUNTERS:
+                self.cluster_events.labels(name, event).set(counters.get(event, 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""podnet's node agent and the ``podnet-cni`` shim that kubelet executes."""

@@ -1,0 +1,3 @@
+"""podnet: pod networking for Kubernetes on OVN, with addresses decided at admission."""
+
+__version__ = "0.1.0"

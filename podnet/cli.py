@@ -1,0 +1,50 @@
+"""``podnet``: one command, a subcommand per component.
+
+Each component adds its own subcommands (``register(subparsers)``), so this module only
+assembles them and turns errors into an exit status and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from podnet import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ipam import cli as ipam_cli
+    from podnet import lab
+
+    parser = argparse.ArgumentParser(
+        prog="podnet",
+        description="Pod networking for Kubernetes on OVN, with addresses decided at admission.",
+    )
+    parser.add_argument("--version", action="version", version=f"podnet {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (default: INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    lab.register(commands)
+    ipam_cli.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        status: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
