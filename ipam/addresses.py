@@ -31,13 +31,17 @@ def parse_ip(field: str, text: str) -> IPAddress:
         raise MalformedValue(field, text, "is not a valid IP address") from exc
 
 
-def parse_cidr(field: str, text: str) -> IPNetwork:
-    """Parse a CIDR whose host bits are zero, as Kubernetes and OVN require."""
+def parse_cidr(field: str, text: str, strict: bool = True) -> IPNetwork:
+    """Parse a CIDR; ``strict`` refuses host bits, as a subnet's ``cidrBlock`` must.
+
+    Lists of addresses (pools, exclusions) are lenient like Kube-OVN: ``10.16.0.210/30``
+    there means the /30 that holds 10.16.0.210.
+    """
     cleaned = text.strip()
     if "/" not in cleaned:
         raise MalformedValue(field, text, "is not a CIDR (expected address/prefix)")
     try:
-        return ipaddress.ip_network(cleaned, strict=True)
+        return ipaddress.ip_network(cleaned, strict=strict)
     except ValueError as exc:
         reason = "has host bits set" if "host bits" in str(exc) else "is not a valid CIDR"
         raise MalformedValue(field, text, reason) from exc
@@ -55,7 +59,7 @@ def parse_span(field: str, text: str) -> tuple[IPAddress, IPAddress]:
             raise MalformedValue(field, text, "is a range whose start is after its end")
         return low, high
     if "/" in cleaned:
-        network = parse_cidr(field, cleaned)
+        network = parse_cidr(field, cleaned, strict=False)
         return network.network_address, network.broadcast_address
     address = parse_ip(field, cleaned)
     return address, address

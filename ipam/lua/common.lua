@@ -44,11 +44,14 @@ local function excluded_until(excl, n)
   return nil
 end
 
--- Whether a released offset may go back to the free list under the current config.
-local function reusable(fcfg, off)
+-- Whether a released offset goes back to the free list: only offsets the cursor has
+-- passed (those ahead of it are handed out by the cursor anyway) and that the current
+-- config does not exclude.
+local function reusable(fam, fcfg, off)
   local n = numeric(off)
   if not n or not fcfg or n >= fcfg.size then return false end
-  return excluded_until(fcfg.excl, n) == nil
+  local cursor = tonumber(redis.call('HGET', K_CURSOR, fam) or '0')
+  return n < cursor and excluded_until(fcfg.excl, n) == nil
 end
 
 local function get_record(token)
@@ -81,7 +84,7 @@ local function free_record(rec, config)
   for fam, off in pairs(rec.a) do
     if redis.call('HGET', OWNER[fam], off) == rec.t then
       redis.call('HDEL', OWNER[fam], off)
-      if reusable(config and config[fam], off) then
+      if reusable(fam, config and config[fam], off) then
         local seq = redis.call('HINCRBY', K_CURSOR, 'seq', 1)
         redis.call('ZADD', FREE[fam], seq, off)
       end

@@ -21,7 +21,7 @@ for _, fam in ipairs(reset) do
 end
 for fam, fcfg in pairs(config) do
   for _, off in ipairs(redis.call('ZRANGE', FREE[fam], 0, -1)) do
-    if not reusable(fcfg, off) then redis.call('ZREM', FREE[fam], off) end
+    if not reusable(fam, fcfg, off) then redis.call('ZREM', FREE[fam], off) end
   end
   local cur = tonumber(redis.call('HGET', K_CURSOR, fam) or '0')
   for _, iv in ipairs(reopened[fam] or {}) do

@@ -65,9 +65,15 @@ end
 
 local popped = {}
 local function oldest_released(fam)
-  local first = redis.call('ZRANGE', FREE[fam], 0, 0)
-  if first[1] then popped[fam] = first[1] end
-  return first[1]
+  while true do
+    local first = redis.call('ZRANGE', FREE[fam], 0, 0)[1]
+    if not first then return nil end
+    if redis.call('HEXISTS', OWNER[fam], first) == 0 then
+      popped[fam] = first
+      return first
+    end
+    redis.call('ZREM', FREE[fam], first)  -- a stale entry; never hand out a held one
+  end
 end
 
 local function dynamic(fam)

@@ -1,0 +1,272 @@
+"""The allocator against a real redis-server: lifecycle, policy, errors and layout."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from ipam import errors
+from ipam.pool import parse_pool_annotation
+from ipam.requests import ReserveRequest, parse_static_ips
+from ipam.settings import IpamSettings, RedisSettings
+from ipam.store import Ipam
+from ipam.subnet import build_subnet
+
+
+def token() -> str:
+    return uuid.uuid4().hex
+
+
+def static(value: str, mac: str | None = None) -> ReserveRequest:
+    return ReserveRequest(static_ips=parse_static_ips(value), mac=mac)
+
+
+async def test_addresses_are_handed_out_in_order_skipping_gateway_and_exclusions(
+    ipam: Ipam,
+) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24", exclude_ips=["10.0.0.3..10.0.0.4"]))
+    got = [str((await ipam.reserve("s", token())).ips[0]) for _ in range(3)]
+    assert got == ["10.0.0.2", "10.0.0.5", "10.0.0.6"]
+
+
+async def test_reserving_again_under_the_same_token_returns_the_same_allocation(
+    ipam: Ipam,
+) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    first = await ipam.reserve("s", "tok", namespace="default", name="web")
+    again = await ipam.reserve("s", "tok", namespace="default", name="web")
+    assert again == first
+    assert (await ipam.usage("s")).families[0].reserved == 1
+
+
+async def test_a_full_subnet_reports_exhaustion_with_counts(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("tiny", "10.0.0.0/29"))  # .2-.6 usable
+    for _ in range(5):
+        await ipam.reserve("tiny", token())
+    with pytest.raises(errors.Exhausted) as caught:
+        await ipam.reserve("tiny", token())
+    assert str(caught.value) == "subnet tiny is exhausted: 5 of 5 addresses in use"
+
+
+async def test_a_released_address_is_reused_only_after_fresh_and_older_ones(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("tiny", "10.0.0.0/29"))
+    tokens = [token() for _ in range(3)]
+    held = [str((await ipam.reserve("tiny", t)).ips[0]) for t in tokens]  # .2 .3 .4
+    await ipam.release("tiny", "token", tokens[1])  # .3 released first
+    await ipam.release("tiny", "token", tokens[0])  # then .2
+    order = [str((await ipam.reserve("tiny", token())).ips[0]) for _ in range(4)]
+    assert order == ["10.0.0.5", "10.0.0.6", held[1], held[0]]
+
+
+async def test_a_static_ip_held_by_a_pod_is_refused_naming_the_pod(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("ovn-default", "10.16.0.0/16"))
+    tok = token()
+    await ipam.reserve("ovn-default", tok, static("10.16.0.7"), namespace="default", name="web-0")
+    await ipam.bind("ovn-default", tok, uid="uid-1", namespace="default", name="web-0")
+    with pytest.raises(errors.AllocationConflict) as caught:
+        await ipam.reserve("ovn-default", token(), static("10.16.0.7"))
+    assert str(caught.value) == (
+        "ovn.kubernetes.io/ip_address 10.16.0.7 is already used by pod default/web-0"
+    )
+
+
+async def test_a_static_mac_in_use_is_refused(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    await ipam.reserve("s", token(), static("10.0.0.9", "00:00:00:53:6b:c4"), name="a")
+    with pytest.raises(errors.AllocationConflict, match="mac_address 00:00:00:53:6b:c4"):
+        await ipam.reserve("s", token(), ReserveRequest(mac="00:00:00:53:6b:c4"))
+    assert (await ipam.usage("s")).families[0].reserved == 1
+
+
+async def test_a_refused_dual_stack_request_leaves_no_trace(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("ds", "10.0.0.0/24,fd00::/120"))
+    holder = await ipam.reserve("ds", token(), static("fd00::20"))
+    with pytest.raises(errors.AllocationConflict):
+        await ipam.reserve("ds", token(), static("10.0.0.20,fd00::20"))
+    fresh = await ipam.reserve("ds", token(), static("10.0.0.20"))
+    assert [str(ip) for ip in fresh.ips] == ["10.0.0.20", "fd00::2"]
+    assert holder.ips[1] == ipaddress.ip_address("fd00::20")
+
+
+async def test_binding_ties_a_reservation_to_one_pod(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    tok = token()
+    await ipam.reserve("s", tok)
+    bound = await ipam.bind("s", tok, uid="u1", namespace="ns", name="p")
+    assert bound.state == "bound"
+    assert await ipam.bind("s", tok, uid="u1", namespace="ns", name="p") == bound
+    with pytest.raises(errors.AllocationConflict, match="pod ns/p"):
+        await ipam.bind("s", tok, uid="u2", namespace="ns", name="p")
+    with pytest.raises(errors.UnknownReservation):
+        await ipam.bind("s", "never-issued", uid="u3", namespace="ns", name="q")
+    assert await ipam.lookup_pod("ns", "p") == bound
+    assert await ipam.lookup_uid("u1") == bound
+    assert await ipam.lookup_ip(str(bound.ips[0])) == bound
+    assert await ipam.lookup_token(tok) == bound
+
+
+async def test_release_by_pod_uid_or_token_is_idempotent(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    for by, value in (("pod", "ns/p0"), ("uid", "u1"), ("token", "t2")):
+        tok = f"t{by}" if by != "token" else value
+        await ipam.reserve("s", tok)
+        await ipam.bind("s", tok, uid="u0" if by == "pod" else "u1", namespace="ns",
+                        name="p0" if by == "pod" else "p1")
+        released = await ipam.release("s", by, value)  # type: ignore[arg-type]
+        assert released is not None and released.token == tok
+        assert await ipam.release("s", by, value) is None  # type: ignore[arg-type]
+    assert (await ipam.usage("s")).families[0].used == 0
+
+
+async def test_reservations_whose_pod_never_appears_expire(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    stale = await ipam.reserve("s", "stale", ttl_s=0.05)
+    kept = await ipam.reserve("s", "kept", ttl_s=60)
+    await ipam.bind("s", "kept", uid="u", namespace="ns", name="p")
+    await asyncio.sleep(0.1)
+    assert await ipam.expire("s") == ["stale"]
+    assert await ipam.lookup_ip(str(stale.ips[0])) is None
+    assert await ipam.lookup_token("kept") == await ipam.lookup_uid("u")
+    assert (await ipam.counters("s"))["expired"] == 1
+    assert kept.ips != stale.ips
+
+
+async def test_a_statefulset_ordinal_keeps_its_address_across_pod_recreation(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    sticky = ReserveRequest(sticky_key="default/web/0")
+    first = await ipam.reserve("s", "t1", sticky, namespace="default", name="web-0")
+    await ipam.bind("s", "t1", uid="u1", namespace="default", name="web-0")
+    kept = await ipam.release("s", "uid", "u1", keep_sticky=True)
+    assert kept is not None and kept.state == "kept"
+    await ipam.reserve("s", token())  # the next pod of another workload
+    second = await ipam.reserve("s", "t2", sticky, namespace="default", name="web-0")
+    assert (second.ips, second.mac) == (first.ips, first.mac)
+    assert await ipam.lookup_token("t1") is None
+    await ipam.release("s", "sticky", "default/web/0")
+    assert await ipam.lookup_ip(str(first.ips[0])) is None
+
+
+async def test_a_pool_hands_out_its_first_free_entry_then_reports_exhaustion(ipam: Ipam) -> None:
+    subnet = await ipam.ensure_subnet(build_subnet("ovn-default", "10.16.0.0/16"))
+    pool = parse_pool_annotation("10.16.0.15,10.16.0.16", subnet)
+    request = ReserveRequest(pool=pool)
+    got = {str((await ipam.reserve("ovn-default", token(), request)).ips[0]) for _ in range(2)}
+    assert got == {"10.16.0.15", "10.16.0.16"}
+    with pytest.raises(errors.Exhausted, match="2 of 2 addresses in use"):
+        await ipam.reserve("ovn-default", token(), request)
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/8", "fd00:10:16::/64"])
+async def test_a_huge_subnet_allocates_without_memory_growing_with_its_size(
+    ipam: Ipam, redis_settings: RedisSettings, cidr: str
+) -> None:
+    await ipam.ensure_subnet(build_subnet("big", cidr))
+    await ipam.ensure_subnet(build_subnet("small", "192.168.0.0/20"))
+    for _ in range(500):
+        await ipam.reserve("big", token())
+        await ipam.reserve("small", token())
+    client = Redis.from_url(redis_settings.url)
+    try:
+        sizes = {}
+        for name in ("big", "small"):
+            keys = ipam.keys.subnet_keys(name)
+            usage = [await client.memory_usage(key) or 0 for key in keys]
+            sizes[name] = sum(usage)
+    finally:
+        await client.aclose()
+    assert sizes["big"] < sizes["small"] * 1.5
+
+
+async def test_all_keys_of_a_subnet_hash_to_one_cluster_slot(ipam: Ipam) -> None:
+    slots = {key_slot(key.encode()) for key in ipam.keys.subnet_keys("ovn-default")}
+    assert len(slots) == 1
+
+
+async def test_two_prefixes_on_one_redis_are_independent(redis_settings: RedisSettings) -> None:
+    a = Ipam.connect(RedisSettings(url=redis_settings.url, prefix=redis_settings.prefix + "a:"))
+    b = Ipam.connect(RedisSettings(url=redis_settings.url, prefix=redis_settings.prefix + "b:"))
+    try:
+        for client in (a, b):
+            await client.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+        assert (await a.reserve("s", "t")).ips == (await b.reserve("s", "t")).ips
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_scripts_survive_a_flushed_script_cache(ipam: Ipam, redis_settings: RedisSettings) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    client = Redis.from_url(redis_settings.url)
+    await client.script_flush()
+    await client.aclose()
+    assert (await ipam.reserve("s", token())).ips
+
+
+async def test_subnet_updates_never_hand_out_an_address_in_use(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/28", exclude_ips=["10.0.0.5..10.0.0.6"]))
+    holder = await ipam.reserve("s", token(), static("10.0.0.9"))
+    # Excluding a held address keeps the holder; the address is not reused when freed.
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/28", exclude_ips=["10.0.0.9"]))
+    assert await ipam.lookup_ip("10.0.0.9") == holder
+    with pytest.raises(errors.SubnetChangeRefused, match="cidrBlock"):
+        await ipam.ensure_subnet(build_subnet("s", "10.0.1.0/28"))
+    with pytest.raises(errors.SubnetChangeRefused, match="gateway"):
+        await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/28", gateway="10.0.0.9"))
+    await ipam.release("s", "token", holder.token)
+    handed = {str((await ipam.reserve("s", token())).ips[0]) for _ in range(12)}
+    assert "10.0.0.9" not in handed
+    assert {"10.0.0.5", "10.0.0.6"} <= handed  # no longer excluded: back in use
+    with pytest.raises(errors.Exhausted):
+        await ipam.reserve("s", token())
+
+
+async def test_a_subnet_in_use_cannot_be_deleted(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    tok = token()
+    await ipam.reserve("s", tok, namespace="default", name="web")
+    with pytest.raises(errors.SubnetChangeRefused, match="1 addresses in use .*pod default/web"):
+        await ipam.delete_subnet("s")
+    await ipam.release("s", "token", tok)
+    await ipam.delete_subnet("s")
+    with pytest.raises(errors.UnknownSubnet):
+        await ipam.reserve("s", token())
+
+
+async def test_an_unknown_subnet_is_a_typed_error(ipam: Ipam) -> None:
+    with pytest.raises(errors.UnknownSubnet, match="subnet nope does not exist"):
+        await ipam.reserve("nope", token())
+
+
+async def test_an_unreachable_redis_is_a_store_error(redis_settings: RedisSettings) -> None:
+    broken = Ipam.connect(RedisSettings(url="redis://127.0.0.1:1/0", socket_timeout_s=0.5))
+    try:
+        with pytest.raises(errors.StoreUnavailable):
+            await broken.ping()
+    finally:
+        await broken.close()
+
+
+async def test_a_fenced_subnet_hands_out_nothing(ipam: Ipam) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    await ipam.set_fenced("s", True)
+    with pytest.raises(errors.Fenced):
+        await ipam.reserve("s", token())
+    await ipam.set_fenced("s", False)
+    assert (await ipam.reserve("s", token())).ips
+
+
+async def test_the_redis_url_may_be_a_unix_socket(own_redis: object) -> None:
+    from podnet.daemons import RedisServer
+
+    assert isinstance(own_redis, RedisServer)
+    client = Ipam.connect(RedisSettings(url=own_redis.unix_url), IpamSettings())
+    try:
+        await client.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+        assert (await client.reserve("s", token())).ips
+    finally:
+        await client.close()
