@@ -43,6 +43,8 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     appendonly: bool = True
+    appendfsync: str = "everysec"
+    """``always`` makes every acknowledged write survive a SIGKILL, at a cost in speed."""
     password: str = ""
     process: subprocess.Popen[bytes] | None = None
 
@@ -60,8 +62,8 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"unix://{auth}{self.socket_path}?db=0"
 
-    def start(self, timeout_s: float = 10.0) -> RedisServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def argv(self) -> list[str]:
+        """The redis-server command line for this server."""
         args = [
             require_binary("redis-server"),
             "--port", str(self.port),
@@ -70,18 +72,22 @@ class RedisServer:
             "--unixsocketperm", "700",
             "--dir", str(self.directory),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.directory / "redis.log"),
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
-        self._wait_ready(timeout_s)
+        return args
+
+    def start(self, timeout_s: float = 10.0) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL)
+        self.wait_ready(timeout_s)
         return self
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -133,3 +139,67 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class BackgroundProcess:
+    """A daemon that outlives the command that started it, tracked by a pidfile.
+
+    ``stop`` signals only the PID we recorded, and only if that process still runs the
+    program we started (a PID can be reused after a reboot).
+    """
+
+    name: str
+    state_dir: Path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state_dir / f"{self.name}.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.state_dir / f"{self.name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) and self._is_ours(pid) else None
+
+    def _is_ours(self, pid: int) -> bool:
+        try:
+            recorded = self.pidfile.read_text().split(maxsplit=1)[1]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, IndexError):
+            return False
+        return cmdline.decode(errors="replace").strip() == recorded.strip()
+
+    def start(self, argv: list[str]) -> int:
+        """Start ``argv`` detached (own session, output to the log); returns its PID."""
+        running = self.pid()
+        if running is not None:
+            return running
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self.logfile.open("ab") as log:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        self.pidfile.write_text(f"{process.pid} {' '.join(argv)}\n")
+        return process.pid
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop the recorded process; returns whether one was running."""
+        pid = self.pid()
+        self.pidfile.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.05)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        return True
