@@ -185,14 +185,24 @@ def error_response(
 
 def _ipam_error_response(exc: errors.IpamError) -> web.Response:
     status, code = error_status(exc)
+    if status >= 500:
+        log.warning("answering %d: %s", status, exc)
     field = exc.field if isinstance(exc, errors.InvalidInput) else ""
     return error_response(status, code, str(exc), field)
 
 
-def _http_error_response(exc: web.HTTPException) -> web.Response:
-    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+def _http_error_response(request: web.Request, exc: web.HTTPException) -> web.Response:
+    allowed = exc.headers.get("Allow")
+    if exc.status == 404:
+        message = f"no such endpoint: {request.path} (see {API_PREFIX}/openapi.json)"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed on {request.path} (allowed: {allowed})"
+    else:
+        message = exc.reason
     code = _HTTP_CODES.get(exc.status, "http_error")
-    return error_response(exc.status, code, exc.reason, headers=headers)
+    return error_response(
+        exc.status, code, message, headers={"Allow": allowed} if allowed else None
+    )
 
 
 # ------------------------------------------------------------------------ metrics
@@ -243,7 +253,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _http_error_response(exc)
+        response = _http_error_response(request, exc)
     except Exception:
         log.exception("%s %s failed", request.method, request.path_qs)
         response = error_response(500, "internal", "internal error (see the server log)")
@@ -298,7 +308,9 @@ async def get_metrics(request: web.Request) -> web.Response:
     ipam = _ipam(request)
     store_up = request.app[API_METRICS_KEY].store_up
     try:
-        usages = [(usage, await ipam.counters(usage.spec.name)) for usage in await subnet_usages(ipam)]
+        usages = [
+            (usage, await ipam.counters(usage.spec.name)) for usage in await subnet_usages(ipam)
+        ]
     except errors.StoreUnavailable as exc:
         log.warning("metrics without subnet utilisation: %s", exc)
         usages = []
@@ -322,11 +334,13 @@ async def get_readyz(request: web.Request) -> web.Response:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Put the endpoint's metrics on the IPAM's registry; close the IPAM if the app owns it."""
     ipam, metrics = app[IPAM_KEY], app[API_METRICS_KEY]
-    metrics.register(ipam.metrics.registry)
     try:
-        yield
+        metrics.register(ipam.metrics.registry)
+        try:
+            yield
+        finally:
+            metrics.unregister(ipam.metrics.registry)
     finally:
-        metrics.unregister(ipam.metrics.registry)
         if app[OWNS_IPAM_KEY]:
             await ipam.close()
 

@@ -45,6 +45,9 @@ DEFAULT_CIDR = "10.16.0.0/16"
 JOIN_SUBNET = "join"
 JOIN_CIDR = "100.64.0.0/16"
 
+_BUILTIN_CIDRS = {DEFAULT_SUBNET: DEFAULT_CIDR, JOIN_SUBNET: JOIN_CIDR}
+"""The built-in subnets keep their CIDR when an edit leaves ``cidrBlock`` out."""
+
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 _SUPPORTED_FIELDS = frozenset(
@@ -201,7 +204,7 @@ def parse_subnet(obj: Mapping[str, Any]) -> SubnetSpec:
     if not isinstance(spec, Mapping):
         raise MalformedValue("spec", spec, f"Subnet {name} has no spec")
     _refuse_unsupported(spec)
-    networks = _parse_cidr_block(spec.get("cidrBlock"))
+    networks = _parse_cidr_block(spec.get("cidrBlock") or _BUILTIN_CIDRS.get(name))
     _check_protocol(spec.get("protocol"), networks)
     gateways = _parse_gateways(spec.get("gateway"), networks)
     exclude_ips = _string_list("spec.excludeIps", spec.get("excludeIps"))

@@ -1,7 +1,7 @@
 """``podnet``: one command, a subcommand per component.
 
-Each component adds its own subcommands (``register(subparsers)``), so this module only
-assembles them and turns errors into an exit status and one line on stderr.
+Each component adds its own subcommands (``register(subparsers)``) and handles its own
+errors (one line on stderr and a non-zero status), so this module only assembles them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from podnet import __version__
 def build_parser() -> argparse.ArgumentParser:
     from ipam import cli as ipam_cli
     from podnet import lab
+    from webhook import cli as webhook_cli
 
     parser = argparse.ArgumentParser(
         prog="podnet",
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     lab.register(commands)
     ipam_cli.register(commands)
+    webhook_cli.register(commands)
     return parser
 
 

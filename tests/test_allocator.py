@@ -199,7 +199,9 @@ async def test_two_prefixes_on_one_redis_are_independent(redis_settings: RedisSe
         await b.close()
 
 
-async def test_scripts_survive_a_flushed_script_cache(ipam: Ipam, redis_settings: RedisSettings) -> None:
+async def test_scripts_survive_a_flushed_script_cache(
+    ipam: Ipam, redis_settings: RedisSettings
+) -> None:
     await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
     client = Redis.from_url(redis_settings.url)
     await client.script_flush()
@@ -229,7 +231,7 @@ async def test_a_subnet_in_use_cannot_be_deleted(ipam: Ipam) -> None:
     await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
     tok = token()
     await ipam.reserve("s", tok, namespace="default", name="web")
-    with pytest.raises(errors.SubnetChangeRefused, match="1 addresses in use .*pod default/web"):
+    with pytest.raises(errors.SubnetChangeRefused, match=r"1 addresses in use .*pod default/web"):
         await ipam.delete_subnet("s")
     await ipam.release("s", "token", tok)
     await ipam.delete_subnet("s")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -23,6 +25,7 @@ from ipam.store import Ipam
 from ipam.subnet import build_subnet
 from podnet.daemons import RedisServer
 
+T = TypeVar("T")
 CIDR = "10.9.0.0/27"
 EXCLUDES = ["10.9.0.10..10.9.0.12", "10.9.0.20"]
 
@@ -46,7 +49,7 @@ class AllocatorMachine(RuleBasedStateMachine):
         self.issued += 1
         return f"tok{self.issued:04d}"
 
-    def run(self, coroutine):  # type: ignore[no-untyped-def]
+    def run(self, coroutine: Awaitable[T]) -> T:
         return self.loop.run_until_complete(coroutine)
 
     def teardown(self) -> None:
@@ -107,8 +110,9 @@ class AllocatorMachine(RuleBasedStateMachine):
             self.ipam.keys.subnet_key("s", "free:4"),
             self.ipam.keys.subnet_key("s", "cursor"),
         ), strict=True))
-        owners = self.run(self.raw.hgetall(keys["owner"]))
-        free = {int(o) for o in self.run(self.raw.zrange(keys["free"], 0, -1))}
+        owners: dict[str, str] = self.run(self.raw.hgetall(keys["owner"]))  # type: ignore[arg-type]
+        members: list[str] = self.run(self.raw.zrange(keys["free"], 0, -1))  # type: ignore[arg-type]
+        free = {int(member) for member in members}
         cursor = int(self.run(self.raw.hget(keys["cursor"], "4")) or 0)
         held = {int(offset): tok for offset, tok in owners.items()}
         assert held == {offset: tok for tok, offset in self.held.items()}

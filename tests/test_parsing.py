@@ -86,6 +86,15 @@ def test_unsupported_fields_at_their_default_value_are_accepted() -> None:
     assert spec.cidr_block == "10.0.0.0/24"
 
 
+def test_an_edit_of_the_default_subnet_may_leave_its_cidr_out() -> None:
+    edited = parse_subnet({"kind": "Subnet", "metadata": {"name": "ovn-default"}, "spec": {
+        "gatewayType": "centralized", "gatewayNode": "node1,node2"}})
+    assert edited.cidr_block == "10.16.0.0/16"
+    assert edited.gateway_type == "centralized"
+    with pytest.raises(errors.MalformedValue, match=r"spec\.cidrBlock"):
+        parse_subnet(subnet_object(gatewayType="distributed"))
+
+
 def test_overlapping_subnets_are_refused_naming_both() -> None:
     first = build_subnet("blue", "10.1.0.0/16")
     second = build_subnet("green", "10.1.128.0/17")
@@ -168,7 +177,9 @@ interval = st.tuples(st.integers(0, 200), st.integers(0, 30)).map(lambda t: (t[0
 
 
 @given(st.lists(interval, max_size=8), st.lists(interval, max_size=8))
-def test_interval_arithmetic_matches_sets(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+def test_interval_arithmetic_matches_sets(
+    a: list[tuple[int, int]], b: list[tuple[int, int]]
+) -> None:
     def as_set(intervals: list[tuple[int, int]]) -> set[int]:
         return {n for low, high in intervals for n in range(low, high + 1)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,7 +54,7 @@ def make_tls_files(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
-async def test_a_rediss_url_speaks_tls(tmp_path: Path) -> None:
+def test_a_rediss_url_speaks_tls(tmp_path: Path) -> None:
     cert, key = make_tls_files(tmp_path)
     tls_port = free_port()
     server = RedisServer(tmp_path / "redis")
@@ -67,6 +68,6 @@ async def test_a_rediss_url_speaks_tls(tmp_path: Path) -> None:
     try:
         server.wait_ready()
         url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"
-        assert await allocate_once(url) == "10.0.0.2"
+        assert asyncio.run(allocate_once(url)) == "10.0.0.2"
     finally:
         server.stop()

@@ -1,0 +1,91 @@
+"""``podnet webhook``: run the admission webhook over HTTPS.
+
+``register(commands)`` adds the subcommand to podnet's CLI; ``python -m webhook`` runs
+the same parser on its own (handy for process-level tests and containers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
+from webhook.errors import ConfigError
+from webhook.server import serve
+from webhook.settings import (
+    DEFAULT_EXCLUDED_NAMESPACES,
+    LabelSelector,
+    ServerSettings,
+    WebhookSettings,
+    parse_listen,
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)")
+    parser.add_argument("--tls-cert", required=True, type=Path, help="PEM certificate chain")
+    parser.add_argument("--tls-key", required=True, type=Path, help="PEM private key")
+    parser.add_argument("--redis", default=DEFAULT_REDIS_URL, help="IPAM Redis URL")
+    parser.add_argument("--prefix", default="podnet:", help="Redis key prefix (default podnet:)")
+    parser.add_argument(
+        "--manifests", type=Path, default=None,
+        help="folder of YAML with Subnet, IPPool and Namespace objects (re-read on change)",
+    )
+    parser.add_argument(
+        "--exclude-namespaces", default=",".join(sorted(DEFAULT_EXCLUDED_NAMESPACES)),
+        help="comma-separated namespaces whose pods are admitted unchanged",
+    )
+    parser.add_argument(
+        "--exclude-selector", default="",
+        help="label selector (k=v,k!=v,k,!k) of pods admitted unchanged",
+    )
+    parser.add_argument(
+        "--reservation-ttl", type=float, default=600.0,
+        help="seconds a reservation waits for its pod to be stored (default 600)",
+    )
+    parser.add_argument(
+        "--rescan", type=float, default=10.0, help="seconds between manifest checks"
+    )
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    host, port = parse_listen(args.listen)
+    selector = LabelSelector.parse(args.exclude_selector) if args.exclude_selector else None
+    excluded = frozenset(n.strip() for n in args.exclude_namespaces.split(",") if n.strip())
+    if args.manifests is not None and not args.manifests.is_dir():
+        raise ConfigError(f"--manifests {args.manifests}: not a folder")
+    return ServerSettings(
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        host=host,
+        port=port,
+        redis=RedisSettings(url=args.redis, prefix=args.prefix),
+        manifests=args.manifests,
+        rescan_s=args.rescan,
+        webhook=WebhookSettings(
+            excluded_namespaces=excluded,
+            excluded_selector=selector,
+            reservation_ttl_s=args.reservation_ttl,
+        ),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(serve(settings_from(args)))
+    except ConfigError as exc:
+        print(f"podnet webhook: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``podnet webhook`` to podnet's CLI."""
+    parser = commands.add_parser(
+        "webhook", help="run the admission webhook (HTTPS)",
+        description="Give each pod its address at admission, over HTTPS.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)

@@ -1,0 +1,330 @@
+"""What a pod asks for, decided from the pod, its namespace and the known subnets/pools.
+
+Pure: plain mappings and IPAM specs in, a ``Plan`` (or ``Skip``) out, and a ``Denial``
+or a typed IPAM error naming the annotation when the request cannot work. The same
+decision serves a real admission and a dry run, so a dry run refuses exactly what a
+real one would.
+
+Subnet choice, first match wins: the pod's ``ovn.kubernetes.io/logical_switch``; the
+subnet of the IPPool its ``ip_pool`` names; the namespace's binding
+(``Subnet.spec.namespaces``, then the namespace annotation); the default subnet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipam.addresses import IPAddress
+from ipam.mac import MAC_ANNOTATION
+from ipam.pool import (
+    POOL_ANNOTATION,
+    IPPoolSpec,
+    Pool,
+    looks_like_pool_name,
+    parse_pool_annotation,
+)
+from ipam.requests import (
+    IP_ANNOTATION,
+    ReserveRequest,
+    parse_static_ips,
+    static_mac,
+    static_offsets,
+)
+from ipam.subnet import DEFAULT_SUBNET, SubnetSpec
+from webhook.errors import DENIED_BAD_REQUEST, Denial
+from webhook.patch import RESERVATION_ANNOTATION, SWITCH_ANNOTATION, WRITTEN_ANNOTATIONS
+from webhook.settings import WebhookSettings
+
+_ORDINAL = re.compile(r"^(?P<base>.+)-(?P<ordinal>0|[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class NamespaceInfo:
+    """A namespace's labels and annotations (empty when podnet has not seen it)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The subnets and IPPools the IPAM knows, as one snapshot."""
+
+    subnets: tuple[SubnetSpec, ...]
+    pools: tuple[IPPoolSpec, ...] = ()
+
+    def subnet(self, name: str) -> SubnetSpec | None:
+        return next((s for s in self.subnets if s.name == name), None)
+
+    def pool(self, name: str) -> IPPoolSpec | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+    @property
+    def default_name(self) -> str:
+        marked = next((s for s in self.subnets if s.default), None)
+        return marked.name if marked else DEFAULT_SUBNET
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What created the pod, in the words of a message: ``Deployment default/web``."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The pod is admitted unchanged, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The reservation to make for one pod."""
+
+    namespace: str
+    name: str
+    workload: Workload
+    subnet: SubnetSpec
+    request: ReserveRequest
+    node_selector: Mapping[str, str]
+    reservation: str = ""
+    """The token the pod already carries (a re-invocation), or empty."""
+    pool_label: str = "ip_pool"
+    """How a message names the pool: ``ip_pool`` or ``ip_pool <IPPool name>``."""
+
+
+def _strings(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in value.items() if v is not None}
+
+
+def metadata_of(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = pod.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def annotations_of(pod: Mapping[str, Any]) -> dict[str, str]:
+    return _strings(metadata_of(pod).get("annotations"))
+
+
+def labels_of(pod: Mapping[str, Any]) -> dict[str, str]:
+    return _strings(metadata_of(pod).get("labels"))
+
+
+def controller_of(pod: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (kind, name) of the pod's controlling owner, if any."""
+    owners = metadata_of(pod).get("ownerReferences")
+    if not isinstance(owners, list):
+        return None
+    refs = [o for o in owners if isinstance(o, Mapping) and o.get("kind") and o.get("name")]
+    chosen = next((o for o in refs if o.get("controller") is True), refs[0] if refs else None)
+    return (str(chosen["kind"]), str(chosen["name"])) if chosen else None
+
+
+def workload_of(pod: Mapping[str, Any], namespace: str, name: str) -> Workload:
+    owner = controller_of(pod)
+    if owner is None:
+        generate = str(metadata_of(pod).get("generateName") or "")
+        return Workload("pod", namespace, name or f"{generate}*")
+    kind, owner_name = owner
+    template_hash = labels_of(pod).get("pod-template-hash", "")
+    if kind == "ReplicaSet" and template_hash and owner_name.endswith(f"-{template_hash}"):
+        return Workload("Deployment", namespace, owner_name[: -len(template_hash) - 1])
+    return Workload(kind, namespace, owner_name)
+
+
+def statefulset_ordinal(pod: Mapping[str, Any], name: str) -> tuple[str, int] | None:
+    """(StatefulSet name, ordinal) for a StatefulSet's pod ``<sts>-<N>``."""
+    owner = controller_of(pod)
+    if owner is None or owner[0] != "StatefulSet":
+        return None
+    match = _ORDINAL.match(name)
+    if match is None or match.group("base") != owner[1]:
+        return None
+    return owner[1], int(match.group("ordinal"))
+
+
+def skip_reason(
+    pod: Mapping[str, Any], namespace: str, settings: WebhookSettings
+) -> str | None:
+    spec = pod.get("spec")
+    if isinstance(spec, Mapping) and spec.get("hostNetwork") is True:
+        return "hostNetwork pod"
+    if namespace in settings.excluded_namespaces:
+        return f"namespace {namespace} is excluded"
+    selector = settings.excluded_selector
+    if selector is not None and selector.matches(labels_of(pod)):
+        return "pod labels match the excluded selector"
+    return None
+
+
+def without_podnet_annotations(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``pod`` without what podnet wrote (except the chosen subnet)."""
+    metadata = dict(metadata_of(pod))
+    kept = {
+        key: value for key, value in annotations_of(pod).items()
+        if key == SWITCH_ANNOTATION or key not in WRITTEN_ANNOTATIONS
+    }
+    metadata["annotations"] = kept
+    return {**pod, "metadata": metadata}
+
+
+def decide(
+    pod: Mapping[str, Any],
+    namespace: NamespaceInfo,
+    catalog: Catalog,
+    settings: WebhookSettings,
+    name: str = "",
+) -> Skip | Plan:
+    """Decide the subnet and the reservation request for ``pod`` (or that it skips)."""
+    reason = skip_reason(pod, namespace.name, settings)
+    if reason is not None:
+        return Skip(reason)
+    name = str(metadata_of(pod).get("name") or name or "")
+    annotations = annotations_of(pod)
+    workload = workload_of(pod, namespace.name, name)
+    named_pool = _named_pool(annotations, catalog, namespace.name)
+    subnet = choose_subnet(annotations, named_pool, namespace, catalog)
+    sts = statefulset_ordinal(pod, name)
+    sticky_key = f"{namespace.name}/{sts[0]}/{sts[1]}" if sts else ""
+    mac = static_mac(annotations.get(MAC_ANNOTATION))
+    request, pool_label = _request(
+        annotations, subnet=subnet, named_pool=named_pool, sts=sts, sticky_key=sticky_key, mac=mac
+    )
+    selector = _node_selector(subnet, named_pool)
+    return Plan(
+        namespace=namespace.name,
+        name=name,
+        workload=workload,
+        subnet=subnet,
+        request=request,
+        node_selector=selector,
+        reservation=annotations.get(RESERVATION_ANNOTATION, ""),
+        pool_label=pool_label,
+    )
+
+
+def _named_pool(
+    annotations: Mapping[str, str], catalog: Catalog, namespace: str
+) -> IPPoolSpec | None:
+    value = annotations.get(POOL_ANNOTATION, "").strip()
+    if IP_ANNOTATION in annotations or not value or not looks_like_pool_name(value):
+        return None
+    pool = catalog.pool(value)
+    if pool is None:
+        raise Denial(f"{POOL_ANNOTATION} {value}: IPPool {value} does not exist",
+                     DENIED_BAD_REQUEST)
+    if pool.namespaces and namespace not in pool.namespaces:
+        raise Denial(
+            f"{POOL_ANNOTATION} {value}: IPPool {value} is not open to namespace {namespace} "
+            f"(spec.namespaces: {', '.join(pool.namespaces)})", DENIED_BAD_REQUEST,
+        )
+    return pool
+
+
+def choose_subnet(
+    annotations: Mapping[str, str],
+    named_pool: IPPoolSpec | None,
+    namespace: NamespaceInfo,
+    catalog: Catalog,
+) -> SubnetSpec:
+    """The pod's subnet, by the order in the module docstring."""
+    requested = annotations.get(SWITCH_ANNOTATION, "").strip()
+    if requested:
+        if named_pool is not None and named_pool.subnet != requested:
+            raise Denial(
+                f"{POOL_ANNOTATION} {named_pool.name}: IPPool {named_pool.name} belongs to "
+                f"subnet {named_pool.subnet}, but {SWITCH_ANNOTATION} asks for {requested}",
+                DENIED_BAD_REQUEST,
+            )
+        return _known(catalog, requested, f"{SWITCH_ANNOTATION} {requested}")
+    if named_pool is not None:
+        return _known(catalog, named_pool.subnet, f"IPPool {named_pool.name} spec.subnet")
+    bound = next((s for s in catalog.subnets if namespace.name in s.namespaces), None)
+    if bound is not None:
+        return bound
+    by_annotation = namespace.annotations.get(SWITCH_ANNOTATION, "").strip()
+    if by_annotation:
+        return _known(
+            catalog, by_annotation,
+            f"namespace {namespace.name} annotation {SWITCH_ANNOTATION} {by_annotation}",
+        )
+    return _known(catalog, catalog.default_name, "the default subnet")
+
+
+def _known(catalog: Catalog, name: str, source: str) -> SubnetSpec:
+    subnet = catalog.subnet(name)
+    if subnet is None:
+        raise Denial(f"{source}: subnet {name} does not exist", DENIED_BAD_REQUEST)
+    return subnet
+
+
+def _request(
+    annotations: Mapping[str, str],
+    *,
+    subnet: SubnetSpec,
+    named_pool: IPPoolSpec | None,
+    sts: tuple[str, int] | None,
+    sticky_key: str,
+    mac: str | None,
+) -> tuple[ReserveRequest, str]:
+    static = annotations.get(IP_ANNOTATION)
+    if static is not None:
+        addresses = parse_static_ips(static)
+        static_offsets(subnet, addresses)
+        return ReserveRequest(static_ips=addresses, mac=mac), "ip_pool"
+    pool_text = annotations.get(POOL_ANNOTATION, "").strip()
+    if not pool_text:
+        return ReserveRequest(mac=mac, sticky_key=sticky_key), "ip_pool"
+    pool = named_pool.resolve(subnet) if named_pool else parse_pool_annotation(pool_text, subnet)
+    label = f"ip_pool {named_pool.name}" if named_pool else "ip_pool"
+    if sts is None:
+        return ReserveRequest(pool=pool, mac=mac), label
+    return _pool_position(
+        pool, subnet, sts[1], sticky_key=sticky_key, mac=mac, label=label
+    ), label
+
+
+def _pool_position(
+    pool: Pool, subnet: SubnetSpec, ordinal: int, *, sticky_key: str, mac: str | None, label: str
+) -> ReserveRequest:
+    offsets = pool.position(ordinal)
+    if offsets is None:
+        raise Denial(
+            f"StatefulSet ordinal {ordinal} is past the end of {label} ({pool.size} entries)",
+            DENIED_BAD_REQUEST,
+        )
+    addresses: list[IPAddress] = []
+    for family, offset in sorted(offsets.items()):
+        layout = subnet.layout(family)
+        if layout is not None:
+            addresses.append(layout.address_at(offset))
+    static_offsets(subnet, tuple(addresses), POOL_ANNOTATION)
+    return ReserveRequest(
+        static_ips=tuple(addresses), mac=mac, sticky_key=sticky_key, field=POOL_ANNOTATION
+    )
+
+
+def _node_selector(subnet: SubnetSpec, pool: IPPoolSpec | None) -> dict[str, str]:
+    merged = dict(subnet.node_selector)
+    for key, value in (pool.node_selector if pool else {}).items():
+        if merged.get(key, value) != value:
+            raise Denial(
+                f"IPPool {pool.name if pool else ''} spec.nodeSelector {key}={value}: "
+                f"conflicts with subnet {subnet.name} nodeSelector {key}={merged[key]}",
+                DENIED_BAD_REQUEST,
+            )
+        merged[key] = value
+    return merged

@@ -1,0 +1,154 @@
+"""The JSONPatch the webhook returns: the pod's addresses and, if needed, node affinity.
+
+Two rules shape it. The patch must apply to the object *as the apiserver holds it now*
+(annotations may be absent, keys contain ``/``), and it must be idempotent, because the
+webhook may be invoked again on its own output: an annotation already at the right
+value produces no operation, and a node requirement already present is not added twice.
+
+Scheduler awareness: a subnet or pool with a ``nodeSelector`` exists only on some
+nodes. Required node affinity terms are ORed, so each requirement is added to *every*
+term (a DaemonSet pod's ``matchFields`` term included) and none of the user's terms is
+dropped; a pod with no term gets one.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from ipam.mac import MAC_ANNOTATION
+from ipam.records import Allocation
+from ipam.requests import IP_ANNOTATION
+from ipam.subnet import SubnetSpec
+from webhook.review import PatchOp
+
+ALLOCATED_ANNOTATION = "ovn.kubernetes.io/allocated"
+CIDR_ANNOTATION = "ovn.kubernetes.io/cidr"
+GATEWAY_ANNOTATION = "ovn.kubernetes.io/gateway"
+SWITCH_ANNOTATION = "ovn.kubernetes.io/logical_switch"
+RESERVATION_ANNOTATION = "podnet.io/reservation"
+WRITTEN_ANNOTATIONS = (
+    ALLOCATED_ANNOTATION, IP_ANNOTATION, MAC_ANNOTATION, CIDR_ANNOTATION,
+    GATEWAY_ANNOTATION, SWITCH_ANNOTATION, RESERVATION_ANNOTATION,
+)
+_REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+
+
+def escape(segment: str) -> str:
+    """A JSON Pointer segment (RFC 6901): ``~`` becomes ``~0``, ``/`` becomes ``~1``."""
+    return segment.replace("~", "~0").replace("/", "~1")
+
+
+def allocation_annotations(allocation: Allocation, subnet: SubnetSpec) -> dict[str, str]:
+    """What podnet writes into the pod for ``allocation``."""
+    return {
+        ALLOCATED_ANNOTATION: "true",
+        IP_ANNOTATION: ",".join(allocation.ip_strings()),
+        MAC_ANNOTATION: allocation.mac,
+        CIDR_ANNOTATION: subnet.cidr_block,
+        GATEWAY_ANNOTATION: subnet.gateway,
+        SWITCH_ANNOTATION: subnet.name,
+        RESERVATION_ANNOTATION: allocation.token,
+    }
+
+
+def annotation_ops(obj: Mapping[str, Any], annotations: Mapping[str, str]) -> list[PatchOp]:
+    """Operations setting ``annotations``; none for a key already at its value."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": dict(annotations)}}]
+    current = metadata.get("annotations")
+    if not isinstance(current, Mapping):
+        return [{"op": "add", "path": "/metadata/annotations", "value": dict(annotations)}]
+    return [
+        {"op": "add", "path": f"/metadata/annotations/{escape(key)}", "value": value}
+        for key, value in annotations.items()
+        if current.get(key) != value
+    ]
+
+
+def requirement(key: str, value: str) -> dict[str, Any]:
+    return {"key": key, "operator": "In", "values": [value]}
+
+
+def merge_node_affinity(
+    affinity: Mapping[str, Any] | None, selector: Mapping[str, str]
+) -> dict[str, Any] | None:
+    """``affinity`` with ``selector`` required in every term; None if nothing changes."""
+    if not selector:
+        return None
+    merged: dict[str, Any] = copy.deepcopy(dict(affinity or {}))
+    node = merged.setdefault("nodeAffinity", {})
+    required = node.get(_REQUIRED) or {}
+    node[_REQUIRED] = required
+    terms = required.get("nodeSelectorTerms") or []
+    required["nodeSelectorTerms"] = terms
+    wanted = [requirement(key, value) for key, value in sorted(selector.items())]
+    changed = False
+    if not terms:
+        terms.append({"matchExpressions": wanted})
+        changed = True
+    for term in terms:
+        if not term.get("matchExpressions") and not term.get("matchFields"):
+            continue  # an empty term matches no node; requirements would widen it
+        expressions = term.setdefault("matchExpressions", [])
+        for expression in wanted:
+            if expression not in expressions:
+                expressions.append(expression)
+                changed = True
+    return merged if changed else None
+
+
+def affinity_ops(obj: Mapping[str, Any], selector: Mapping[str, str]) -> list[PatchOp]:
+    """One operation replacing ``spec.affinity`` with the merged one, if it changes."""
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        return []
+    current = spec.get("affinity")
+    merged = merge_node_affinity(current if isinstance(current, Mapping) else None, selector)
+    if merged is None:
+        return []
+    return [{"op": "add", "path": "/spec/affinity", "value": merged}]
+
+
+def build_patch(
+    obj: Mapping[str, Any], annotations: Mapping[str, str], node_selector: Mapping[str, str]
+) -> list[PatchOp]:
+    return annotation_ops(obj, annotations) + affinity_ops(obj, node_selector)
+
+
+def unescape(segment: str) -> str:
+    return segment.replace("~1", "/").replace("~0", "~")
+
+
+def apply_patch(obj: Mapping[str, Any], ops: list[PatchOp]) -> dict[str, Any]:
+    """``obj`` with ``ops`` applied, as the apiserver would (add, replace, remove).
+
+    For places that must apply a webhook answer without an apiserver; raises
+    ``ValueError`` on a path that does not exist, as RFC 6902 requires.
+    """
+    result: dict[str, Any] = copy.deepcopy(dict(obj))
+    for op in ops:
+        *parents, last = [unescape(s) for s in op["path"].split("/")[1:]]
+        target: Any = result
+        for segment in parents:
+            target = target[int(segment)] if isinstance(target, list) else target[segment]
+        if isinstance(target, list):
+            index = len(target) if last == "-" else int(last)
+            if op["op"] == "add":
+                target.insert(index, copy.deepcopy(op["value"]))
+            elif op["op"] == "replace":
+                target[index] = copy.deepcopy(op["value"])
+            else:
+                del target[index]
+        elif isinstance(target, dict):
+            if op["op"] != "add" and last not in target:
+                raise ValueError(f"{op['op']} {op['path']}: no such member")
+            if op["op"] == "remove":
+                del target[last]
+            else:
+                target[last] = copy.deepcopy(op["value"])
+        else:
+            raise ValueError(f"{op['op']} {op['path']}: parent is not a container")
+    return result

@@ -1,0 +1,260 @@
+"""The webhook's HTTPS process: aiohttp routes over the pure core and the IPAM.
+
+kube-apiserver only calls webhooks over TLS, so there is no plain-HTTP mode. The
+certificate is usually a mounted Secret that cert-manager rotates, so the files are
+checked periodically and loaded into the *same* ``SSLContext``: new handshakes use the
+new certificate, connections already open keep theirs, and nothing restarts.
+
+Bodies are bounded (kube-apiserver's own limit is about 3 MiB per object; a review
+carries up to two objects), refused with 413 before they are read whole. A body that is
+not an AdmissionReview is a 400 with a JSON message: a 500 would say podnet is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ipam import errors
+from ipam.settings import IpamSettings
+from ipam.store import Ipam
+from webhook.admit import AdmitContext, Answer, CatalogCache, admit_pod
+from webhook.errors import ConfigError, MalformedReview
+from webhook.manifests import ManifestSource
+from webhook.memo import RedisReviewMemo
+from webhook.metrics import WebhookMetrics
+from webhook.review import AdmissionRequest, parse_review
+from webhook.settings import ServerSettings
+from webhook.validate import validate_ippool, validate_subnet
+
+log = logging.getLogger(__name__)
+Handler = Callable[[AdmissionRequest], Awaitable[Answer]]
+
+
+def make_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server context refusing anything older than TLS 1.2."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: cannot load: {exc}") from exc
+    return context
+
+
+class CertificateReloader:
+    """Loads rotated certificate files into the live context (keeps the old on error)."""
+
+    def __init__(self, context: ssl.SSLContext, cert: Path, key: Path) -> None:
+        self.context = context
+        self.cert = cert
+        self.key = key
+        self._stamp = self._current()
+
+    def _current(self) -> tuple[int, int]:
+        try:
+            return self.cert.stat().st_mtime_ns, self.key.stat().st_mtime_ns
+        except OSError:
+            return (0, 0)
+
+    def check(self) -> bool:
+        stamp = self._current()
+        if stamp in (self._stamp, (0, 0)):
+            return False
+        try:
+            self.context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("certificate not reloaded (keeping the previous one): %s", exc)
+            return False
+        self._stamp = stamp
+        log.info("certificate reloaded from %s", self.cert)
+        return True
+
+
+@dataclass
+class WebhookState:
+    ipam: Ipam
+    settings: ServerSettings
+    context: AdmitContext
+    manifests: ManifestSource
+    metrics: WebhookMetrics
+
+
+def build_app(state: WebhookState) -> web.Application:
+    app = web.Application(client_max_size=state.settings.max_body_bytes)
+    settings = state.settings.webhook
+
+    async def mutate_pods(review: AdmissionRequest) -> Answer:
+        return await admit_pod(review, state.ipam, settings, state.context)
+
+    async def subnets(review: AdmissionRequest) -> Answer:
+        answer = await validate_subnet(review, state.ipam)
+        state.context.catalog.invalidate()
+        return answer
+
+    async def ippools(review: AdmissionRequest) -> Answer:
+        return await validate_ippool(review, state.ipam)
+
+    app.router.add_post("/mutate-pods", _review_route(state, "mutate-pods", mutate_pods))
+    app.router.add_post("/validate-subnets", _review_route(state, "validate-subnets", subnets))
+    app.router.add_post("/validate-ippools", _review_route(state, "validate-ippools", ippools))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz(state))
+    app.router.add_get("/metrics", _metrics(state))
+    return app
+
+
+def _review_route(
+    state: WebhookState, endpoint: str, handle: Handler
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    limit = state.settings.max_body_bytes
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        if request.content_length is not None and request.content_length > limit:
+            state.metrics.observe(endpoint, "too_large", time.perf_counter() - started)
+            return _too_large(limit)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            state.metrics.observe(endpoint, "too_large", time.perf_counter() - started)
+            return _too_large(limit)
+        try:
+            answer = await handle(parse_review(body))
+        except MalformedReview as exc:
+            state.metrics.observe(endpoint, "malformed", time.perf_counter() - started)
+            return web.json_response({"message": f"not an AdmissionReview: {exc}"}, status=400)
+        state.metrics.observe(endpoint, answer.outcome, time.perf_counter() - started)
+        return web.json_response(answer.review)
+
+    return route
+
+
+def _too_large(limit: int) -> web.Response:
+    message = f"body exceeds {limit} bytes"
+    return web.json_response({"message": message}, status=413, headers={"Connection": "close"})
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def _readyz(state: WebhookState) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def readyz(_: web.Request) -> web.Response:
+        try:
+            await state.ipam.ping()
+        except errors.StoreUnavailable as exc:
+            return web.json_response({"status": "unready", "reason": str(exc)}, status=503)
+        if not state.manifests.loaded:
+            return web.json_response(
+                {"status": "unready", "reason": "manifests not registered yet"}, status=503
+            )
+        return web.json_response({"status": "ready", "manifestProblems": state.manifests.problems})
+
+    return readyz
+
+
+def _metrics(state: WebhookState) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def metrics(_: web.Request) -> web.Response:
+        body = state.metrics.render() + state.ipam.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return metrics
+
+
+@dataclass
+class RunningWebhook:
+    state: WebhookState
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext
+    reloader: CertificateReloader
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+
+async def _every(seconds: float, step: Callable[[], Awaitable[object]], what: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await step()
+        except errors.IpamError as exc:
+            log.warning("%s failed, retrying in %ss: %s", what, seconds, exc)
+
+
+@contextlib.asynccontextmanager
+async def running_webhook(settings: ServerSettings) -> AsyncIterator[RunningWebhook]:
+    """Serve until the block exits; port 0 picks a free port (see ``RunningWebhook.port``)."""
+    ssl_context = make_ssl_context(settings.tls_cert, settings.tls_key)
+    reloader = CertificateReloader(ssl_context, settings.tls_cert, settings.tls_key)
+    policy = settings.webhook
+    ipam = Ipam.connect(settings.redis, IpamSettings(reservation_ttl_s=policy.reservation_ttl_s))
+    memo = RedisReviewMemo.connect(
+        settings.redis.url, settings.redis.prefix, policy.review_memo_ttl_s,
+        settings.redis.socket_timeout_s,
+    )
+    manifests = ManifestSource(settings.manifests)
+    context = AdmitContext(memo, CatalogCache(policy.catalog_cache_s), manifests.namespace)
+    state = WebhookState(ipam, settings, context, manifests, WebhookMetrics())
+    # lingering_time bounds how long an unread (oversized) body is drained after a 413.
+    runner = web.AppRunner(build_app(state), access_log=None, lingering_time=1.0)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        try:
+            await manifests.refresh(ipam)
+        except errors.StoreUnavailable as exc:
+            log.warning("manifests not registered yet (store unavailable): %s", exc)
+        await runner.setup()
+        site = web.TCPSite(
+            runner, settings.host, settings.port, ssl_context=ssl_context, backlog=1024
+        )
+        await site.start()
+        host, port = _bound_address(runner, settings)
+
+        async def rescan() -> None:
+            if await manifests.refresh(ipam):
+                context.catalog.invalidate()
+
+        async def reload_certificate() -> None:
+            reloader.check()
+
+        tasks = [
+            asyncio.create_task(_every(settings.rescan_s, rescan, "manifest rescan")),
+            asyncio.create_task(
+                _every(settings.tls_reload_s, reload_certificate, "certificate check")
+            ),
+        ]
+        log.info("podnet webhook serving on https://%s:%s", host, port)
+        yield RunningWebhook(state, host, port, ssl_context, reloader)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        await memo.close()
+        await ipam.close()
+
+
+def _bound_address(runner: web.AppRunner, settings: ServerSettings) -> tuple[str, int]:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return str(address[0]), int(address[1])
+    return settings.host, settings.port
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run the webhook until cancelled."""
+    async with running_webhook(settings):
+        await asyncio.Event().wait()

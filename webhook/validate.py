@@ -1,0 +1,131 @@
+"""Validation of ``Subnet`` and ``IPPool`` objects before Kubernetes stores them.
+
+A wrong subnet is cheapest to fix at ``kubectl apply``: malformed CIDRs, overlaps,
+a gateway outside its CIDR, bad ``excludeIps``, pool addresses outside their subnet.
+And some changes would strand pods that already hold addresses: deleting a subnet or
+pool in use, or moving a subnet's CIDR under its pods. The parsing is the IPAM's own
+(``parse_subnet``, ``parse_ippool``, ``check_no_overlap``), so the webhook refuses
+exactly what the IPAM would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ipam import errors
+from ipam.pool import parse_ippool
+from ipam.records import Allocation
+from ipam.store import Ipam
+from ipam.subnet import SubnetSpec, check_no_overlap, parse_subnet
+from webhook.admit import Answer, denial_for
+from webhook.errors import DENIED_BAD_REQUEST, Denial, MalformedReview
+from webhook.review import AdmissionRequest, review_response
+
+_SHOWN_HOLDERS = 3
+
+
+def _holders(count: int, allocations: Sequence[Allocation]) -> str:
+    names = ", ".join(a.owner for a in allocations[:_SHOWN_HOLDERS])
+    more = ", ..." if count > _SHOWN_HOLDERS else ""
+    return f"{count} addresses in use (by {names}{more})"
+
+
+def _object_name(request: AdmissionRequest) -> str:
+    for obj in (request.object, request.old_object):
+        metadata = obj.get("metadata") if obj else None
+        if isinstance(metadata, Mapping) and metadata.get("name"):
+            return str(metadata["name"])
+    return request.name
+
+
+async def _answer(request: AdmissionRequest, check: Any) -> Answer:
+    try:
+        await check
+    except Denial as denial:
+        review = review_response(request.uid, False, message=denial.message, code=denial.code)
+        return Answer(review, "denied")
+    except errors.IpamError as exc:
+        mapped = denial_for(exc, None)
+        outcome = "unavailable" if isinstance(exc, errors.StoreUnavailable) else "denied"
+        review = review_response(request.uid, False, message=mapped.message, code=mapped.code)
+        return Answer(review, outcome)
+    return Answer(review_response(request.uid, True), "allowed")
+
+
+async def validate_subnet(request: AdmissionRequest, ipam: Ipam) -> Answer:
+    if request.kind != "Subnet" or request.operation == "CONNECT":
+        return Answer(review_response(request.uid, True), "unchanged")
+    if request.operation == "DELETE":
+        return await _answer(request, _check_subnet_delete(ipam, _object_name(request)))
+    if request.object is None:
+        raise MalformedReview("request.object is missing")
+    return await _answer(request, _check_subnet_change(ipam, request.object))
+
+
+async def _held(ipam: Ipam, name: str) -> tuple[int, list[Allocation]]:
+    usage = await ipam.usage(name)
+    count = max((f.used + f.reserved for f in usage.families), default=0)
+    if count == 0:
+        return 0, []
+    page = await ipam.allocations(name, limit=_SHOWN_HOLDERS)
+    return count, page.allocations
+
+
+async def _check_subnet_delete(ipam: Ipam, name: str) -> None:
+    try:
+        count, holders = await _held(ipam, name)
+    except errors.UnknownSubnet:
+        return
+    if count:
+        raise Denial(f"subnet {name} has {_holders(count, holders)}; delete those pods first")
+
+
+async def _check_subnet_change(ipam: Ipam, obj: Mapping[str, Any]) -> None:
+    spec = parse_subnet(obj)
+    others = await ipam.subnets()
+    check_no_overlap(spec, others)
+    previous = next((s for s in others if s.name == spec.name), None)
+    if previous is None or not _networks_changed(previous, spec):
+        return
+    count, holders = await _held(ipam, spec.name)
+    if count:
+        raise Denial(
+            f"spec.cidrBlock {spec.cidr_block}: cannot change subnet {spec.name} from "
+            f"{previous.cidr_block} while it has {_holders(count, holders)}"
+        )
+
+
+def _networks_changed(previous: SubnetSpec, new: SubnetSpec) -> bool:
+    return {f.network for f in previous.families} != {f.network for f in new.families}
+
+
+async def validate_ippool(request: AdmissionRequest, ipam: Ipam) -> Answer:
+    if request.kind != "IPPool" or request.operation == "CONNECT":
+        return Answer(review_response(request.uid, True), "unchanged")
+    if request.operation == "DELETE":
+        return await _answer(request, _check_pool_delete(ipam, _object_name(request)))
+    if request.object is None:
+        raise MalformedReview("request.object is missing")
+    return await _answer(request, _check_pool_change(ipam, request.object))
+
+
+async def _check_pool_delete(ipam: Ipam, name: str) -> None:
+    try:
+        _, pool = await ipam.pool(name)
+    except errors.UnknownPool:
+        return
+    holders = await ipam.pool_usage(pool)
+    if holders:
+        raise Denial(f"IPPool {name} has {_holders(len(holders), holders)}; "
+                     "delete those pods first")
+
+
+async def _check_pool_change(ipam: Ipam, obj: Mapping[str, Any]) -> None:
+    spec = parse_ippool(obj)
+    try:
+        subnet = await ipam.subnet(spec.subnet, fresh=True)
+    except errors.UnknownSubnet as exc:
+        raise Denial(f"spec.subnet {spec.subnet}: subnet {spec.subnet} does not exist",
+                     DENIED_BAD_REQUEST) from exc
+    spec.resolve(subnet)
