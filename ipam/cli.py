@@ -41,10 +41,9 @@ from ipam.api import (
     subnet_detail,
     subnet_list,
 )
-from ipam.pool import parse_ippool
 from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
 from ipam.store import Ipam
-from podnet.manifests import Manifest, read_manifests
+from podnet.manifests import Manifest, Registration, read_manifests, register_ipam_objects
 
 log = logging.getLogger(__name__)
 
@@ -413,91 +412,32 @@ async def run_serve(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------- load
 
 
-def kubeovn_object(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A manifest trimmed to what the IPAM parses and stores, as plain JSON values.
-
-    The IPAM keeps the object as JSON, and YAML may carry values JSON cannot (such as
-    the timestamps of ``kubectl get -o yaml`` metadata), so only the name and a
-    JSON-clean spec travel on.
-    """
-    metadata = obj.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, Mapping) else None
-    return {
-        "apiVersion": obj.get("apiVersion"),
-        "kind": obj.get("kind"),
-        "metadata": {"name": name},
-        "spec": json.loads(json.dumps(obj.get("spec"), default=str)),
-    }
-
-
-def is_kubeovn(manifest: Manifest, kind: str) -> bool:
-    return manifest.obj.get("apiVersion") == KUBEOVN_API_VERSION and manifest.kind == kind
-
-
-@dataclass
-class LoadOutcome:
-    """What ``load`` did, reported as it goes."""
-
-    loaded: int = 0
-    skipped: int = 0
-    failed: int = 0
-
-    def failure(self, message: object) -> None:
-        self.failed += 1
-        print(f"podnet: error: {message}", file=sys.stderr)
-
-    def skip(self, manifest: Manifest) -> None:
-        self.skipped += 1
-        version = manifest.obj.get("apiVersion") or "no apiVersion"
-        note(f"skipping {manifest.describe()} ({version}): not a {KUBEOVN_API_VERSION} "
-             "Subnet or IPPool")
-
-    def summary(self) -> str:
-        return f"loaded {self.loaded}, skipped {self.skipped}, failed {self.failed}"
-
-
-async def load_subnet(ipam: Ipam, manifest: Manifest, outcome: LoadOutcome) -> None:
-    try:
-        spec = await ipam.ensure_subnet(kubeovn_object(manifest.obj))
-    except errors.StoreUnavailable:
-        raise
-    except errors.IpamError as exc:
-        outcome.failure(f"{manifest.describe()}: {exc}")
-        return
-    outcome.loaded += 1
-    print(f"subnet {spec.name} loaded ({spec.cidr_block})")
-
-
-async def load_pool(ipam: Ipam, manifest: Manifest, outcome: LoadOutcome) -> None:
-    try:
-        pool = await ipam.ensure_pool(parse_ippool(kubeovn_object(manifest.obj)))
-    except errors.StoreUnavailable:
-        raise
-    except errors.IpamError as exc:
-        outcome.failure(f"{manifest.describe()}: {exc}")
-        return
-    outcome.loaded += 1
-    print(f"ippool {pool.name} loaded (subnet {pool.subnet}, {pool.size} addresses)")
+def is_ipam_object(manifest: Manifest) -> bool:
+    return manifest.is_kubeovn and manifest.kind in ("Subnet", "IPPool")
 
 
 async def run_load(args: argparse.Namespace) -> int:
-    outcome = LoadOutcome()
     manifests, problems = read_manifests(args.paths)
-    for problem in problems:
-        outcome.failure(problem)
-    subnets = [m for m in manifests if is_kubeovn(m, "Subnet")]
-    pools = [m for m in manifests if is_kubeovn(m, "IPPool")]
     for manifest in manifests:
-        if not (is_kubeovn(manifest, "Subnet") or is_kubeovn(manifest, "IPPool")):
-            outcome.skip(manifest)
-    if subnets or pools:
+        if not is_ipam_object(manifest):
+            version = manifest.obj.get("apiVersion") or "no apiVersion"
+            note(f"skipping {manifest.describe()} ({version}): not a {KUBEOVN_API_VERSION} "
+                 "Subnet or IPPool")
+    outcome = Registration()
+    if any(is_ipam_object(m) for m in manifests):
         async with connected(args) as ipam:
-            for manifest in subnets:  # first: a pool is checked against its subnet
-                await load_subnet(ipam, manifest, outcome)
-            for manifest in pools:
-                await load_pool(ipam, manifest, outcome)
-    print(outcome.summary())
-    return 1 if outcome.failed else 0
+            outcome = await register_ipam_objects(ipam, manifests)
+    for line in outcome.registered:
+        print(f"{line} loaded")
+    for line in outcome.unchanged:
+        print(f"{line} unchanged")
+    failures = problems + outcome.problems
+    for problem in failures:
+        print(f"podnet: error: {problem}", file=sys.stderr)
+    skipped = sum(not is_ipam_object(m) for m in manifests)
+    print(f"loaded {len(outcome.registered)}, unchanged {len(outcome.unchanged)}, "
+          f"skipped {skipped}, failed {len(failures)}")
+    return 1 if failures else 0
 
 
 # ------------------------------------------------------------------ registration

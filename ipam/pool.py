@@ -19,7 +19,13 @@ from typing import Any
 
 from ipam.addresses import Family, IPAddress, parse_span, split_list
 from ipam.errors import ExcludedAddress, GatewayAddress, MalformedValue, OutsideSubnet
-from ipam.subnet import MAX_CURSOR_SPAN, SubnetSpec, parse_node_selector, validate_name
+from ipam.subnet import (
+    MAX_CURSOR_SPAN,
+    SubnetSpec,
+    object_name,
+    parse_node_selector,
+    validate_name,
+)
 
 POOL_ANNOTATION = "ovn.kubernetes.io/ip_pool"
 
@@ -105,8 +111,7 @@ _IPPOOL_FIELDS = frozenset({"subnet", "ips", "namespaces", "nodeSelector", "enab
 
 def parse_ippool(obj: Mapping[str, Any]) -> IPPoolSpec:
     """Validate an IPPool object (its addresses are checked by ``resolve``)."""
-    metadata = obj.get("metadata") or {}
-    name = validate_name("metadata.name", metadata.get("name"))
+    name = validate_name("metadata.name", object_name(obj))
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         raise MalformedValue("spec", spec, f"IPPool {name} has no spec")

@@ -147,14 +147,13 @@ class Ipam:
 
     async def ensure_subnet(self, spec: SubnetSpec | dict[str, Any]) -> SubnetSpec:
         """Register or update a subnet; refuses overlaps and changes that hurt holders."""
-        raw_object = spec if isinstance(spec, dict) else None
         parsed = parse_subnet(spec) if isinstance(spec, dict) else spec
         others = await self.subnets()
         check_no_overlap(parsed, others)
         previous = next((s for s in others if s.name == parsed.name), None)
         reset, reopened = _config_change(previous, parsed)
         gateways = {str(f.family): str(f.offset_of(f.gateway)) for f in parsed.families}
-        stored = raw_object or _subnet_object(parsed)
+        stored = _subnet_object(parsed)
         result = await self._run(
             "configure", parsed.name,
             json.dumps(parsed.allocator_config()), json.dumps(stored),
@@ -433,14 +432,18 @@ class Ipam:
         return None
 
     async def allocations(self, subnet: str, cursor: int = 0, limit: int = 100) -> Page:
-        """A page of a subnet's allocations (Redis HSCAN order; resume with the cursor)."""
+        """A page of a subnet's allocations; resume with ``next_cursor``.
+
+        Pages follow Redis HSCAN, whose count is a hint: a page may hold more than
+        ``limit`` items (a small subnet comes back whole), sorted by address within it.
+        """
         spec = await self.subnet(subnet)
         key = self.keys.subnet_key(subnet, "alloc")
         found: list[Allocation] = []
         while True:
             cursor, chunk = await self._call(self._redis.hscan(key, cursor, count=limit))
-            assert isinstance(chunk, dict)
-            found.extend(allocation_from_raw(decode_raw(v), spec) for v in chunk.values())
+            records: dict[str, str] = chunk  # type: ignore[assignment]
+            found.extend(allocation_from_raw(decode_raw(v), spec) for v in records.values())
             if cursor == 0 or len(found) >= limit:
                 break
         found.sort(key=lambda a: [int(ip) for ip in a.ips])

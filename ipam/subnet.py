@@ -80,6 +80,12 @@ _DEFAULT_ONLY_FIELDS: Mapping[str, tuple[object, ...]] = {
 }
 
 
+def object_name(obj: Mapping[str, Any]) -> object:
+    """``metadata.name`` of an object, or None when the object has no usable metadata."""
+    metadata = obj.get("metadata")
+    return metadata.get("name") if isinstance(metadata, Mapping) else None
+
+
 def validate_name(field_name: str, value: object) -> str:
     """A Kubernetes object name (DNS subdomain), as subnet and pool names must be."""
     if not isinstance(value, str) or not _NAME.match(value):
@@ -198,8 +204,7 @@ def build_subnet(name: str, cidr_block: str, **options: Any) -> SubnetSpec:
 
 def parse_subnet(obj: Mapping[str, Any]) -> SubnetSpec:
     """Validate a Subnet object; every error names the offending field."""
-    metadata = obj.get("metadata") or {}
-    name = validate_name("metadata.name", metadata.get("name"))
+    name = validate_name("metadata.name", object_name(obj))
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         raise MalformedValue("spec", spec, f"Subnet {name} has no spec")

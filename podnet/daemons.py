@@ -168,12 +168,14 @@ class BackgroundProcess:
         return pid if pid_alive(pid) and self._is_ours(pid) else None
 
     def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` still runs the executable we started (daemons may retitle
+        themselves, so the executable is compared, not the command line)."""
         try:
-            recorded = self.pidfile.read_text().split(maxsplit=1)[1]
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            recorded = self.pidfile.read_text().split()[1]
+            running = os.readlink(f"/proc/{pid}/exe")
         except (OSError, IndexError):
             return False
-        return cmdline.decode(errors="replace").strip() == recorded.strip()
+        return os.path.realpath(recorded) == os.path.realpath(running)
 
     def start(self, argv: list[str]) -> int:
         """Start ``argv`` detached (own session, output to the log); returns its PID."""

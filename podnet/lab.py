@@ -17,15 +17,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ipam import errors
-from ipam.pool import parse_ippool
+from ipam.api import subnet_list
+from ipam.cli import format_table, subnets_table
 from ipam.settings import RedisSettings
-from ipam.store import Ipam, open_ipam
+from ipam.store import open_ipam
 from podnet.daemons import BackgroundProcess, DaemonError, RedisServer
-from podnet.manifests import Manifest, ManifestProblem, read_manifests
+from podnet.manifests import ManifestProblem, read_manifests, register_ipam_objects
 
 DEFAULT_STATE_DIR = Path("/var/lib/podnet")
 DEFAULT_MANIFESTS = Path(__file__).resolve().parent.parent / "examples"
@@ -149,26 +150,10 @@ def up(settings: LabSettings) -> list[ManifestProblem]:
 async def _register(settings: LabSettings) -> list[ManifestProblem]:
     manifests, problems = read_manifests(settings.manifests)
     async with open_ipam(settings.redis_settings) as ipam:
-        problems += await register_manifests(ipam, manifests)
-    return problems
-
-
-async def register_manifests(ipam: Ipam, manifests: list[Manifest]) -> list[ManifestProblem]:
-    """Register every Subnet, then every IPPool; each bad object becomes a problem."""
-    problems: list[ManifestProblem] = []
-    subnets = [m for m in manifests if m.kind == "Subnet"]
-    pools = [m for m in manifests if m.kind == "IPPool"]
-    for manifest in subnets + pools:
-        try:
-            if manifest.kind == "Subnet":
-                await ipam.ensure_subnet(manifest.obj)
-            else:
-                await ipam.ensure_pool(parse_ippool(manifest.obj))
-        except errors.StoreUnavailable:
-            raise
-        except errors.IpamError as exc:
-            problems.append(ManifestProblem(manifest.describe(), str(exc)))
-    return problems
+        outcome = await register_ipam_objects(ipam, manifests, ensure_default=True)
+    for line in outcome.registered:
+        print(f"    {line}", flush=True)
+    return problems + outcome.problems
 
 
 def _wait_http(url: str, process: BackgroundProcess, timeout_s: float = 20.0) -> None:
@@ -187,23 +172,21 @@ def _wait_http(url: str, process: BackgroundProcess, timeout_s: float = 20.0) ->
 
 
 def status_report(settings: LabSettings) -> str:
+    """The processes ``up`` started and, while Redis runs, every subnet's utilisation."""
     lines = ["", "process          pid      state"]
     for name, process in _processes(settings).items():
         pid = process.pid()
         lines.append(f"{name:<16} {pid or '-':<8} {'running' if pid else 'stopped'}")
     try:
-        url = f"http://{settings.ipam_listen}/api/v1/subnets"
-        with urllib.request.urlopen(url, timeout=2) as response:
-            subnets = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError):
+        subnets = asyncio.run(_subnets(settings))
+    except errors.IpamError:
         return "\n".join(lines)
-    lines += ["", f"{'subnet':<14} {'cidrBlock':<32} {'total':>8} {'used':>6} {'free':>8}"]
-    for subnet in subnets if isinstance(subnets, list) else subnets.get("items", []):
-        lines.append(
-            f"{subnet['name']:<14} {subnet['cidrBlock']:<32} {subnet['total']:>8} "
-            f"{subnet['used'] + subnet['reserved']:>6} {subnet['free']:>8}"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + format_table(subnets_table(subnets)) + "\n"
+
+
+async def _subnets(settings: LabSettings) -> list[dict[str, object]]:
+    async with open_ipam(replace(settings.redis_settings, socket_timeout_s=1.0)) as ipam:
+        return await subnet_list(ipam)
 
 
 def _run_status(args: argparse.Namespace) -> int:

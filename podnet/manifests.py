@@ -1,19 +1,30 @@
 """Reading Kubernetes manifests from files and directories, as ``kubectl apply -f`` does.
 
 Standalone podnet (``podnet up``, ``podnet ipam load``, the webhook's ``--manifests``)
-takes its desired state from ordinary YAML files. A file may hold several documents;
-a directory is read in name order, not recursively. Problems are reported per file and
-document, so one bad file does not hide the others.
+takes its desired state from ordinary YAML files. A file may hold several documents
+(and ``kind: List`` objects); a directory is read in name order, not recursively.
+Problems are reported per file and document, so one bad file does not hide the others.
+
+``register_ipam_objects`` is the one place where manifests become IPAM state: Subnets
+first (a pool is checked against its subnet), then IPPools, unchanged ones skipped.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ipam import errors
+from ipam.pool import parse_ippool
+from ipam.store import Ipam
+from ipam.subnet import DEFAULT_SUBNET, default_subnet, parse_subnet
+
+KUBEOVN_GROUP = "kubeovn.io/"
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,10 @@ class Manifest:
     @property
     def kind(self) -> str:
         return str(self.obj.get("kind", ""))
+
+    @property
+    def is_kubeovn(self) -> bool:
+        return str(self.obj.get("apiVersion", "")).startswith(KUBEOVN_GROUP)
 
     @property
     def name(self) -> str:
@@ -71,6 +86,83 @@ def read_manifests(paths: Iterable[Path]) -> tuple[list[Manifest], list[Manifest
             source = f"{path}#{index}" if len(documents) > 1 else str(path)
             if not isinstance(document, dict) or "kind" not in document:
                 problems.append(ManifestProblem(source, "is not a Kubernetes object"))
-                continue
-            manifests.append(Manifest(source, document))
+            elif document["kind"] == "List":
+                items = document.get("items") or []
+                manifests += [Manifest(f"{source}[{i}]", item) for i, item in enumerate(items)
+                              if isinstance(item, dict)]
+            else:
+                manifests.append(Manifest(source, document))
     return manifests, problems
+
+
+def kubeovn_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """A manifest trimmed to what the IPAM parses and stores, as plain JSON values.
+
+    YAML may carry values JSON cannot (the timestamps of ``kubectl get -o yaml``
+    metadata), so only the name and a JSON-clean spec travel on.
+    """
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {"name": name},
+        "spec": json.loads(json.dumps(obj.get("spec"), default=str)),
+    }
+
+
+@dataclass
+class Registration:
+    """What ``register_ipam_objects`` did."""
+
+    registered: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    problems: list[ManifestProblem] = field(default_factory=list)
+
+
+async def register_ipam_objects(
+    ipam: Ipam, manifests: Iterable[Manifest], ensure_default: bool = False
+) -> Registration:
+    """Register the kubeovn.io Subnets, then IPPools; each bad one becomes a problem.
+
+    With ``ensure_default``, podnet's ``ovn-default`` is created when no subnet is
+    marked ``default`` and none of that name exists.
+    """
+    chosen = [m for m in manifests if m.is_kubeovn]
+    subnets = [m for m in chosen if m.kind == "Subnet"]
+    pools = [m for m in chosen if m.kind == "IPPool"]
+    outcome = Registration()
+    stored = {spec.name: spec for spec in await ipam.subnets()}
+    has_default = any(spec.default for spec in stored.values())
+    for manifest in subnets:
+        try:
+            spec = parse_subnet(kubeovn_object(manifest.obj))
+            has_default = has_default or spec.default
+            if stored.get(spec.name) == spec:
+                outcome.unchanged.append(f"subnet {spec.name}")
+                continue
+            await ipam.ensure_subnet(spec)
+            outcome.registered.append(f"subnet {spec.name} ({spec.cidr_block})")
+        except errors.StoreUnavailable:
+            raise
+        except errors.IpamError as exc:
+            outcome.problems.append(ManifestProblem(manifest.describe(), str(exc)))
+    if ensure_default and not has_default and DEFAULT_SUBNET not in stored:
+        spec = await ipam.ensure_subnet(default_subnet())
+        outcome.registered.append(f"subnet {spec.name} ({spec.cidr_block})")
+    known_pools = {pool.name: pool for pool in await ipam.pools()}
+    for manifest in pools:
+        try:
+            pool = parse_ippool(kubeovn_object(manifest.obj))
+            if known_pools.get(pool.name) == pool:
+                outcome.unchanged.append(f"ippool {pool.name}")
+                continue
+            resolved = await ipam.ensure_pool(pool)
+            outcome.registered.append(
+                f"ippool {pool.name} (subnet {pool.subnet}, {resolved.size} addresses)"
+            )
+        except errors.StoreUnavailable:
+            raise
+        except errors.IpamError as exc:
+            outcome.problems.append(ManifestProblem(manifest.describe(), str(exc)))
+    return outcome

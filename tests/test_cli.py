@@ -258,9 +258,9 @@ def test_load_registers_subnets_then_pools_and_reports_each_invalid_object(
     assert "spec.cidrBlock 10.40.0.0/33: is not a valid CIDR" in errors[0]
     assert "IPPool orphan-pool" in errors[1] and "subnet nosuch does not exist" in errors[1]
     assert "ConfigMap settings" in err and "podnet: note: skipping" in err
-    assert "subnet green loaded (10.30.0.0/24)" in out
-    assert "ippool green-pool loaded (subnet green, 11 addresses)" in out
-    assert out.splitlines()[-1] == "loaded 2, skipped 1, failed 2"
+    assert "subnet green (10.30.0.0/24) loaded" in out
+    assert "ippool green-pool (subnet green, 11 addresses) loaded" in out
+    assert out.splitlines()[-1] == "loaded 2, unchanged 0, skipped 1, failed 2"
 
     async def registered(ipam: Ipam) -> tuple[list[str], list[str]]:
         return await ipam.subnet_names(), [pool.name for pool in await ipam.pools()]
@@ -276,7 +276,7 @@ def test_loading_the_same_manifests_again_changes_nothing(
     assert podnet(capsys, "load", str(manifest), *store)[0] == 0
     status, out, _ = podnet(capsys, "load", str(manifest), *store)
     assert status == 0
-    assert out.splitlines()[-1] == "loaded 1, skipped 0, failed 0"
+    assert out.splitlines()[-1] == "loaded 0, unchanged 1, skipped 0, failed 0"
 
 
 def test_load_reports_unreadable_files_and_still_loads_the_rest(
@@ -291,7 +291,7 @@ def test_load_reports_unreadable_files_and_still_loads_the_rest(
     assert status == 1
     assert f"podnet: error: {bad}: cannot be read" in err
     assert f"podnet: error: {missing}: cannot be read" in err
-    assert "subnet green loaded" in out
+    assert "subnet green (10.30.0.0/24) loaded" in out
 
 
 def test_the_installed_command_prints_subnets_as_json(

@@ -1,0 +1,49 @@
+"""``podnet up`` / ``status`` / ``down`` on this machine, with real processes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from podnet.daemons import free_port, pid_alive
+from podnet.lab import DEFAULT_MANIFESTS, LabSettings, _processes, down, status_report, up
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> LabSettings:
+    manifests = tmp_path / "manifests"
+    shutil.copytree(DEFAULT_MANIFESTS, manifests)
+    (manifests / "90-broken.yaml").write_text(
+        "apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata: {name: broken}\n"
+        "spec: {cidrBlock: 10.99.0.0/33}\n"
+    )
+    return LabSettings(
+        state_dir=tmp_path / "state", redis_port=free_port(),
+        ipam_listen=f"127.0.0.1:{free_port()}", manifests=(manifests,),
+    )
+
+
+def test_up_runs_podnet_reports_bad_manifests_and_down_leaves_nothing(lab: LabSettings) -> None:
+    try:
+        problems = up(lab)
+        assert [str(p) for p in problems] == [
+            f"{lab.manifests[0] / '90-broken.yaml'}: Subnet broken: "
+            "spec.cidrBlock 10.99.0.0/33: is not a valid CIDR"
+        ]
+        with urllib.request.urlopen(f"http://{lab.ipam_listen}/api/v1/subnets") as response:
+            names = [subnet["name"] for subnet in json.load(response)]
+        assert names == ["ovn-default", "shop", "tools"]
+        pids = {name: process.pid() for name, process in _processes(lab).items()}
+        assert all(pids.values())
+
+        up(lab)  # a second up keeps what runs
+        assert {name: p.pid() for name, p in _processes(lab).items()} == pids
+        assert "shop" in status_report(lab)
+    finally:
+        down(lab)
+    assert not any(pid_alive(pid) for pid in pids.values() if pid)
+    assert not lab.state_dir.exists()
