@@ -241,7 +241,7 @@ def parse_subnet(obj: Mapping[str, Any]) -> SubnetSpec:
         exclude_ips=tuple(exclude_ips),
         namespaces=tuple(_string_list("spec.namespaces", spec.get("namespaces"))),
         private=_bool("spec.private", spec.get("private")),
-        allow_subnets=tuple(_string_list("spec.allowSubnets", spec.get("allowSubnets"))),
+        allow_subnets=_cidr_list("spec.allowSubnets", spec.get("allowSubnets")),
         nat_outgoing=_bool("spec.natOutgoing", spec.get("natOutgoing")),
         gateway_type=gateway_type,
         gateway_node=gateway_node,
@@ -391,6 +391,13 @@ def _string_list(field_name: str, value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise MalformedValue(field_name, value, "must be a list of strings")
     return [v.strip() for v in value if v.strip()]
+
+
+def _cidr_list(field_name: str, value: object) -> tuple[str, ...]:
+    return tuple(
+        str(parse_cidr(f"{field_name}[{index}]", item, strict=False))
+        for index, item in enumerate(_string_list(field_name, value))
+    )
 
 
 def _bool(field_name: str, value: object) -> bool:

@@ -1,0 +1,24 @@
+"""The annotation keys of podnet's user contract, in one place.
+
+Users write the ``ovn.kubernetes.io/*`` keys (Kube-OVN's API, unchanged); the webhook
+writes the allocation back under the same keys plus ``podnet.io/reservation``; the sync
+worker adds ``ovn.kubernetes.io/routed`` once the pod's OVN port exists.
+"""
+
+from __future__ import annotations
+
+IP_ADDRESS = "ovn.kubernetes.io/ip_address"
+MAC_ADDRESS = "ovn.kubernetes.io/mac_address"
+IP_POOL = "ovn.kubernetes.io/ip_pool"
+LOGICAL_SWITCH = "ovn.kubernetes.io/logical_switch"
+INGRESS_RATE = "ovn.kubernetes.io/ingress_rate"
+EGRESS_RATE = "ovn.kubernetes.io/egress_rate"
+
+ALLOCATED = "ovn.kubernetes.io/allocated"
+CIDR = "ovn.kubernetes.io/cidr"
+GATEWAY = "ovn.kubernetes.io/gateway"
+ROUTED = "ovn.kubernetes.io/routed"
+RESERVATION = "podnet.io/reservation"
+
+AGENT_READY_LABEL = "podnet.io/agent-ready"
+"""Node label the node agent sets to ``true`` once it serves CNI on that node."""

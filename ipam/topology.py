@@ -1,0 +1,312 @@
+"""Desired OVN state as a pure function of subnets, pods, nodes and services.
+
+Names follow the contract of ARCHITECTURE §5: router ``ovn-cluster``; a switch per
+subnet joined by router port ``ovn-cluster-<subnet>`` and switch port
+``<subnet>-ovn-cluster``; pod ports ``<pod>.<namespace>``; the ``join`` switch with a
+port ``node-<node>`` per node; a ``Load_Balancer`` per service and protocol.
+
+Routing out of the cluster is expressed as router policies: traffic between cluster
+subnets is allowed first (priority 31000); a centralized subnet's traffic is rerouted
+to its gateway node's join address, and a distributed subnet's traffic to the join
+address of the node each pod runs on (an address set of the pod IPs per node), both at
+priority 29000. The node then routes (and SNATs for ``natOutgoing`` subnets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ipam.addresses import IPAddress
+from ipam.cluster import EndpointSliceView, PodView, ServicePort, ServiceView
+from ipam.nb_model import (
+    Acl,
+    AddressSet,
+    DesiredState,
+    LoadBalancer,
+    Router,
+    RouterPolicy,
+    RouterPort,
+    Switch,
+    SwitchPort,
+    derived_mac,
+    owned,
+    pairs,
+)
+from ipam.subnet import JOIN_SUBNET, SubnetSpec
+
+CLUSTER_ROUTER = "ovn-cluster"
+OVN_MAX_AFFINITY_TIMEOUT_S = 65535
+PRIORITY_CLUSTER_INTERNAL = 31000
+PRIORITY_GATEWAY = 29000
+PRIORITY_PRIVATE_ALLOW = 3000
+PRIORITY_PRIVATE_DROP = 2900
+
+
+@dataclass(frozen=True)
+class NodeJoin:
+    """A node's port on the join switch, from its IPAM allocation in ``join``."""
+
+    name: str
+    ips: tuple[IPAddress, ...]
+    mac: str
+    internal_ips: tuple[IPAddress, ...] = ()
+
+    @property
+    def port_name(self) -> str:
+        return f"node-{self.name}"
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything the desired state depends on."""
+
+    subnets: Sequence[SubnetSpec]
+    pods: Sequence[PodView]
+    nodes: Sequence[NodeJoin]
+    services: Sequence[ServiceView] = ()
+    slices: Sequence[EndpointSliceView] = ()
+
+
+def desired_state(view: ClusterView) -> DesiredState:
+    state = DesiredState()
+    state.routers[CLUSTER_ROUTER] = Router(CLUSTER_ROUTER, owned("router"))
+    subnets = {subnet.name: subnet for subnet in view.subnets}
+    for subnet in view.subnets:
+        _add_subnet(state, subnet)
+    for node in view.nodes:
+        _add_node_port(state, node)
+    placed = _add_pod_ports(state, view.pods, subnets)
+    _add_private_acls(state, view.subnets, subnets.get(JOIN_SUBNET))
+    _add_gateway_policies(state, view.subnets, view.nodes, placed)
+    for balancer in service_load_balancers(view.services, view.slices, view.nodes):
+        state.load_balancers[balancer.name] = balancer
+    return state
+
+
+def _add_subnet(state: DesiredState, subnet: SubnetSpec) -> None:
+    ids = owned("subnet", **{"podnet.io/subnet": subnet.name})
+    state.switches[subnet.name] = Switch(subnet.name, ids)
+    router_port = f"{CLUSTER_ROUTER}-{subnet.name}"
+    networks = tuple(
+        f"{layout.gateway}/{layout.network.prefixlen}" for layout in subnet.families
+    )
+    state.router_ports[router_port] = RouterPort(
+        router_port, CLUSTER_ROUTER, derived_mac(router_port), networks, ids
+    )
+    switch_port = f"{subnet.name}-{CLUSTER_ROUTER}"
+    state.switch_ports[switch_port] = SwitchPort(
+        switch_port, subnet.name, ("router",), ids, type="router",
+        options=pairs({"router-port": router_port}),
+    )
+
+
+def _add_node_port(state: DesiredState, node: NodeJoin) -> None:
+    if JOIN_SUBNET not in state.switches or not node.ips:
+        state.skipped.append(f"node {node.name}: no join address yet")
+        return
+    address = " ".join([node.mac, *map(str, node.ips)])
+    state.switch_ports[node.port_name] = SwitchPort(
+        node.port_name, JOIN_SUBNET, (address,),
+        owned("node", **{"podnet.io/node": node.name}), port_security=(address,),
+    )
+
+
+def _add_pod_ports(
+    state: DesiredState, pods: Iterable[PodView], subnets: Mapping[str, SubnetSpec]
+) -> list[PodView]:
+    """Ports for every pod that has an allocation and can have traffic."""
+    placed: list[PodView] = []
+    for pod in pods:
+        if pod.host_network or pod.terminal or not pod.ips:
+            continue
+        if pod.subnet not in subnets:
+            state.skipped.append(f"pod {pod.key}: subnet {pod.subnet!r} is unknown")
+            continue
+        address = " ".join([pod.mac, *map(str, pod.ips)])
+        state.switch_ports[pod.port_name] = SwitchPort(
+            pod.port_name, pod.subnet, (address,),
+            owned("pod", **{
+                "podnet.io/pod": pod.name, "podnet.io/namespace": pod.namespace,
+                "podnet.io/subnet": pod.subnet,
+            }),
+            port_security=(address,),
+        )
+        placed.append(pod)
+    return placed
+
+
+def _cidr_match(field: str, subnets: Iterable[SubnetSpec], extra: Iterable[str] = ()) -> str:
+    """``ip4.<field> == {...} || ip6.<field> == {...}`` over the subnets' CIDRs."""
+    by_family: dict[int, set[str]] = defaultdict(set)
+    for subnet in subnets:
+        for layout in subnet.families:
+            by_family[layout.family].add(str(layout.network))
+    for cidr in extra:
+        by_family[6 if ":" in cidr else 4].add(cidr.strip())
+    clauses = [
+        f"ip{family}.{field} == {{{', '.join(sorted(cidrs))}}}"
+        for family, cidrs in sorted(by_family.items())
+    ]
+    return " || ".join(clauses)
+
+
+def _add_private_acls(
+    state: DesiredState, subnets: Sequence[SubnetSpec], join: SubnetSpec | None
+) -> None:
+    """A private subnet accepts traffic only from itself, ``allowSubnets`` and nodes."""
+    for subnet in subnets:
+        if not subnet.private:
+            continue
+        allowed = [subnet, *([join] if join else [])]
+        match = _cidr_match("src", allowed, subnet.allow_subnets)
+        for suffix, priority, acl_match, action in (
+            ("private-allow", PRIORITY_PRIVATE_ALLOW, match, "allow-related"),
+            ("private-drop", PRIORITY_PRIVATE_DROP, "ip", "drop"),
+        ):
+            key = f"{subnet.name}/{suffix}"
+            state.acls[key] = Acl(subnet.name, key, priority, "to-lport", acl_match, action)
+
+
+def address_set_name(*parts: str) -> str:
+    """An OVN address-set name (letters, digits, ``_``) that stays unique."""
+    readable = re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))
+    digest = hashlib.sha256("/".join(parts).encode()).hexdigest()[:8]
+    return f"podnet_{readable}_{digest}"
+
+
+def _add_gateway_policies(
+    state: DesiredState, subnets: Sequence[SubnetSpec], nodes: Sequence[NodeJoin],
+    pods: Sequence[PodView],
+) -> None:
+    pod_subnets = [s for s in subnets if s.name != JOIN_SUBNET]
+    if not pod_subnets:
+        return
+    internal = _cidr_match("dst", subnets)
+    state.policies["cluster-internal"] = RouterPolicy(
+        CLUSTER_ROUTER, "cluster-internal", PRIORITY_CLUSTER_INTERNAL, internal, "allow"
+    )
+    join_ips = {node.name: node.ips for node in nodes if node.ips}
+    for subnet in pod_subnets:
+        if subnet.gateway_type == "centralized":
+            _centralized_policy(state, subnet, join_ips)
+        else:
+            _distributed_policies(state, subnet, join_ips, pods)
+
+
+def _centralized_policy(
+    state: DesiredState, subnet: SubnetSpec, join_ips: Mapping[str, tuple[IPAddress, ...]]
+) -> None:
+    """Active-standby: the first listed gateway node with a join address is the exit."""
+    gateways = [n.split(":")[0].strip() for n in subnet.gateway_node.split(",") if n.strip()]
+    active = next((name for name in gateways if name in join_ips), None)
+    if active is None:
+        state.skipped.append(f"subnet {subnet.name}: no gateway node of {gateways} is ready")
+        return
+    for layout in subnet.families:
+        nexthop = next((ip for ip in join_ips[active] if ip.version == layout.family), None)
+        if nexthop is None:
+            continue
+        key = f"gateway/{subnet.name}/{layout.family}"
+        state.policies[key] = RouterPolicy(
+            CLUSTER_ROUTER, key, PRIORITY_GATEWAY,
+            f"ip{layout.family}.src == {layout.network}", "reroute", (str(nexthop),),
+        )
+
+
+def _distributed_policies(
+    state: DesiredState, subnet: SubnetSpec, join_ips: Mapping[str, tuple[IPAddress, ...]],
+    pods: Sequence[PodView],
+) -> None:
+    """Each node is the exit for its own pods of the subnet."""
+    by_node: dict[str, list[IPAddress]] = defaultdict(list)
+    for pod in pods:
+        if pod.subnet == subnet.name and pod.node in join_ips:
+            by_node[pod.node].extend(pod.ips)
+    for node, ips in sorted(by_node.items()):
+        for family in (4, 6):
+            members = sorted(str(ip) for ip in ips if ip.version == family)
+            nexthop = next((ip for ip in join_ips[node] if ip.version == family), None)
+            if not members or nexthop is None:
+                continue
+            name = address_set_name(subnet.name, node, f"ip{family}")
+            state.address_sets[name] = AddressSet(
+                name, tuple(members),
+                owned("gateway", **{"podnet.io/subnet": subnet.name, "podnet.io/node": node}),
+            )
+            key = f"gateway/{subnet.name}/{node}/{family}"
+            state.policies[key] = RouterPolicy(
+                CLUSTER_ROUTER, key, PRIORITY_GATEWAY, f"ip{family}.src == ${name}",
+                "reroute", (str(nexthop),),
+            )
+
+
+# ------------------------------------------------------------------ services
+
+
+def load_balancer_name(service: ServiceView, protocol: str) -> str:
+    return f"podnet/svc/{service.namespace}/{service.name}/{protocol.lower()}"
+
+
+def _vip(ip: IPAddress, port: int) -> str:
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def _backends(
+    port: ServicePort, family: int, slices: Sequence[EndpointSliceView]
+) -> list[str]:
+    """Ready endpoints; when none is ready, the serving-and-terminating ones."""
+    ready: list[str] = []
+    terminating: list[str] = []
+    for endpoint_slice in slices:
+        target = next(
+            (p for p in endpoint_slice.ports
+             if p.name == port.name and p.protocol == port.protocol), None,
+        )
+        if target is None or not target.port:
+            continue
+        for endpoint in endpoint_slice.endpoints:
+            for ip in endpoint.ips:
+                if ip.version != family:
+                    continue
+                if endpoint.ready:
+                    ready.append(_vip(ip, target.port))
+                elif endpoint.serving and endpoint.terminating:
+                    terminating.append(_vip(ip, target.port))
+    return sorted(set(ready or terminating))
+
+
+def service_load_balancers(
+    services: Iterable[ServiceView], slices: Iterable[EndpointSliceView],
+    nodes: Sequence[NodeJoin],
+) -> list[LoadBalancer]:
+    """One load balancer per service and protocol (headless services have none)."""
+    by_service: dict[str, list[EndpointSliceView]] = defaultdict(list)
+    for endpoint_slice in slices:
+        by_service[endpoint_slice.service_key].append(endpoint_slice)
+    node_ips = [ip for node in nodes for ip in node.internal_ips]
+    balancers: list[LoadBalancer] = []
+    for service in services:
+        if service.headless or not service.cluster_ips:
+            continue
+        for protocol in sorted({port.protocol for port in service.ports}):
+            vips: dict[str, str] = {}
+            for port in (p for p in service.ports if p.protocol == protocol):
+                for ip in (*service.cluster_ips, *service.external_ips):
+                    backends = _backends(port, ip.version, by_service[service.key])
+                    vips[_vip(ip, port.port)] = ",".join(backends)
+                for ip in node_ips if port.node_port else ():
+                    backends = _backends(port, ip.version, by_service[service.key])
+                    vips[_vip(ip, port.node_port)] = ",".join(backends)
+            options: dict[str, str] = {}
+            if service.affinity_timeout_s:
+                timeout = min(service.affinity_timeout_s, OVN_MAX_AFFINITY_TIMEOUT_S)
+                options["affinity_timeout"] = str(timeout)
+            balancers.append(LoadBalancer(
+                load_balancer_name(service, protocol), protocol.lower(), pairs(vips),
+                owned("service", **{"podnet.io/service": service.key}), pairs(options),
+            ))
+    return balancers
