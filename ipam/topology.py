@@ -91,9 +91,9 @@ def _add_subnet(state: DesiredState, subnet: SubnetSpec) -> None:
     ids = owned("subnet", **{"podnet.io/subnet": subnet.name})
     state.switches[subnet.name] = Switch(subnet.name, ids)
     router_port = f"{CLUSTER_ROUTER}-{subnet.name}"
-    networks = tuple(
+    networks = tuple(sorted(
         f"{layout.gateway}/{layout.network.prefixlen}" for layout in subnet.families
-    )
+    ))
     state.router_ports[router_port] = RouterPort(
         router_port, CLUSTER_ROUTER, derived_mac(router_port), networks, ids
     )

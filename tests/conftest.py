@@ -16,6 +16,8 @@ from ipam.settings import IpamSettings, RedisSettings
 from ipam.store import Ipam
 from podnet.daemons import RedisServer
 
+pytest_plugins = ["tests.ovn_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:

@@ -1,0 +1,405 @@
+"""Writing desired state into OVN's northbound database through ovsdbapp.
+
+One ``Reconcile`` command does a whole reconcile step inside one OVSDB transaction: it
+reads the rows podnet owns from the IDL's replica (in the connection thread, so the
+read and the write see the same database), diffs them against the desired rows, and
+creates, updates or deletes only what differs. Rows without podnet's ``external_ids``
+marker are never read as ours and never touched; podnet only adds its own rows to
+shared columns (a router's policies, a switch's load-balancer groups).
+
+A ``Scope`` limits a step to some identities (the pods of one event, say), so the
+event path costs what the event touches, while the periodic full resync passes no
+scope and repairs every drift, such as a port deleted by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ovsdbapp.backend.ovs_idl import command as ovsdb_command
+
+from ipam.nb_model import (
+    KIND_KEY,
+    LB_GROUP,
+    OWNER,
+    OWNER_KEY,
+    Acl,
+    AddressSet,
+    DesiredState,
+    LoadBalancer,
+    Pairs,
+    Router,
+    RouterPolicy,
+    RouterPort,
+    Switch,
+    SwitchPort,
+    pairs,
+)
+
+KEY = "podnet.io/key"
+Row = Any
+
+
+class NorthboundError(RuntimeError):
+    """The NB database refused or could not take a reconcile step."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Identities a reconcile step may touch, per kind; ``None`` means all of that kind."""
+
+    switch_ports: frozenset[str] | None = None
+    load_balancers: frozenset[str] | None = None
+    address_sets: frozenset[str] | None = None
+    policies: frozenset[str] | None = None
+    structure: bool = True
+    """Routers, router ports, switches and ACLs (the slow-changing skeleton)."""
+
+    def allows(self, kind: str, key: str) -> bool:
+        if kind in ("switch_ports", "load_balancers", "address_sets", "policies"):
+            keys: frozenset[str] | None = getattr(self, kind)
+            return keys is None or key in keys
+        return self.structure
+
+
+FULL = Scope()
+
+
+@dataclass
+class Report:
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def count(self, kind: str, action: str) -> None:
+        setattr(self, action, getattr(self, action) + 1)
+        self.by_kind[f"{kind}.{action}"] = self.by_kind.get(f"{kind}.{action}", 0) + 1
+
+    @property
+    def changes(self) -> int:
+        return self.created + self.updated + self.deleted
+
+
+def _ours(row: Row) -> bool:
+    return dict(row.external_ids).get(OWNER_KEY) == OWNER
+
+
+def _refs(row: Row, column: str) -> list[Row]:
+    """A reference column's rows; empty for a row inserted in this very transaction."""
+    return list(getattr(row, column, []))
+
+
+def _dict(value: Any) -> Pairs:
+    return pairs({str(k): str(v) for k, v in dict(value).items()})
+
+
+class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
+    """Bring podnet's rows to ``desired`` within ``scope``, in the caller's transaction."""
+
+    def __init__(self, api: Any, desired: DesiredState, scope: Scope = FULL) -> None:
+        super().__init__(api)
+        self.desired = desired
+        self.scope = scope
+        self.report = Report()
+
+    # The IDL's tables, by name.
+    def _table(self, name: str) -> Any:
+        return self.api.tables[name]
+
+    def run_idl(self, txn: Any) -> None:
+        self.txn = txn
+        routers = self._sync_routers()
+        switches = self._sync_switches()
+        self._sync_router_ports(routers)
+        self._sync_switch_ports(switches)
+        self._sync_acls(switches)
+        self._sync_address_sets()
+        self._sync_policies(routers)
+        self._sync_load_balancers(switches, routers)
+        self.result = self.report
+
+    # ---------------------------------------------------------------- generic diff
+
+    def _diff(
+        self,
+        kind: str,
+        current: Mapping[str, Row],
+        desired: Mapping[str, Any],
+        read: Callable[[Row], Any],
+        create: Callable[[Any], Row],
+        update: Callable[[Row, Any], None],
+        delete: Callable[[Row], None],
+    ) -> dict[str, Row]:
+        """Create, update, delete by identity; returns the rows now in place."""
+        rows: dict[str, Row] = {}
+        for key, row in current.items():
+            if not self.scope.allows(kind, key):
+                rows[key] = row
+            elif key not in desired:
+                delete(row)
+                self.report.count(kind, "deleted")
+            else:
+                rows[key] = row
+        for key, want in desired.items():
+            if not self.scope.allows(kind, key):
+                continue
+            row = rows.get(key)
+            if row is None:
+                rows[key] = create(want)
+                self.report.count(kind, "created")
+            elif read(row) != want:
+                update(row, want)
+                self.report.count(kind, "updated")
+        return rows
+
+    def _insert(self, table: str, **columns: Any) -> Row:
+        row = self.txn.insert(self._table(table))
+        for column, value in columns.items():
+            setattr(row, column, value)
+        return row
+
+    def _owned(self, table: str, key: Callable[[Row], str]) -> dict[str, Row]:
+        return {key(row): row for row in self._table(table).rows.values() if _ours(row)}
+
+    @staticmethod
+    def _assign(row: Row, want: Any, skip: Iterable[str] = ()) -> None:
+        for item in fields(want):
+            if item.name in skip:
+                continue
+            value = getattr(want, item.name)
+            if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            setattr(row, item.name, value)
+
+    # ---------------------------------------------------------------- skeleton
+
+    def _sync_routers(self) -> dict[str, Row]:
+        return self._diff(
+            "routers", self._owned("Logical_Router", lambda r: r.name), self.desired.routers,
+            read=lambda r: Router(r.name, _dict(r.external_ids)),
+            create=lambda w: self._insert("Logical_Router", name=w.name,
+                                          external_ids=dict(w.external_ids)),
+            update=self._assign,
+            delete=lambda r: r.delete(),
+        )
+
+    def _sync_switches(self) -> dict[str, Row]:
+        return self._diff(
+            "switches", self._owned("Logical_Switch", lambda r: r.name), self.desired.switches,
+            read=lambda r: Switch(r.name, _dict(r.external_ids), _dict(r.other_config)),
+            create=lambda w: self._insert(
+                "Logical_Switch", name=w.name, external_ids=dict(w.external_ids),
+                other_config=dict(w.other_config)),
+            update=self._assign,
+            delete=lambda r: r.delete(),
+        )
+
+    def _sync_router_ports(self, routers: Mapping[str, Row]) -> None:
+        parent = {port.uuid: router for router in routers.values() for port in _refs(router, "ports")}
+
+        def read(row: Row) -> RouterPort:
+            router = parent.get(row.uuid)
+            return RouterPort(row.name, router.name if router else "", row.mac,
+                              tuple(sorted(row.networks)), _dict(row.external_ids))
+
+        def create(want: RouterPort) -> Row:
+            row = self._insert("Logical_Router_Port", name=want.name, mac=want.mac,
+                               networks=list(want.networks),
+                               external_ids=dict(want.external_ids))
+            routers[want.router].addvalue("ports", row)
+            return row
+
+        def update(row: Row, want: RouterPort) -> None:
+            if read(row).router != want.router:
+                self._detach(parent, row, "ports")
+                routers[want.router].addvalue("ports", row)
+            self._assign(row, want, skip=("router",))
+
+        self._diff("router_ports", self._owned("Logical_Router_Port", lambda r: r.name),
+                   self.desired.router_ports, read, create, update,
+                   delete=lambda r: self._detach_delete(parent, r, "ports"))
+
+    @staticmethod
+    def _detach(parent: Mapping[Any, Row], row: Row, column: str) -> None:
+        owner = parent.get(row.uuid)
+        if owner is not None:
+            owner.delvalue(column, row)
+
+    def _detach_delete(self, parent: Mapping[Any, Row], row: Row, column: str) -> None:
+        self._detach(parent, row, column)
+        row.delete()
+
+    # ---------------------------------------------------------------- ports, ACLs
+
+    def _sync_switch_ports(self, switches: Mapping[str, Row]) -> None:
+        parent = {port.uuid: switch for switch in switches.values() for port in _refs(switch, "ports")}
+
+        def read(row: Row) -> SwitchPort:
+            switch = parent.get(row.uuid)
+            return SwitchPort(
+                row.name, switch.name if switch else "", tuple(sorted(row.addresses)),
+                _dict(row.external_ids), tuple(sorted(row.port_security)), row.type,
+                _dict(row.options),
+            )
+
+        def create(want: SwitchPort) -> Row:
+            if want.switch not in switches:
+                raise NorthboundError(f"port {want.name}: switch {want.switch} does not exist")
+            row = self._insert(
+                "Logical_Switch_Port", name=want.name, addresses=list(want.addresses),
+                port_security=list(want.port_security), type=want.type,
+                options=dict(want.options), external_ids=dict(want.external_ids),
+            )
+            switches[want.switch].addvalue("ports", row)
+            return row
+
+        def update(row: Row, want: SwitchPort) -> None:
+            if read(row).switch != want.switch:
+                self._detach(parent, row, "ports")
+                switches[want.switch].addvalue("ports", row)
+            self._assign(row, want, skip=("switch",))
+
+        self._diff("switch_ports", self._owned("Logical_Switch_Port", lambda r: r.name),
+                   self.desired.switch_ports, read, create, update,
+                   delete=lambda r: self._detach_delete(parent, r, "ports"))
+
+    def _sync_acls(self, switches: Mapping[str, Row]) -> None:
+        parent = {acl.uuid: switch for switch in switches.values() for acl in _refs(switch, "acls")}
+
+        def read(row: Row) -> Acl:
+            switch = parent.get(row.uuid)
+            return Acl(switch.name if switch else "", dict(row.external_ids).get(KEY, ""),
+                       row.priority, row.direction, row.match, row.action)
+
+        def create(want: Acl) -> Row:
+            row = self._insert(
+                "ACL", priority=want.priority, direction=want.direction, match=want.match,
+                action=want.action, external_ids=_acl_ids(want.key, "acl"),
+            )
+            switches[want.switch].addvalue("acls", row)
+            return row
+
+        def update(row: Row, want: Acl) -> None:
+            self._detach_delete(parent, row, "acls")
+            create(want)
+
+        self._diff("acls", self._owned("ACL", lambda r: dict(r.external_ids).get(KEY, "")),
+                   self.desired.acls, read, create, update,
+                   delete=lambda r: self._detach_delete(parent, r, "acls"))
+
+    # ---------------------------------------------------------------- routing
+
+    def _sync_address_sets(self) -> None:
+        self._diff(
+            "address_sets", self._owned("Address_Set", lambda r: r.name),
+            self.desired.address_sets,
+            read=lambda r: AddressSet(r.name, tuple(sorted(r.addresses)), _dict(r.external_ids)),
+            create=lambda w: self._insert("Address_Set", name=w.name,
+                                          addresses=list(w.addresses),
+                                          external_ids=dict(w.external_ids)),
+            update=self._assign,
+            delete=lambda r: r.delete(),
+        )
+
+    def _sync_policies(self, routers: Mapping[str, Row]) -> None:
+        parent = {p.uuid: router for router in routers.values() for p in _refs(router, "policies")}
+
+        def read(row: Row) -> RouterPolicy:
+            router = parent.get(row.uuid)
+            return RouterPolicy(
+                router.name if router else "", dict(row.external_ids).get(KEY, ""),
+                row.priority, row.match, row.action, tuple(sorted(row.nexthops)),
+            )
+
+        def create(want: RouterPolicy) -> Row:
+            row = self._insert(
+                "Logical_Router_Policy", priority=want.priority, match=want.match,
+                action=want.action, nexthops=list(want.nexthops),
+                external_ids=_acl_ids(want.key, "policy"),
+            )
+            routers[want.router].addvalue("policies", row)
+            return row
+
+        def update(row: Row, want: RouterPolicy) -> None:
+            self._detach_delete(parent, row, "policies")
+            create(want)
+
+        self._diff(
+            "policies",
+            self._owned("Logical_Router_Policy", lambda r: dict(r.external_ids).get(KEY, "")),
+            self.desired.policies, read, create, update,
+            delete=lambda r: self._detach_delete(parent, r, "policies"),
+        )
+
+    # ---------------------------------------------------------------- services
+
+    def _sync_load_balancers(
+        self, switches: Mapping[str, Row], routers: Mapping[str, Row]
+    ) -> None:
+        rows = self._diff(
+            "load_balancers", self._owned("Load_Balancer", lambda r: r.name),
+            self.desired.load_balancers,
+            read=lambda r: LoadBalancer(r.name, r.protocol[0] if r.protocol else "",
+                                        _dict(r.vips), _dict(r.external_ids), _dict(r.options)),
+            create=lambda w: self._insert(
+                "Load_Balancer", name=w.name, protocol=[w.protocol], vips=dict(w.vips),
+                external_ids=dict(w.external_ids), options=dict(w.options)),
+            update=self._update_load_balancer,
+            delete=lambda r: r.delete(),
+        )
+        group = self._lb_group()
+        members = {row.uuid for row in _refs(group, "load_balancer")}
+        wanted = {row.uuid: row for row in rows.values()}
+        for row in list(_refs(group, "load_balancer")):
+            if row.uuid not in wanted:
+                group.delvalue("load_balancer", row)
+        for uuid, row in wanted.items():
+            if uuid not in members:
+                group.addvalue("load_balancer", row)
+        for holder in (*switches.values(), *routers.values()):
+            if group.uuid not in {g.uuid for g in _refs(holder, "load_balancer_group")}:
+                holder.addvalue("load_balancer_group", group)
+
+    @staticmethod
+    def _update_load_balancer(row: Row, want: LoadBalancer) -> None:
+        row.protocol = [want.protocol]  # an optional column: a list of at most one
+        row.vips = dict(want.vips)
+        row.options = dict(want.options)
+        row.external_ids = dict(want.external_ids)
+
+    def _lb_group(self) -> Row:
+        for row in self._table("Load_Balancer_Group").rows.values():
+            if row.name == LB_GROUP:
+                return row
+        self.report.count("load_balancer_groups", "created")
+        return self._insert("Load_Balancer_Group", name=LB_GROUP)
+
+
+def _acl_ids(key: str, kind: str) -> dict[str, str]:
+    return {OWNER_KEY: OWNER, KIND_KEY: kind, KEY: key}
+
+
+class Northbound:
+    """The NB database as the sync worker uses it: one reconcile step at a time."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+
+    def reconcile(self, desired: DesiredState, scope: Scope = FULL) -> Report:
+        """Apply one step in one transaction (blocking; see ``reconcile_async``)."""
+        command = Reconcile(self.api, desired, scope)
+        try:
+            with self.api.transaction(check_error=True) as txn:
+                txn.add(command)
+        except Exception as exc:
+            raise NorthboundError(f"NB transaction failed: {exc}") from exc
+        return command.report
+
+    async def reconcile_async(self, desired: DesiredState, scope: Scope = FULL) -> Report:
+        return await asyncio.to_thread(self.reconcile, desired, scope)
