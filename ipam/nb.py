@@ -201,7 +201,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         )
 
     def _sync_router_ports(self, routers: Mapping[str, Row]) -> None:
-        parent = {port.uuid: router for router in routers.values() for port in _refs(router, "ports")}
+        parent = {p.uuid: router for router in routers.values() for p in _refs(router, "ports")}
 
         def read(row: Row) -> RouterPort:
             router = parent.get(row.uuid)
@@ -238,7 +238,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     # ---------------------------------------------------------------- ports, ACLs
 
     def _sync_switch_ports(self, switches: Mapping[str, Row]) -> None:
-        parent = {port.uuid: switch for switch in switches.values() for port in _refs(switch, "ports")}
+        parent = {p.uuid: switch for switch in switches.values() for p in _refs(switch, "ports")}
 
         def read(row: Row) -> SwitchPort:
             switch = parent.get(row.uuid)

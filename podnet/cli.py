@@ -16,6 +16,7 @@ from podnet import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from ipam import cli as ipam_cli
+    from ipam import sync_main
     from podnet import lab
     from webhook import cli as webhook_cli
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.register(commands)
     ipam_cli.register(commands)
     webhook_cli.register(commands)
+    sync_main.register(commands)
     return parser
 
 

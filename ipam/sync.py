@@ -1,0 +1,404 @@
+"""The sync worker: keeps the IPAM true to the live pods and mirrors everything into OVN.
+
+It follows Subnets, IPPools, Nodes, Pods, Services, EndpointSlices and StatefulSets
+(from the Kubernetes API, or from a manifests folder when standalone) in ``Store``s and
+works in steps, one at a time:
+
+- an event marks what it touches as dirty; the next step binds or releases those pods'
+  addresses and writes their OVN rows in one scoped transaction, so the event path
+  costs what the event touches, and a burst of events is coalesced into one step;
+- a full resync (at start, after every relist and periodically) registers subnets and
+  pools, gives every node its join address, binds what is live, releases what is dead
+  (after a grace period: an address is never freed on a timeout alone), lets stale
+  reservations expire, and reconciles the whole NB state, which repairs any drift.
+
+Everything a step does is idempotent, so a crash at any point is repaired by the next
+start's full resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ipam import annotations as keys
+from ipam import errors
+from ipam.cluster import (
+    EndpointSliceView,
+    PodView,
+    ServiceView,
+    Unusable,
+    parse_endpoint_slice,
+    parse_node,
+    parse_pod,
+    parse_service,
+)
+from ipam.nb import Northbound, NorthboundError, Report, Scope
+from ipam.records import Allocation
+from ipam.requests import ReserveRequest
+from ipam.store import Ipam
+from ipam.subnet import JOIN_CIDR, JOIN_SUBNET, build_subnet
+from ipam.topology import ClusterView, NodeJoin, desired_state, load_balancer_name
+
+log = logging.getLogger(__name__)
+
+KINDS = ("Subnet", "IPPool", "Node", "Pod", "Service", "EndpointSlice", "StatefulSet")
+NODE_KEY_PREFIX = "node/"
+
+PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
+
+
+class ObjectStore(Protocol):
+    """What the worker reads of a kind (``podnet.kube.Store`` fits)."""
+
+    def list(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    resync_interval_s: float = 60.0
+    """Seconds between full resyncs (drift repair, garbage collection)."""
+    release_grace_s: float = 30.0
+    """A bound address whose pod is gone is freed only this long after it was made."""
+    ensure_builtin_subnets: bool = True
+    """Create ``join`` (and ``ovn-default`` when no subnet is default) if missing."""
+
+
+@dataclass
+class Dirty:
+    """What events touched since the last step."""
+
+    pods: set[tuple[str, str]] = field(default_factory=set)
+    services: set[str] = field(default_factory=set)
+    full: bool = True
+
+    def take(self) -> Dirty:
+        taken = Dirty(self.pods, self.services, self.full)
+        self.pods, self.services, self.full = set(), set(), False
+        return taken
+
+
+@dataclass
+class StepReport:
+    full: bool
+    ovn: Report
+    bound: int = 0
+    released: int = 0
+    expired: int = 0
+    routed: int = 0
+    seconds: float = 0.0
+
+
+class SyncWorker:
+    def __init__(
+        self,
+        ipam: Ipam,
+        northbound: Northbound,
+        stores: Mapping[str, ObjectStore],
+        settings: SyncSettings | None = None,
+        patch_pod: PodPatcher | None = None,
+    ) -> None:
+        self.ipam = ipam
+        self.northbound = northbound
+        self.stores = stores
+        self.settings = settings or SyncSettings()
+        self.patch_pod = patch_pod
+        self.dirty = Dirty()
+        self._wake = asyncio.Event()
+        self._bound: dict[str, str] = {}  # pod uid -> token, bound by this worker
+        self._routed: set[str] = set()  # pod uids patched routed=true
+        self.last_report: StepReport | None = None
+        self.steps = 0
+
+    # ------------------------------------------------------------------ events
+
+    def mark(self, kind: str, obj: Mapping[str, Any] | None = None, full: bool = False) -> None:
+        """Note a change; ``full`` (or a kind the skeleton depends on) asks a full resync."""
+        metadata = (obj or {}).get("metadata") or {}
+        if full or obj is None or kind in ("Subnet", "IPPool", "Node", "StatefulSet"):
+            self.dirty.full = True
+        elif kind == "Pod":
+            self.dirty.pods.add((str(metadata.get("namespace", "")), str(metadata["name"])))
+        elif kind == "Service":
+            self.dirty.services.add(f"{metadata.get('namespace')}/{metadata.get('name')}")
+        elif kind == "EndpointSlice":
+            labels = metadata.get("labels") or {}
+            service = labels.get("kubernetes.io/service-name")
+            if service:
+                self.dirty.services.add(f"{metadata.get('namespace')}/{service}")
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Steps until cancelled: on events, and a full resync every interval."""
+        last_full = 0.0
+        while True:
+            timeout = max(0.0, last_full + self.settings.resync_interval_s - time.monotonic())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                self.dirty.full = True
+            self._wake.clear()
+            full = self.dirty.full
+            try:
+                await self.step()
+            except (errors.IpamError, NorthboundError) as exc:
+                log.warning("sync step failed, retrying: %s", exc)
+                self.dirty.full = True
+                await asyncio.sleep(1.0)
+                self._wake.set()
+                continue
+            if full:
+                last_full = time.monotonic()
+
+    # ------------------------------------------------------------------- steps
+
+    async def step(self) -> StepReport:
+        started = time.perf_counter()
+        dirty = self.dirty.take()
+        report = await (self._full() if dirty.full else self._incremental(dirty))
+        report.seconds = time.perf_counter() - started
+        self.last_report = report
+        self.steps += 1
+        log.debug("sync step: %s", report)
+        return report
+
+    async def _full(self) -> StepReport:
+        await self._register_subnets()
+        nodes = await self._node_joins()
+        pods = self._pods()
+        report = StepReport(full=True, ovn=Report())
+        for pod in pods:
+            report.bound += await self._claim(pod)
+        report.released += await self._collect_garbage(pods)
+        report.expired = await self.ipam.expire_all()
+        view = await self._view(pods, nodes)
+        report.ovn = await self.northbound.reconcile_async(desired_state(view))
+        report.routed = await self._mark_routed(pods, view)
+        return report
+
+    async def _incremental(self, dirty: Dirty) -> StepReport:
+        report = StepReport(full=False, ovn=Report())
+        live = {(pod.namespace, pod.name): pod for pod in self._pods()}
+        for key in dirty.pods:
+            pod = live.get(key)
+            if pod is not None:
+                report.bound += await self._claim(pod)
+        report.released += await self._release_gone(dirty.pods, live)
+        nodes = await self._node_joins(create=False)
+        view = await self._view(list(live.values()), nodes)
+        desired = desired_state(view)
+        touched = [live[key] for key in dirty.pods if key in live]
+        scope = Scope(
+            switch_ports=frozenset(f"{name}.{ns}" for ns, name in dirty.pods),
+            load_balancers=frozenset(self._balancer_names(dirty.services)),
+            address_sets=frozenset(desired.address_sets),
+            policies=frozenset(desired.policies),
+            structure=False,
+        )
+        report.ovn = await self.northbound.reconcile_async(desired, scope)
+        report.routed = await self._mark_routed(touched, view)
+        return report
+
+    def _balancer_names(self, services: Iterable[str]) -> list[str]:
+        names = []
+        for key in services:
+            namespace, _, name = key.partition("/")
+            for protocol in ("tcp", "udp", "sctp"):
+                names.append(load_balancer_name(
+                    ServiceView(namespace, name, (), (), (), 0, False), protocol))
+        return names
+
+    # ------------------------------------------------------------- the views
+
+    def _objects(self, kind: str) -> list[dict[str, Any]]:
+        store = self.stores.get(kind)
+        return store.list() if store is not None else []
+
+    def _pods(self) -> list[PodView]:
+        pods = []
+        for obj in self._objects("Pod"):
+            try:
+                pods.append(parse_pod(obj))
+            except Unusable as exc:
+                log.info("pod skipped: %s", exc)
+        return pods
+
+    async def _view(self, pods: list[PodView], nodes: list[NodeJoin]) -> ClusterView:
+        services: list[ServiceView] = []
+        for obj in self._objects("Service"):
+            services.append(parse_service(obj))
+        slices: list[EndpointSliceView] = []
+        for obj in self._objects("EndpointSlice"):
+            try:
+                slices.append(parse_endpoint_slice(obj))
+            except Unusable as exc:
+                log.debug("endpointslice skipped: %s", exc)
+        live = [pod for pod in pods if not pod.deleting]
+        return ClusterView(await self.ipam.subnets(), live, nodes, services, slices)
+
+    # ------------------------------------------------------------- subnets, nodes
+
+    async def _register_subnets(self) -> None:
+        from podnet.manifests import Manifest, register_ipam_objects
+
+        manifests = [
+            Manifest(f"{kind} {obj.get('metadata', {}).get('name')}", obj)
+            for kind in ("Subnet", "IPPool") for obj in self._objects(kind)
+        ]
+        outcome = await register_ipam_objects(
+            self.ipam, manifests, ensure_default=self.settings.ensure_builtin_subnets
+        )
+        for problem in outcome.problems:
+            log.warning("not registered: %s", problem)
+        builtin = self.settings.ensure_builtin_subnets
+        if builtin and JOIN_SUBNET not in await self.ipam.subnet_names():
+            await self.ipam.ensure_subnet(build_subnet(JOIN_SUBNET, JOIN_CIDR))
+
+    async def _node_joins(self, create: bool = True) -> list[NodeJoin]:
+        """Every node's join address: kept for the node under ``node/<name>``."""
+        joins = []
+        for obj in self._objects("Node"):
+            node = parse_node(obj)
+            token = f"node:{node.name}"
+            allocation = await self.ipam.lookup_token(token, JOIN_SUBNET)
+            if allocation is None and create:
+                allocation = await self.ipam.reserve(
+                    JOIN_SUBNET, token, ReserveRequest(sticky_key=NODE_KEY_PREFIX + node.name)
+                )
+                await self.ipam.release(JOIN_SUBNET, "token", token, keep_sticky=True)
+            if allocation is not None:
+                joins.append(NodeJoin(node.name, allocation.ips, allocation.mac,
+                                      node.internal_ips))
+        return joins
+
+    # ------------------------------------------------------------------ IPAM
+
+    async def _claim(self, pod: PodView) -> int:
+        """Bind a live pod's reservation (rebuilding it from the pod if the index lost it);
+        release a finished one. Returns 1 when it bound."""
+        if not pod.subnet or not pod.reservation or pod.host_network:
+            return 0
+        if pod.terminal:
+            await self._release_pod(pod)
+            return 0
+        if self._bound.get(pod.uid) == pod.reservation:
+            return 0
+        try:
+            await self.ipam.bind(pod.subnet, pod.reservation, uid=pod.uid,
+                                 namespace=pod.namespace, name=pod.name)
+        except errors.UnknownReservation:
+            await self._restore(pod)
+        except errors.AllocationConflict as exc:
+            log.warning("pod %s: %s", pod.key, exc)
+            return 0
+        self._bound[pod.uid] = pod.reservation
+        return 1
+
+    async def _restore(self, pod: PodView) -> None:
+        """The pod is the durable record: put its address back under its token."""
+        sticky = f"{pod.namespace}/{pod.statefulset}/{pod.ordinal}" if pod.statefulset else ""
+        request = ReserveRequest(static_ips=pod.ips, mac=pod.mac or None, sticky_key=sticky)
+        await self.ipam.reserve(pod.subnet, pod.reservation, request,
+                                namespace=pod.namespace, name=pod.name)
+        await self.ipam.bind(pod.subnet, pod.reservation, uid=pod.uid,
+                             namespace=pod.namespace, name=pod.name)
+        log.info("pod %s: address %s restored from the pod", pod.key,
+                 ",".join(map(str, pod.ips)))
+
+    def _ordinal_wanted(self, namespace: str, statefulset: str, ordinal: int) -> bool:
+        for obj in self._objects("StatefulSet"):
+            metadata = obj.get("metadata") or {}
+            if metadata.get("namespace") == namespace and metadata.get("name") == statefulset:
+                replicas = (obj.get("spec") or {}).get("replicas", 1)
+                return ordinal < int(replicas if replicas is not None else 1)
+        return False
+
+    async def _release_pod(self, pod: PodView) -> int:
+        keep = bool(pod.statefulset) and self._ordinal_wanted(
+            pod.namespace, pod.statefulset, pod.ordinal)
+        released = await self.ipam.release(pod.subnet, "uid", pod.uid, keep_sticky=keep)
+        self._bound.pop(pod.uid, None)
+        self._routed.discard(pod.uid)
+        return int(released is not None)
+
+    async def _release_gone(
+        self, keys_: Iterable[tuple[str, str]], live: Mapping[tuple[str, str], PodView]
+    ) -> int:
+        """Release pods of the step that are gone from the store (deleted)."""
+        released = 0
+        for namespace, name in keys_:
+            if (namespace, name) in live:
+                continue
+            for subnet in await self.ipam.subnet_names():
+                allocation = await self.ipam.release(
+                    subnet, "pod", f"{namespace}/{name}",
+                    keep_sticky=self._keeps(namespace, name),
+                )
+                if allocation is not None:
+                    self._bound.pop(allocation.uid, None)
+                    self._routed.discard(allocation.uid)
+                    released += 1
+        return released
+
+    def _keeps(self, namespace: str, name: str) -> bool:
+        statefulset, _, ordinal = name.rpartition("-")
+        return bool(statefulset) and ordinal.isdigit() and self._ordinal_wanted(
+            namespace, statefulset, int(ordinal))
+
+    async def _collect_garbage(self, pods: list[PodView]) -> int:
+        """Free what no live pod holds: bound to a vanished pod (after the grace period),
+        or kept for a StatefulSet ordinal or node that is no longer wanted."""
+        live_uids = {pod.uid for pod in pods if not pod.terminal}
+        nodes = {obj.get("metadata", {}).get("name") for obj in self._objects("Node")}
+        now_ms = time.time() * 1000
+        grace_ms = self.settings.release_grace_s * 1000
+        released = 0
+        for subnet in await self.ipam.subnet_names():
+            async for allocation in self.ipam.all_allocations(subnet):
+                if self._is_garbage(allocation, live_uids, nodes, now_ms - grace_ms):
+                    by = "sticky" if allocation.state == "kept" else "token"
+                    value = allocation.sticky_key if by == "sticky" else allocation.token
+                    await self.ipam.release(subnet, by, value)  # type: ignore[arg-type]
+                    self._bound.pop(allocation.uid, None)
+                    released += 1
+        return released
+
+    def _is_garbage(
+        self, allocation: Allocation, live_uids: set[str], nodes: set[Any], cutoff_ms: float
+    ) -> bool:
+        if allocation.state == "bound":
+            return allocation.uid not in live_uids and allocation.since_ms < cutoff_ms
+        if allocation.state != "kept":
+            return False  # reservations expire by their TTL
+        key = allocation.sticky_key
+        if key.startswith(NODE_KEY_PREFIX):
+            return key[len(NODE_KEY_PREFIX):] not in nodes
+        namespace, statefulset, ordinal = [*key.split("/"), "", "", ""][:3]
+        return not (ordinal.isdigit() and self._ordinal_wanted(
+            namespace, statefulset, int(ordinal)))
+
+    # ------------------------------------------------------------ routed mark
+
+    async def _mark_routed(self, pods: Iterable[PodView], view: ClusterView) -> int:
+        """Annotate ``routed=true`` on pods whose port now exists."""
+        if self.patch_pod is None:
+            return 0
+        subnets = {subnet.name for subnet in view.subnets}
+        patched = 0
+        for pod in pods:
+            if (pod.routed or pod.uid in self._routed or not pod.ips or pod.terminal
+                    or pod.deleting or pod.subnet not in subnets):
+                continue
+            try:
+                await self.patch_pod(pod.namespace, pod.name, {keys.ROUTED: "true"})
+            except Exception as exc:  # the pod may be gone meanwhile; the next step retries
+                log.info("pod %s: could not mark routed: %s", pod.key, exc)
+                continue
+            self._routed.add(pod.uid)
+            patched += 1
+        return patched
