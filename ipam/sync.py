@@ -23,12 +23,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ipam import annotations as keys
 from ipam import errors
 from ipam.cluster import (
-    EndpointSliceView,
     PodView,
     ServiceView,
     Unusable,
@@ -41,8 +40,14 @@ from ipam.nb import Northbound, NorthboundError, Report, Scope
 from ipam.records import Allocation
 from ipam.requests import ReserveRequest
 from ipam.store import Ipam
-from ipam.subnet import JOIN_CIDR, JOIN_SUBNET, build_subnet
-from ipam.topology import ClusterView, NodeJoin, desired_state, load_balancer_name
+from ipam.subnet import JOIN_CIDR, JOIN_SUBNET, SubnetSpec, build_subnet
+from ipam.topology import (
+    ClusterView,
+    NodeJoin,
+    desired_state,
+    distributed_keys,
+    load_balancer_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,40 @@ class ObjectStore(Protocol):
     """What the worker reads of a kind (``podnet.kube.Store`` fits)."""
 
     def list(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+
+
+V = TypeVar("V")
+
+
+class ParseCache(Generic[V]):
+    """Typed views of one kind's objects, each parsed once per object version.
+
+    Stores replace an object when it changes, so an object's identity stands for its
+    version; the cache holds the object itself, which pins its ``id``.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._views: dict[int, tuple[object, V]] = {}
+
+    def views(self, objects: Iterable[dict[str, Any]],
+              parse: Callable[[dict[str, Any]], V]) -> list[V]:
+        views: list[V] = []
+        fresh: dict[int, tuple[object, V]] = {}
+        for obj in objects:
+            cached = self._views.get(id(obj))
+            if cached is not None and cached[0] is obj:
+                view = cached[1]
+            else:
+                try:
+                    view = parse(obj)
+                except Unusable as exc:
+                    log.debug("%s skipped: %s", self.kind, exc)
+                    continue
+            fresh[id(obj)] = (obj, view)
+            views.append(view)
+        self._views = fresh
+        return views
 
 
 @dataclass(frozen=True)
@@ -111,6 +150,12 @@ class SyncWorker:
         self._wake = asyncio.Event()
         self._bound: dict[str, str] = {}  # pod uid -> token, bound by this worker
         self._routed: set[str] = set()  # pod uids patched routed=true
+        self._parse: dict[str, ParseCache[Any]] = {
+            kind: ParseCache(kind) for kind in ("Pod", "Service", "EndpointSlice")}
+        self._pod_index: dict[tuple[str, str], PodView] = {}
+        self._subnets: list[SubnetSpec] = []
+        self._nodes: list[NodeJoin] = []
+        self._gate = asyncio.Semaphore(64)
         self.last_report: StepReport | None = None
         self.steps = 0
 
@@ -169,38 +214,54 @@ class SyncWorker:
 
     async def _full(self) -> StepReport:
         await self._register_subnets()
-        nodes = await self._node_joins()
+        self._subnets = await self.ipam.subnets()
+        self._nodes = await self._node_joins()
         pods = self._pods()
         report = StepReport(full=True, ovn=Report())
-        for pod in pods:
-            report.bound += await self._claim(pod)
+        report.bound = sum(await asyncio.gather(*(self._claim_gated(pod) for pod in pods)))
         report.released += await self._collect_garbage(pods)
         report.expired = await self.ipam.expire_all()
-        view = await self._view(pods, nodes)
+        view = self._view(pods)
         report.ovn = await self.northbound.reconcile_async(desired_state(view))
         report.routed = await self._mark_routed(pods, view)
         return report
 
+    async def _claim_gated(self, pod: PodView) -> int:
+        async with self._gate:
+            return await self._claim(pod)
+
     async def _incremental(self, dirty: Dirty) -> StepReport:
         report = StepReport(full=False, ovn=Report())
-        live = {(pod.namespace, pod.name): pod for pod in self._pods()}
+        before = self._pod_index
+        pods = self._pods()
+        live = self._pod_index
         for key in dirty.pods:
             pod = live.get(key)
             if pod is not None:
                 report.bound += await self._claim(pod)
         report.released += await self._release_gone(dirty.pods, live)
-        nodes = await self._node_joins(create=False)
-        view = await self._view(list(live.values()), nodes)
-        desired = desired_state(view)
-        touched = [live[key] for key in dirty.pods if key in live]
+        view = self._view(pods)
+        pairs = {(view_.subnet, view_.node) for key in dirty.pods
+                 for view_ in (live.get(key), before.get(key)) if view_ is not None}
+        desired = desired_state(
+            view, ports_for=frozenset(f"{ns}/{name}" for ns, name in dirty.pods),
+            services_for=frozenset(dirty.services), gateways_for=frozenset(pairs),
+        )
+        set_names: set[str] = set()
+        policy_keys: set[str] = set()
+        for subnet, node in pairs:
+            names, policy = distributed_keys(subnet, node)
+            set_names |= names
+            policy_keys |= policy
         scope = Scope(
             switch_ports=frozenset(f"{name}.{ns}" for ns, name in dirty.pods),
             load_balancers=frozenset(self._balancer_names(dirty.services)),
-            address_sets=frozenset(desired.address_sets),
-            policies=frozenset(desired.policies),
+            address_sets=frozenset(set_names),
+            policies=frozenset(policy_keys),
             structure=False,
         )
         report.ovn = await self.northbound.reconcile_async(desired, scope)
+        touched = [live[key] for key in dirty.pods if key in live]
         report.routed = await self._mark_routed(touched, view)
         return report
 
@@ -220,26 +281,18 @@ class SyncWorker:
         return store.list() if store is not None else []
 
     def _pods(self) -> list[PodView]:
-        pods = []
-        for obj in self._objects("Pod"):
-            try:
-                pods.append(parse_pod(obj))
-            except Unusable as exc:
-                log.info("pod skipped: %s", exc)
+        pods = self._parse["Pod"].views(self._objects("Pod"), parse_pod)
+        self._pod_index = {(pod.namespace, pod.name): pod for pod in pods}
         return pods
 
-    async def _view(self, pods: list[PodView], nodes: list[NodeJoin]) -> ClusterView:
-        services: list[ServiceView] = []
-        for obj in self._objects("Service"):
-            services.append(parse_service(obj))
-        slices: list[EndpointSliceView] = []
-        for obj in self._objects("EndpointSlice"):
-            try:
-                slices.append(parse_endpoint_slice(obj))
-            except Unusable as exc:
-                log.debug("endpointslice skipped: %s", exc)
+    def _view(self, pods: list[PodView]) -> ClusterView:
+        """The cluster as of now; subnets and node joins as of the last full step (any
+        change to them asks for a full step)."""
+        services = self._parse["Service"].views(self._objects("Service"), parse_service)
+        slices = self._parse["EndpointSlice"].views(
+            self._objects("EndpointSlice"), parse_endpoint_slice)
         live = [pod for pod in pods if not pod.deleting]
-        return ClusterView(await self.ipam.subnets(), live, nodes, services, slices)
+        return ClusterView(self._subnets, live, self._nodes, services, slices)
 
     # ------------------------------------------------------------- subnets, nodes
 

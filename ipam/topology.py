@@ -71,7 +71,16 @@ class ClusterView:
     slices: Sequence[EndpointSliceView] = ()
 
 
-def desired_state(view: ClusterView) -> DesiredState:
+def desired_state(
+    view: ClusterView,
+    ports_for: frozenset[str] | None = None,
+    services_for: frozenset[str] | None = None,
+    gateways_for: frozenset[tuple[str, str]] | None = None,
+) -> DesiredState:
+    """Every row podnet wants. For a step that touches only some objects, ``ports_for``
+    (pod ``namespace/name`` keys), ``services_for`` (service keys) and ``gateways_for``
+    ((subnet, node) pairs) limit the pod ports, load balancers and per-node gateway
+    rows computed."""
     state = DesiredState()
     state.routers[CLUSTER_ROUTER] = Router(CLUSTER_ROUTER, owned("router"))
     subnets = {subnet.name: subnet for subnet in view.subnets}
@@ -79,10 +88,17 @@ def desired_state(view: ClusterView) -> DesiredState:
         _add_subnet(state, subnet)
     for node in view.nodes:
         _add_node_port(state, node)
-    placed = _add_pod_ports(state, view.pods, subnets)
+    placed = [pod for pod in view.pods if has_port(pod, subnets, state.skipped)]
+    for pod in placed:
+        if ports_for is None or pod.key in ports_for:
+            port = pod_port(pod)
+            state.switch_ports[port.name] = port
     _add_private_acls(state, view.subnets, subnets.get(JOIN_SUBNET))
-    _add_gateway_policies(state, view.subnets, view.nodes, placed)
-    for balancer in service_load_balancers(view.services, view.slices, view.nodes):
+    routed = placed if gateways_for is None else [
+        pod for pod in placed if (pod.subnet, pod.node) in gateways_for]
+    _add_gateway_policies(state, view.subnets, view.nodes, routed)
+    services = [s for s in view.services if services_for is None or s.key in services_for]
+    for balancer in service_load_balancers(services, view.slices, view.nodes):
         state.load_balancers[balancer.name] = balancer
     return state
 
@@ -115,28 +131,26 @@ def _add_node_port(state: DesiredState, node: NodeJoin) -> None:
     )
 
 
-def _add_pod_ports(
-    state: DesiredState, pods: Iterable[PodView], subnets: Mapping[str, SubnetSpec]
-) -> list[PodView]:
-    """Ports for every pod that has an allocation and can have traffic."""
-    placed: list[PodView] = []
-    for pod in pods:
-        if pod.host_network or pod.terminal or not pod.ips:
-            continue
-        if pod.subnet not in subnets:
-            state.skipped.append(f"pod {pod.key}: subnet {pod.subnet!r} is unknown")
-            continue
-        address = " ".join([pod.mac, *map(str, pod.ips)])
-        state.switch_ports[pod.port_name] = SwitchPort(
-            pod.port_name, pod.subnet, (address,),
-            owned("pod", **{
-                "podnet.io/pod": pod.name, "podnet.io/namespace": pod.namespace,
-                "podnet.io/subnet": pod.subnet,
-            }),
-            port_security=(address,),
-        )
-        placed.append(pod)
-    return placed
+def has_port(pod: PodView, subnets: Mapping[str, SubnetSpec], skipped: list[str]) -> bool:
+    """Whether the pod has an allocation and can have traffic (reasons go to ``skipped``)."""
+    if pod.host_network or pod.terminal or not pod.ips:
+        return False
+    if pod.subnet not in subnets:
+        skipped.append(f"pod {pod.key}: subnet {pod.subnet!r} is unknown")
+        return False
+    return True
+
+
+def pod_port(pod: PodView) -> SwitchPort:
+    address = " ".join([pod.mac, *map(str, pod.ips)])
+    return SwitchPort(
+        pod.port_name, pod.subnet, (address,),
+        owned("pod", **{
+            "podnet.io/pod": pod.name, "podnet.io/namespace": pod.namespace,
+            "podnet.io/subnet": pod.subnet,
+        }),
+        port_security=(address,),
+    )
 
 
 def _cidr_match(field: str, subnets: Iterable[SubnetSpec], extra: Iterable[str] = ()) -> str:
@@ -180,7 +194,7 @@ def address_set_name(*parts: str) -> str:
 
 def _add_gateway_policies(
     state: DesiredState, subnets: Sequence[SubnetSpec], nodes: Sequence[NodeJoin],
-    pods: Sequence[PodView],
+    pods: Iterable[PodView],
 ) -> None:
     pod_subnets = [s for s in subnets if s.name != JOIN_SUBNET]
     if not pod_subnets:
@@ -190,11 +204,17 @@ def _add_gateway_policies(
         CLUSTER_ROUTER, "cluster-internal", PRIORITY_CLUSTER_INTERNAL, internal, "allow"
     )
     join_ips = {node.name: node.ips for node in nodes if node.ips}
+    placed: dict[tuple[str, str], list[IPAddress]] = defaultdict(list)
+    for pod in pods:
+        if pod.node in join_ips:
+            placed[(pod.subnet, pod.node)].extend(pod.ips)
     for subnet in pod_subnets:
         if subnet.gateway_type == "centralized":
             _centralized_policy(state, subnet, join_ips)
-        else:
-            _distributed_policies(state, subnet, join_ips, pods)
+    distributed = {s.name for s in pod_subnets if s.gateway_type != "centralized"}
+    for (subnet_name, node), ips in sorted(placed.items()):
+        if subnet_name in distributed:
+            _distributed_policy(state, subnet_name, node, ips, join_ips[node])
 
 
 def _centralized_policy(
@@ -217,31 +237,34 @@ def _centralized_policy(
         )
 
 
-def _distributed_policies(
-    state: DesiredState, subnet: SubnetSpec, join_ips: Mapping[str, tuple[IPAddress, ...]],
-    pods: Sequence[PodView],
+def distributed_keys(subnet: str, node: str) -> tuple[set[str], set[str]]:
+    """The address-set names and policy keys a (subnet, node) pair may own."""
+    return (
+        {address_set_name(subnet, node, f"ip{family}") for family in (4, 6)},
+        {f"gateway/{subnet}/{node}/{family}" for family in (4, 6)},
+    )
+
+
+def _distributed_policy(
+    state: DesiredState, subnet: str, node: str, ips: Sequence[IPAddress],
+    join_ips: Sequence[IPAddress],
 ) -> None:
-    """Each node is the exit for its own pods of the subnet."""
-    by_node: dict[str, list[IPAddress]] = defaultdict(list)
-    for pod in pods:
-        if pod.subnet == subnet.name and pod.node in join_ips:
-            by_node[pod.node].extend(pod.ips)
-    for node, ips in sorted(by_node.items()):
-        for family in (4, 6):
-            members = sorted(str(ip) for ip in ips if ip.version == family)
-            nexthop = next((ip for ip in join_ips[node] if ip.version == family), None)
-            if not members or nexthop is None:
-                continue
-            name = address_set_name(subnet.name, node, f"ip{family}")
-            state.address_sets[name] = AddressSet(
-                name, tuple(members),
-                owned("gateway", **{"podnet.io/subnet": subnet.name, "podnet.io/node": node}),
-            )
-            key = f"gateway/{subnet.name}/{node}/{family}"
-            state.policies[key] = RouterPolicy(
-                CLUSTER_ROUTER, key, PRIORITY_GATEWAY, f"ip{family}.src == ${name}",
-                "reroute", (str(nexthop),),
-            )
+    """A node is the exit for its own pods of the subnet: their IPs in an address set."""
+    for family in (4, 6):
+        members = sorted(str(ip) for ip in ips if ip.version == family)
+        nexthop = next((ip for ip in join_ips if ip.version == family), None)
+        if not members or nexthop is None:
+            continue
+        name = address_set_name(subnet, node, f"ip{family}")
+        state.address_sets[name] = AddressSet(
+            name, tuple(members),
+            owned("gateway", **{"podnet.io/subnet": subnet, "podnet.io/node": node}),
+        )
+        key = f"gateway/{subnet}/{node}/{family}"
+        state.policies[key] = RouterPolicy(
+            CLUSTER_ROUTER, key, PRIORITY_GATEWAY, f"ip{family}.src == ${name}",
+            "reroute", (str(nexthop),),
+        )
 
 
 # ------------------------------------------------------------------ services
