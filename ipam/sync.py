@@ -48,6 +48,7 @@ from ipam.topology import (
     distributed_keys,
     load_balancer_name,
 )
+from podnet.manifests import Manifest, register_ipam_objects
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,6 @@ class SyncWorker:
     # ------------------------------------------------------------- subnets, nodes
 
     async def _register_subnets(self) -> None:
-        from podnet.manifests import Manifest, register_ipam_objects
-
         manifests = [
             Manifest(f"{kind} {obj.get('metadata', {}).get('name')}", obj)
             for kind in ("Subnet", "IPPool") for obj in self._objects(kind)
