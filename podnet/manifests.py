@@ -148,8 +148,14 @@ async def register_ipam_objects(
         except errors.IpamError as exc:
             outcome.problems.append(ManifestProblem(manifest.describe(), str(exc)))
     if ensure_default and not has_default and DEFAULT_SUBNET not in stored:
-        spec = await ipam.ensure_subnet(default_subnet())
-        outcome.registered.append(f"subnet {spec.name} ({spec.cidr_block})")
+        try:
+            spec = await ipam.ensure_subnet(default_subnet())
+            outcome.registered.append(f"subnet {spec.name} ({spec.cidr_block})")
+        except errors.StoreUnavailable:
+            raise
+        except errors.IpamError as exc:
+            outcome.problems.append(ManifestProblem(f"built-in subnet {DEFAULT_SUBNET}", str(
+                exc) + "; mark one subnet `default: true` or free 10.16.0.0/16"))
     known_pools = {pool.name: pool for pool in await ipam.pools()}
     for manifest in pools:
         try:

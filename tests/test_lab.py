@@ -47,3 +47,20 @@ def test_up_runs_podnet_reports_bad_manifests_and_down_leaves_nothing(lab: LabSe
         down(lab)
     assert not any(pid_alive(pid) for pid in pids.values() if pid)
     assert not lab.state_dir.exists()
+
+
+async def test_a_subnet_overlapping_the_built_in_default_is_a_problem_not_a_crash(
+    ipam: object, tmp_path: Path
+) -> None:
+    from ipam.store import Ipam
+    from podnet.manifests import read_manifests, register_ipam_objects
+
+    assert isinstance(ipam, Ipam)
+    (tmp_path / "s.yaml").write_text(
+        "apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata: {name: wide}\n"
+        "spec: {cidrBlock: 10.0.0.0/8}\n"
+    )
+    manifests, _ = read_manifests([tmp_path])
+    outcome = await register_ipam_objects(ipam, manifests, ensure_default=True)
+    assert outcome.registered == ["subnet wide (10.0.0.0/8)"]
+    assert "overlaps subnet wide" in str(outcome.problems[0])
