@@ -20,6 +20,8 @@ class RedisSettings:
     prefix: str = "podnet:"
     socket_timeout_s: float = 5.0
     max_connections: int = 64
+    retries: int = 3
+    """Retries of an operation whose connection failed (all operations are idempotent)."""
 
 
 @dataclass(frozen=True)
@@ -30,3 +32,9 @@ class IpamSettings:
     """How long a reservation made at admission waits for its pod to be stored."""
     expire_batch: int = 1000
     """Most reservations one expiry pass releases per subnet."""
+    require_rebuilt: bool = False
+    """Refuse new reservations in a subnet until the sync worker has rebuilt its index
+    from the live pods on the Redis serving it now. Redis replication is asynchronous and
+    a restart without persistence forgets, so after a failover or restart the index may
+    miss addresses that pods hold; handing them out again would duplicate them. The
+    deployed webhook turns this on; it is off for library use and tests."""

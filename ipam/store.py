@@ -22,6 +22,8 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from ipam import errors
 from ipam.addresses import IPAddress, merge_intervals, parse_ip, subtract_intervals
@@ -103,7 +105,7 @@ class Ipam:
         self._spec_cache_s = 1.0
         self._scripts = {
             name: client.register_script(_script_source(name))
-            for name in ("reserve", "bind", "release", "expire", "configure")
+            for name in ("reserve", "bind", "release", "expire", "configure", "rebuilt")
         }
 
     @classmethod
@@ -113,12 +115,16 @@ class Ipam:
         settings: IpamSettings | None = None,
         metrics: IpamMetrics | None = None,
     ) -> Ipam:
+        # Every operation is idempotent (by token), so a dropped connection (a Redis
+        # restart or failover) is retried on a fresh one, a few times, with backoff.
         client = aioredis.Redis.from_url(
             redis_settings.url,
             decode_responses=True,
             socket_timeout=redis_settings.socket_timeout_s,
             socket_connect_timeout=redis_settings.socket_timeout_s,
             max_connections=redis_settings.max_connections,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), redis_settings.retries),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
         return cls(client, redis_settings, settings or IpamSettings(), metrics)
 
@@ -228,6 +234,10 @@ class Ipam:
         self._specs[name] = (spec, time.monotonic())
         return spec
 
+    async def mark_rebuilt(self, subnet: str) -> None:
+        """Record that ``subnet``'s index now holds every live pod (see ``require_rebuilt``)."""
+        await self._run("rebuilt", subnet)
+
     async def set_fenced(self, subnet: str, fenced: bool) -> None:
         """Pause (or resume) allocation in a subnet while its index is rebuilt."""
         key = self.keys.subnet_key(subnet, "meta")
@@ -310,6 +320,7 @@ class Ipam:
             result = await self._run(
                 "reserve", subnet, token, ttl_ms, mac, "1" if request.mac else "0", mode,
                 payload, request.sticky_key, namespace, name,
+                "1" if self.settings.require_rebuilt else "0",
             )
             if result[0] != "mac_taken":
                 break

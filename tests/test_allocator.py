@@ -272,3 +272,27 @@ async def test_the_redis_url_may_be_a_unix_socket(own_redis: object) -> None:
         assert (await client.reserve("s", token())).ips
     finally:
         await client.close()
+
+
+async def test_after_a_redis_restart_nothing_new_is_handed_out_until_the_index_is_rebuilt(
+    own_redis: object,
+) -> None:
+    from podnet.daemons import RedisServer
+
+    assert isinstance(own_redis, RedisServer)
+    guarded = Ipam.connect(RedisSettings(url=own_redis.url),
+                           IpamSettings(require_rebuilt=True))
+    try:
+        await guarded.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+        with pytest.raises(errors.Fenced):
+            await guarded.reserve("s", "t1")
+        await guarded.mark_rebuilt("s")
+        first = await guarded.reserve("s", "t1")
+        own_redis.restart()  # a new replication ID: writes may have been lost
+        assert await guarded.reserve("s", "t1") == first  # a retry is still answered
+        with pytest.raises(errors.Fenced, match="fenced"):
+            await guarded.reserve("s", "t2")
+        await guarded.mark_rebuilt("s")
+        assert (await guarded.reserve("s", "t2")).ips != first.ips
+    finally:
+        await guarded.close()

@@ -100,3 +100,10 @@ local function free_record(rec, config)
   bump(rec.s, -1)
   bump('releases')
 end
+
+-- The replication ID of the Redis serving this slot. It changes when Redis restarts or
+-- fails over, i.e. whenever the index may have lost writes.
+local function replication_id()
+  local info = redis.call('INFO', 'replication')
+  return string.match(info, 'master_replid:(%x+)')
+end

@@ -1,16 +1,23 @@
--- reserve(token, ttl_ms, mac, mac_is_static, mode, payload, sticky, namespace, name)
+-- reserve(token, ttl_ms, mac, mac_is_static, mode, payload, sticky, namespace, name,
+--         require_rebuilt)
 -- mode: 'any' | 'static' (payload {fam: offset}) | 'pool' (payload [[[fam, lo, hi]...]...])
 -- Nothing is written until every family and the MAC are settled, so a refusal leaves
 -- no trace; a token already known returns its allocation unchanged (retry-safe).
 local token, ttl, mac, mac_static, mode, payload, sticky, ns, name =
   ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1', ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local require_rebuilt = ARGV[10] == '1'
 
 local config = load_config()
 if not config then return {'unknown_subnet'} end
-if redis.call('HGET', K_META, 'fenced') == '1' then return {'fenced'} end
-
 local existing = get_record(token)
 if existing then return {'ok', cjson.encode(existing), 'existing'} end
+
+if redis.call('HGET', K_META, 'fenced') == '1' then return {'fenced'} end
+-- Hand out nothing new until the index was rebuilt from the live pods on this very
+-- Redis (a restart or failover may have lost reservations whose pods exist).
+if require_rebuilt and redis.call('HGET', K_META, 'rebuilt') ~= replication_id() then
+  return {'fenced'}
+end
 
 local now = now_ms()
 
