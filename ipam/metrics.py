@@ -9,6 +9,7 @@ just before each scrape.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -21,6 +22,8 @@ _STORED_COUNTERS = ("allocations", "releases", "conflicts", "exhausted", "expire
 class IpamMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._counters: dict[tuple[str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
         self.operations = Counter(
             "podnet_ipam_operations", "IPAM operations by this process, by outcome.",
             ["operation", "outcome"], registry=self.registry,
@@ -45,8 +48,15 @@ class IpamMetrics:
 
     def observe(self, operation: str, outcome: str, seconds: float, subnet: str) -> None:
         del subnet  # per-subnet detail lives in the utilisation gauges
-        self.operations.labels(operation, outcome).inc()
-        self.latency.labels(operation).observe(seconds)
+        counter = self._counters.get((operation, outcome))
+        if counter is None:  # label lookups cost more than the increment: keep children
+            counter = self._counters[(operation, outcome)] = self.operations.labels(
+                operation, outcome)
+        histogram = self._histograms.get(operation)
+        if histogram is None:
+            histogram = self._histograms[operation] = self.latency.labels(operation)
+        counter.inc()
+        histogram.observe(seconds)
 
     def record_usage(self, usages: Iterable[tuple[SubnetUsage, dict[str, int]]]) -> None:
         self.addresses.clear()

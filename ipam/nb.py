@@ -34,6 +34,7 @@ from ipam.nb_model import (
     Router,
     RouterPolicy,
     RouterPort,
+    StaticRoute,
     Switch,
     SwitchPort,
     pairs,
@@ -119,6 +120,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         self._sync_acls(switches)
         self._sync_address_sets()
         self._sync_policies(routers)
+        self._sync_static_routes(routers)
         self._sync_load_balancers(switches, routers)
         self.result = self.report
 
@@ -335,6 +337,33 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             self._owned("Logical_Router_Policy", lambda r: dict(r.external_ids).get(KEY, "")),
             self.desired.policies, read, create, update,
             delete=lambda r: self._detach_delete(parent, r, "policies"),
+        )
+
+    def _sync_static_routes(self, routers: Mapping[str, Row]) -> None:
+        parent = {r.uuid: router for router in routers.values()
+                  for r in _refs(router, "static_routes")}
+
+        def read(row: Row) -> StaticRoute:
+            router = parent.get(row.uuid)
+            return StaticRoute(router.name if router else "",
+                               dict(row.external_ids).get(KEY, ""), row.ip_prefix, row.nexthop)
+
+        def create(want: StaticRoute) -> Row:
+            row = self._insert("Logical_Router_Static_Route", ip_prefix=want.ip_prefix,
+                               nexthop=want.nexthop, external_ids=_acl_ids(want.key, "route"))
+            routers[want.router].addvalue("static_routes", row)
+            return row
+
+        def update(row: Row, want: StaticRoute) -> None:
+            self._detach_delete(parent, row, "static_routes")
+            create(want)
+
+        self._diff(
+            "static_routes",
+            self._owned("Logical_Router_Static_Route",
+                        lambda r: dict(r.external_ids).get(KEY, "")),
+            self.desired.static_routes, read, create, update,
+            delete=lambda r: self._detach_delete(parent, r, "static_routes"),
         )
 
     # ---------------------------------------------------------------- services

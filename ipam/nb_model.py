@@ -102,6 +102,16 @@ class RouterPolicy:
 
 
 @dataclass(frozen=True)
+class StaticRoute:
+    """A router's static route; ``key`` (in external_ids) identifies it."""
+
+    router: str
+    key: str
+    ip_prefix: str
+    nexthop: str
+
+
+@dataclass(frozen=True)
 class AddressSet:
     name: str
     addresses: tuple[str, ...]
@@ -119,6 +129,7 @@ class DesiredState:
     load_balancers: dict[str, LoadBalancer] = field(default_factory=dict)
     acls: dict[str, Acl] = field(default_factory=dict)
     policies: dict[str, RouterPolicy] = field(default_factory=dict)
+    static_routes: dict[str, StaticRoute] = field(default_factory=dict)
     address_sets: dict[str, AddressSet] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     """Objects left out, with the reason (logged by the worker)."""

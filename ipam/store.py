@@ -72,11 +72,15 @@ class KeyLayout:
             raise errors.MalformedValue("redis prefix", prefix, "must not contain braces")
         self.prefix = prefix
 
+    def subnet_base(self, subnet: str) -> str:
+        """The key every script declares; the scripts append the suffixes themselves."""
+        return f"{self.prefix}{{{subnet}}}:"
+
     def subnet_keys(self, subnet: str) -> list[str]:
-        return [f"{self.prefix}{{{subnet}}}:{suffix}" for suffix in _SUFFIXES]
+        return [self.subnet_key(subnet, suffix) for suffix in _SUFFIXES]
 
     def subnet_key(self, subnet: str, suffix: str) -> str:
-        return f"{self.prefix}{{{subnet}}}:{suffix}"
+        return f"{self.subnet_base(subnet)}{suffix}"
 
     @property
     def subnet_index(self) -> str:
@@ -117,19 +121,23 @@ class Ipam:
     ) -> Ipam:
         # Every operation is idempotent (by token), so a dropped connection (a Redis
         # restart or failover) is retried on a fresh one, a few times, with backoff.
-        client = aioredis.Redis.from_url(
+        # A burst beyond the pool waits for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(
             redis_settings.url,
             decode_responses=True,
             socket_timeout=redis_settings.socket_timeout_s,
             socket_connect_timeout=redis_settings.socket_timeout_s,
             max_connections=redis_settings.max_connections,
+            timeout=redis_settings.socket_timeout_s,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), redis_settings.retries),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
+        client = aioredis.Redis(connection_pool=pool)
         return cls(client, redis_settings, settings or IpamSettings(), metrics)
 
     async def close(self) -> None:
         await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()
 
     # ---------------------------------------------------------------- plumbing
 
@@ -143,7 +151,7 @@ class Ipam:
             raise errors.StoreUnavailable(f"redis unreachable: {exc}") from exc
 
     async def _run(self, script: str, subnet: str, *args: object) -> Any:
-        keys = self.keys.subnet_keys(subnet)
+        keys = [self.keys.subnet_base(subnet)]
         return await self._call(self._scripts[script](keys=keys, args=[str(a) for a in args]))
 
     async def ping(self) -> None:

@@ -30,6 +30,7 @@ from ipam.nb_model import (
     Router,
     RouterPolicy,
     RouterPort,
+    StaticRoute,
     Switch,
     SwitchPort,
     derived_mac,
@@ -97,10 +98,22 @@ def desired_state(
     routed = placed if gateways_for is None else [
         pod for pod in placed if (pod.subnet, pod.node) in gateways_for]
     _add_gateway_policies(state, view.subnets, view.nodes, routed)
+    _add_default_routes(state, subnets.get(JOIN_SUBNET))
     services = [s for s in view.services if services_for is None or s.key in services_for]
     for balancer in service_load_balancers(services, view.slices, view.nodes):
         state.load_balancers[balancer.name] = balancer
     return state
+
+
+def _add_default_routes(state: DesiredState, join: SubnetSpec | None) -> None:
+    """The router drops what no route matches before its policies run: a default route
+    (to the join gateway, as Kube-OVN has) lets traffic for outside the cluster reach the
+    gateway policies that reroute it to a node."""
+    for layout in join.families if join else ():
+        key = f"default/{layout.family}"
+        prefix = "0.0.0.0/0" if layout.family == 4 else "::/0"
+        state.static_routes[key] = StaticRoute(CLUSTER_ROUTER, key, prefix,
+                                               str(layout.gateway))
 
 
 def _add_subnet(state: DesiredState, subnet: SubnetSpec) -> None:
@@ -125,9 +138,11 @@ def _add_node_port(state: DesiredState, node: NodeJoin) -> None:
         state.skipped.append(f"node {node.name}: no join address yet")
         return
     address = " ".join([node.mac, *map(str, node.ips)])
+    # Port security on the MAC alone: as the gateway, the node sends and receives
+    # traffic of any address (pods' traffic to and from outside the cluster).
     state.switch_ports[node.port_name] = SwitchPort(
         node.port_name, JOIN_SUBNET, (address,),
-        owned("node", **{"podnet.io/node": node.name}), port_security=(address,),
+        owned("node", **{"podnet.io/node": node.name}), port_security=(node.mac,),
     )
 
 

@@ -1,9 +1,14 @@
 -- Shared by every IPAM script (prepended when the scripts are loaded).
--- All keys of one subnet share a hash tag, so each script touches a single slot.
+-- KEYS[1] is the subnet's key base, ``<prefix>{<subnet>}:``; every key of the subnet is
+-- that base plus a suffix, so all share its hash tag and live in the slot the declared
+-- key routes the script to (Redis Cluster included). Declaring one key instead of
+-- thirteen keeps each call small: packing arguments is most of a client's cost.
+local BASE = KEYS[1]
 local K_META, K_ALLOC, K_OWNER4, K_OWNER6, K_FREE4, K_FREE6, K_CURSOR, K_EXPIRY,
       K_MACS, K_PODS, K_UIDS, K_STICKY, K_STATS =
-      KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
-      KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+      BASE .. 'meta', BASE .. 'alloc', BASE .. 'owner:4', BASE .. 'owner:6',
+      BASE .. 'free:4', BASE .. 'free:6', BASE .. 'cursor', BASE .. 'expiry',
+      BASE .. 'macs', BASE .. 'pods', BASE .. 'uids', BASE .. 'sticky', BASE .. 'stats'
 
 local OWNER = {['4'] = K_OWNER4, ['6'] = K_OWNER6}
 local FREE = {['4'] = K_FREE4, ['6'] = K_FREE6}
