@@ -90,6 +90,10 @@ class KeyLayout:
     def pool_index(self) -> str:
         return f"{self.prefix}ippools"
 
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
+
 
 class Ipam:
     """Async IPAM client. Create with ``Ipam.connect`` or use ``open_ipam``."""
@@ -168,10 +172,11 @@ class Ipam:
         reset, reopened = _config_change(previous, parsed)
         gateways = {str(f.family): str(f.offset_of(f.gateway)) for f in parsed.families}
         stored = _subnet_object(parsed)
+        epoch = await self._call(self._redis.get(self.keys.epoch)) or ""
         result = await self._run(
             "configure", parsed.name,
             json.dumps(parsed.allocator_config()), json.dumps(stored),
-            json.dumps(gateways), json.dumps(reopened), json.dumps(reset),
+            json.dumps(gateways), json.dumps(reopened), json.dumps(reset), epoch,
         )
         if result[0] == "gateway_in_use":
             raise errors.SubnetChangeRefused(
@@ -242,9 +247,16 @@ class Ipam:
         self._specs[name] = (spec, time.monotonic())
         return spec
 
-    async def mark_rebuilt(self, subnet: str) -> None:
-        """Record that ``subnet``'s index now holds every live pod (see ``require_rebuilt``)."""
-        await self._run("rebuilt", subnet)
+    async def mark_rebuilt(self, subnet: str) -> str:
+        """Record that ``subnet``'s index now holds every live pod (see ``require_rebuilt``);
+        returns the replication ID of the Redis it was rebuilt on."""
+        replication_id: str = await self._run("rebuilt", subnet)
+        return replication_id
+
+    async def set_epoch(self, replication_id: str) -> None:
+        """Record that the whole index was rebuilt on the Redis with ``replication_id``:
+        subnets created from now on start out rebuilt."""
+        await self._call(self._redis.set(self.keys.epoch, replication_id))
 
     async def set_fenced(self, subnet: str, fenced: bool) -> None:
         """Pause (or resume) allocation in a subnet while its index is rebuilt."""

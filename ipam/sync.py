@@ -222,8 +222,9 @@ class SyncWorker:
         report.bound = sum(await asyncio.gather(*(self._claim_gated(pod) for pod in pods)))
         report.released += await self._collect_garbage(pods)
         report.expired = await self.ipam.expire_all()
-        for subnet in self._subnets:  # every live pod is in the index again
-            await self.ipam.mark_rebuilt(subnet.name)
+        replication_ids = {await self.ipam.mark_rebuilt(s.name) for s in self._subnets}
+        if len(replication_ids) == 1:  # one Redis (not a cluster of shards)
+            await self.ipam.set_epoch(replication_ids.pop())
         view = self._view(pods)
         report.ovn = await self.northbound.reconcile_async(desired_state(view))
         report.routed = await self._mark_routed(pods, view)

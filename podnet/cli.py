@@ -17,6 +17,7 @@ from podnet import __version__
 def build_parser() -> argparse.ArgumentParser:
     from ipam import cli as ipam_cli
     from ipam import sync_main
+    from node_agent import cli as agent_cli
     from podnet import lab
     from webhook import cli as webhook_cli
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     ipam_cli.register(commands)
     webhook_cli.register(commands)
     sync_main.register(commands)
+    agent_cli.register(commands)
     return parser
 
 

@@ -141,6 +141,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie (exited, waiting for whoever reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
 @dataclass(frozen=True)
 class BackgroundProcess:
     """A daemon that outlives the command that started it, tracked by a pidfile.
@@ -198,10 +207,11 @@ class BackgroundProcess:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while pid_alive(pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+        while not _exited(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        if not _exited(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it was our child
         return True

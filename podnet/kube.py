@@ -165,12 +165,16 @@ def connect(settings: KubeSettings) -> client.ApiClient:
 def lister(api: client.ApiClient, kind: str) -> ListFunction:
     """The all-namespaces list call for a kind podnet follows."""
     core = client.CoreV1Api(api)
+    apps = client.AppsV1Api(api)
     calls: dict[str, ListFunction] = {
         "Pod": core.list_pod_for_all_namespaces,
         "Namespace": core.list_namespace,
         "Service": core.list_service_for_all_namespaces,
         "Node": core.list_node,
         "EndpointSlice": client.DiscoveryV1Api(api).list_endpoint_slice_for_all_namespaces,
+        "Deployment": apps.list_deployment_for_all_namespaces,
+        "ReplicaSet": apps.list_replica_set_for_all_namespaces,
+        "StatefulSet": apps.list_stateful_set_for_all_namespaces,
     }
     custom = {"Subnet": "subnets", "IPPool": "ippools"}
     if kind in custom:

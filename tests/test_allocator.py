@@ -296,3 +296,24 @@ async def test_after_a_redis_restart_nothing_new_is_handed_out_until_the_index_i
         assert (await guarded.reserve("s", "t2")).ips != first.ips
     finally:
         await guarded.close()
+
+
+async def test_a_subnet_created_after_a_rebuild_on_the_same_redis_is_open_at_once(
+    own_redis: object,
+) -> None:
+    from podnet.daemons import RedisServer
+
+    assert isinstance(own_redis, RedisServer)
+    guarded = Ipam.connect(RedisSettings(url=own_redis.url),
+                           IpamSettings(require_rebuilt=True))
+    try:
+        await guarded.ensure_subnet(build_subnet("old", "10.0.0.0/24"))
+        await guarded.set_epoch(await guarded.mark_rebuilt("old"))
+        await guarded.ensure_subnet(build_subnet("new", "10.1.0.0/24"))
+        assert (await guarded.reserve("new", "t")).ips
+        own_redis.restart()
+        await guarded.ensure_subnet(build_subnet("newer", "10.2.0.0/24"))
+        with pytest.raises(errors.Fenced):  # the epoch is from before the restart
+            await guarded.reserve("newer", "t")
+    finally:
+        await guarded.close()

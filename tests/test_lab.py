@@ -1,4 +1,8 @@
-"""``podnet up`` / ``status`` / ``down`` on this machine, with real processes."""
+"""``podnet up`` / ``status`` / ``down`` on this machine, with real processes.
+
+``tests/test_lab_up.py`` checks the pods ``up`` makes; this file the lab's promises as a
+whole: it runs, it reports bad manifests, it is safe to run twice, and ``down`` leaves
+nothing behind."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from podnet.daemons import free_port, pid_alive
+from podnet.daemons import pid_alive
 from podnet.lab import DEFAULT_MANIFESTS, LabSettings, _processes, down, status_report, up
+from tests.lab_fixtures import lab_settings, leftovers
 
 
 @pytest.fixture
@@ -21,22 +26,21 @@ def lab(tmp_path: Path) -> LabSettings:
         "apiVersion: kubeovn.io/v1\nkind: Subnet\nmetadata: {name: broken}\n"
         "spec: {cidrBlock: 10.99.0.0/33}\n"
     )
-    return LabSettings(
-        state_dir=tmp_path / "state", redis_port=free_port(),
-        ipam_listen=f"127.0.0.1:{free_port()}", manifests=(manifests,),
-    )
+    return lab_settings(tmp_path / "state", manifests)
 
 
+@pytest.mark.slow
 def test_up_runs_podnet_reports_bad_manifests_and_down_leaves_nothing(lab: LabSettings) -> None:
     try:
         problems = up(lab)
         assert [str(p) for p in problems] == [
             f"{lab.manifests[0] / '90-broken.yaml'}: Subnet broken: "
+            'admission webhook "subnets.podnet.io" denied the request: '
             "spec.cidrBlock 10.99.0.0/33: is not a valid CIDR"
         ]
         with urllib.request.urlopen(f"http://{lab.ipam_listen}/api/v1/subnets") as response:
             names = [subnet["name"] for subnet in json.load(response)]
-        assert names == ["ovn-default", "shop", "tools"]
+        assert names == ["edge", "join", "ovn-default", "shop", "tools"]
         pids = {name: process.pid() for name, process in _processes(lab).items()}
         assert all(pids.values())
 
@@ -47,6 +51,7 @@ def test_up_runs_podnet_reports_bad_manifests_and_down_leaves_nothing(lab: LabSe
         down(lab)
     assert not any(pid_alive(pid) for pid in pids.values() if pid)
     assert not lab.state_dir.exists()
+    assert leftovers(lab) == []
 
 
 async def test_a_subnet_overlapping_the_built_in_default_is_a_problem_not_a_crash(

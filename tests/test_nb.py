@@ -39,7 +39,7 @@ def pod(name: str, ip: str, node: str = "node1") -> Any:
         "metadata": {"namespace": "default", "name": name, "uid": f"u-{name}", "annotations": {
             "ovn.kubernetes.io/allocated": "true", "ovn.kubernetes.io/logical_switch": "apps",
             "ovn.kubernetes.io/ip_address": ip,
-            "ovn.kubernetes.io/mac_address": f"0a:00:00:00:00:{ip.split('.')[-1].zfill(2)}",
+            "ovn.kubernetes.io/mac_address": f"0a:00:00:00:00:{ip.rsplit('.', 1)[-1].zfill(2)}",
         }},
         "spec": {"nodeName": node}, "status": {"phase": "Running"},
     })

@@ -39,7 +39,7 @@ class WebhookProcess:
         self.args = [
             sys.executable, "-m", "webhook", "--listen", f"127.0.0.1:{self.port}",
             "--tls-cert", str(cert), "--tls-key", str(key), "--redis", settings.url,
-            "--prefix", settings.prefix, "--log-level", "WARNING",
+            "--prefix", settings.prefix, "--log-level", "WARNING", "--no-require-rebuilt",
         ]
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from ipam.errors import OutsideSubnet
 from ipam.pool import parse_ippool
 from ipam.records import Allocation
 from ipam.subnet import build_subnet, default_subnet
+from webhook.admit import TOKEN_NAMESPACE, token_from_uid
 from webhook.decide import Catalog, NamespaceInfo, Plan, Skip, Workload, decide
 from webhook.errors import Denial
 from webhook.patch import (
@@ -186,6 +188,59 @@ def test_subnet_and_pool_node_selectors_are_merged() -> None:
     assert chosen.node_selector == {"zone": "a", "rack": "r1"}
 
 
+BOUND_POOLS = Catalog(
+    (default_subnet(), ZONE_A),
+    (
+        parse_ippool({"metadata": {"name": "b-pool"}, "spec": {
+            "subnet": "ovn-default", "ips": ["10.16.0.30"], "namespaces": ["ns-1"]}}),
+        parse_ippool({"metadata": {"name": "a-pool"}, "spec": {
+            "subnet": "ovn-default", "ips": ["10.16.0.20..10.16.0.21"],
+            "namespaces": ["ns-1"], "nodeSelector": {"rack": "r2"}}}),
+        parse_ippool({"metadata": {"name": "elsewhere"}, "spec": {
+            "subnet": "zone-a", "ips": ["10.20.0.40"], "namespaces": ["ns-2"]}}),
+    ),
+)
+
+
+def bound_plan(obj: Mapping[str, Any], namespace: str) -> Plan:
+    decision = decide(obj, NamespaceInfo(namespace), BOUND_POOLS, SETTINGS)
+    assert isinstance(decision, Plan)
+    return decision
+
+
+def test_a_pod_of_a_namespace_bound_to_ippools_takes_its_address_from_them() -> None:
+    chosen = bound_plan(pod(name=""), "ns-1")
+    assert chosen.request.pool is not None
+    assert chosen.request.pool.name == "a-pool,b-pool"
+    assert chosen.request.pool.size == 3
+    assert chosen.node_selector == {"rack": "r2"}
+    assert chosen.pool_label == "IPPool a-pool,b-pool (bound to namespace ns-1)"
+
+
+def test_a_pod_of_an_unbound_namespace_takes_any_address() -> None:
+    assert bound_plan(pod(name=""), "default").request.pool is None
+
+
+def test_bound_pools_of_another_subnet_are_denied_unless_the_pod_chose_its_subnet() -> None:
+    with pytest.raises(Denial, match=r"namespace ns-2 is bound to IPPool elsewhere "
+                                     r"\(subnet zone-a\) by spec.namespaces, but its pods "
+                                     r"get subnet ovn-default"):
+        bound_plan(pod(name=""), "ns-2")
+    chosen = bound_plan(pod({"ovn.kubernetes.io/logical_switch": "ovn-default"}, name=""), "ns-2")
+    assert chosen.request.pool is None
+
+
+def test_a_static_address_in_a_bound_namespace_is_not_drawn_from_the_pools() -> None:
+    chosen = bound_plan(pod({"ovn.kubernetes.io/ip_address": "10.16.0.99"}, name=""), "ns-1")
+    assert chosen.request.static_ips == (ipaddress.ip_address("10.16.0.99"),)
+
+
+def test_an_annotation_podnet_does_not_honour_is_denied_before_anything_is_decided() -> None:
+    with pytest.raises(Denial, match=r"annotation ovn\.kubernetes\.io/vip is not supported"):
+        plan_for(pod({"ovn.kubernetes.io/vip": "vip-1",
+                      "ovn.kubernetes.io/logical_switch": "missing"}))
+
+
 def test_label_selector_syntax_covers_equality_and_existence() -> None:
     selector = LabelSelector.parse("app=web,tier!=db,canary,!legacy")
     assert selector.matches({"app": "web", "canary": "1"})
@@ -311,3 +366,8 @@ def test_merged_affinity_admits_exactly_the_nodes_both_the_pod_and_the_subnet_ad
     original = _schedulable(affinity, node) if terms else True
     assert _schedulable(result, node) == (original and on_selector)
     assert merge_node_affinity(result, selector) is None  # idempotent
+
+
+@given(st.text())
+def test_the_reservation_token_is_the_uuid5_of_the_review_uid(uid: str) -> None:
+    assert token_from_uid(uid) == str(uuid.uuid5(TOKEN_NAMESPACE, uid))

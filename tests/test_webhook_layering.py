@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "webhook"
-CORE = ("review", "decide", "patch", "errors", "settings")
+CORE = ("review", "decide", "patch", "errors", "settings", "compat", "extender")
 FORBIDDEN = ("aiohttp", "redis", "prometheus_client", "ipam.store", "ipam.api", "yaml")
 
 

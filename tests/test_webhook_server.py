@@ -382,6 +382,49 @@ async def test_a_retried_review_gets_the_same_answer_and_reserves_once(webhook: 
     assert await webhook.held() == 1
 
 
+async def test_a_retry_after_the_subnets_changed_gets_the_first_answer_and_frees_the_other(
+    webhook: Harness,
+) -> None:
+    body = review(pod(name=None, generate_name="web-", namespace="moved",
+                      owner=("ReplicaSet", "web-1")))
+    first = await webhook.send(body)
+    assert await webhook.held("ovn-default") == 1
+    # Meanwhile namespace "moved" gets a subnet of its own: a fresh decision would differ.
+    folder = webhook.running.state.settings.manifests
+    assert folder is not None
+    (folder / "moved.yaml").write_text(json.dumps(subnet("moved", "10.61.0.0/24",
+                                                         namespaces=["moved"])))
+    for _ in range(50):
+        if "moved" in await webhook.ipam.subnet_names():
+            break
+        await asyncio.sleep(0.1)
+    webhook.running.state.context.catalog.invalidate()
+    again = await webhook.send(body)
+    assert again == first
+    assert await webhook.held("moved") == 0
+
+
+async def test_a_burst_larger_than_the_redis_pool_waits_instead_of_failing(
+    tmp_path: Path, redis_settings: RedisSettings
+) -> None:
+    cert, key = make_certificate(tmp_path / "tls")
+    small = RedisSettings(url=redis_settings.url, prefix=redis_settings.prefix,
+                          max_connections=10)
+    settings = server_settings(tmp_path, small, cert, key)
+    connector = aiohttp.TCPConnector(ssl=client_context(cert), limit=0)
+    async with running_webhook(settings) as running, aiohttp.ClientSession(
+        connector=connector
+    ) as session:
+
+        async def admit() -> bool:
+            body = review(pod(name=None, generate_name="web-", owner=("ReplicaSet", "web-1")))
+            async with session.post(running.url + "/mutate-pods", json=body) as response:
+                answer = await response.json()
+            return bool(answer["response"]["allowed"])
+
+        assert all(await asyncio.gather(*(admit() for _ in range(60))))
+
+
 async def test_an_update_is_allowed_unchanged(webhook: Harness) -> None:
     obj = pod(name="web-0")
     answer = await webhook.send(review(obj, operation="UPDATE", old=obj))
@@ -551,6 +594,105 @@ async def test_deleting_an_ippool_in_use_is_refused(webhook: Harness) -> None:
     )
     assert not response["allowed"]
     assert response["status"]["message"].startswith("IPPool db-pool has 1 addresses in use")
+
+
+# ------------------------------------------------- what podnet does not honour
+
+
+async def test_a_pod_with_an_annotation_podnet_does_not_honour_is_denied_naming_it(
+    webhook: Harness,
+) -> None:
+    status = await webhook.denial(pod(annotations={
+        "ovn.kubernetes.io/routes": '[{"dst": "192.168.0.101/24", "gw": "10.16.0.254"}]',
+    }))
+    assert status["code"] == 400
+    assert status["message"] == (
+        "annotation ovn.kubernetes.io/routes is not supported by podnet (custom routes)"
+    )
+    assert await webhook.held() == 0
+
+
+async def test_a_pod_with_a_multi_nic_provider_annotation_is_denied_naming_it(
+    webhook: Harness,
+) -> None:
+    status = await webhook.denial(pod(annotations={
+        "macvlan.default.kubernetes.io/ip_address": "172.17.0.100",
+    }))
+    assert status["message"].startswith(
+        "annotation macvlan.default.kubernetes.io/ip_address is not supported by podnet "
+        "(multi-NIC provider macvlan.default"
+    )
+
+
+def deployment(annotations: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}, "annotations": dict(annotations)},
+            "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+        }},
+    }
+
+
+async def test_a_deployment_whose_template_podnet_cannot_honour_is_refused_at_apply(
+    webhook: Harness,
+) -> None:
+    body = review(deployment({"ovn.kubernetes.io/ip_family": "ipv4"}),
+                  kind="Deployment", group="apps", resource="deployments")
+    answer = await webhook.send(body, "/validate-workloads")
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["message"] == (
+        "Deployment default/web: spec.template.metadata.annotations: annotation "
+        "ovn.kubernetes.io/ip_family is not supported by podnet (per-pod IP family)"
+    )
+
+
+async def test_a_deployment_podnet_can_honour_is_allowed(webhook: Harness) -> None:
+    body = review(deployment({"ovn.kubernetes.io/ip_pool": "10.16.0.20,10.16.0.21"}),
+                  kind="Deployment", group="apps", resource="deployments")
+    answer = await webhook.send(body, "/validate-workloads")
+    assert answer["response"]["allowed"] is True
+
+
+# ------------------------------------------------------- scheduler extender
+
+
+def node(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {"kind": "Node", "apiVersion": "v1",
+            "metadata": {"name": name, "labels": dict(labels)}, "status": {}}
+
+
+async def test_the_scheduler_filter_keeps_ready_nodes_of_the_pods_subnet(
+    webhook: Harness,
+) -> None:
+    ready = {"podnet.io/agent-ready": "true"}
+    args = {"Pod": pod(annotations={"ovn.kubernetes.io/logical_switch": "zone-a"}),
+            "Nodes": {"items": [node("a-1", {**ready, "podnet.io/zone": "a"}),
+                                node("b-1", {**ready, "podnet.io/zone": "b"}),
+                                node("a-2", {"podnet.io/zone": "a"})]}}
+    status, result = await webhook.post(json.dumps(args).encode(), "/scheduler/filter")
+    assert status == 200
+    assert result["NodeNames"] == ["a-1"]
+    assert [n["metadata"]["name"] for n in result["Nodes"]["items"]] == ["a-1"]
+    assert set(result["FailedNodes"]) == {"b-1", "a-2"}
+    assert result["Error"] == ""
+
+
+async def test_the_scheduler_prioritize_scores_every_node(webhook: Harness) -> None:
+    args = {"Pod": pod(), "NodeNames": ["node-1", "node-2"]}
+    status, result = await webhook.post(json.dumps(args).encode(), "/scheduler/prioritize")
+    assert status == 200
+    assert result == [{"Host": "node-1", "Score": 5}, {"Host": "node-2", "Score": 5}]
+
+
+@pytest.mark.parametrize("path", ["/scheduler/filter", "/scheduler/prioritize"])
+async def test_malformed_extender_args_get_a_400_with_a_json_message(
+    webhook: Harness, path: str
+) -> None:
+    status, answer = await webhook.post(b'{"Nodes": {"items": []}}', path)
+    assert status == 400
+    assert answer == {"message": "not ExtenderArgs: Pod is missing"}
 
 
 # -------------------------------------------------------------- the process

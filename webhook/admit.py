@@ -2,9 +2,12 @@
 
 This is where the allocation lifecycle's promises are kept at the webhook's end:
 
-- a retried review (same request uid, any replica) gets the answer kept in the review
-  memo, and reserves under a token derived from the uid, so even two copies racing on
-  two replicas land on one reservation;
+- a retried review (same request uid, any replica) reserves under the token derived
+  from the uid, so it gets the reservation the first attempt made, and even two copies
+  racing on two replicas land on one; its answer is the one kept in the review memo.
+  A fresh admission costs two Redis round trips: the reservation, then keeping the
+  answer (``SET NX``, which also tells a retry it is one); the memo is read only when
+  an admission would otherwise be refused, in case an earlier attempt was not;
 - a re-invoked webhook (the pod already carries ``podnet.io/reservation``) gets the
   same allocation back while the token is known; if it expired, the pod keeps its
   annotated address when that is still free;
@@ -16,6 +19,8 @@ This is where the allocation lifecycle's promises are kept at the webhook's end:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -28,17 +33,26 @@ from ipam.store import Ipam
 from webhook.decide import Catalog, NamespaceInfo, Plan, Skip, decide, without_podnet_annotations
 from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial, MalformedReview
 from webhook.memo import MemoEntry, ReviewMemo
-from webhook.patch import allocation_annotations, build_patch
+from webhook.patch import SWITCH_ANNOTATION, allocation_annotations, build_patch
 from webhook.review import AdmissionRequest, AdmissionReviewWire, review_response
 from webhook.settings import WebhookSettings
 
 TOKEN_NAMESPACE = uuid.UUID("0b5e8d4c-3f0e-5a43-9d53-706f646e6574")
+_NAMESPACE_BYTES = TOKEN_NAMESPACE.bytes
 DRY_RUN_WARNING = "dry run: podnet checked the request and reserved no address"
 
 
 def token_from_uid(uid: str) -> str:
-    """The reservation token for one review: the same on every replica and every retry."""
-    return str(uuid.uuid5(TOKEN_NAMESPACE, uid))
+    """The reservation token for one review: the same on every replica and every retry.
+
+    It is ``uuid.uuid5(TOKEN_NAMESPACE, uid)``, spelled out (SHA-1, then the version and
+    variant bits) because building ``UUID`` objects is a measurable part of admission.
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + uid.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 class CatalogCache:
@@ -123,10 +137,6 @@ async def admit_pod(
         raise MalformedReview("request.object is missing for a pod CREATE")
     plan: Plan | None = None
     try:
-        if not request.dry_run:
-            kept = await context.memo.get(request.uid)
-            if kept is not None:
-                return Answer(_mutation(request.uid, pod, kept), "retried")
         catalog = await context.catalog.get(ipam)
         namespace = context.namespaces(request.namespace or _pod_namespace(pod))
         decision = decide(pod, namespace, catalog, settings, request.name)
@@ -141,17 +151,41 @@ async def admit_pod(
             request, pod, plan, ipam=ipam, settings=settings, context=context, catalog=catalog
         )
         entry = MemoEntry(allocation_annotations(allocation, plan.subnet), plan.node_selector)
-        entry = await context.memo.put(request.uid, entry)
-        return Answer(_mutation(request.uid, pod, entry), "mutated")
+        kept = await context.memo.put(request.uid, entry)
+        if kept is entry:
+            return Answer(_mutation(request.uid, pod, entry), "mutated")
+        await _drop_stray(ipam, plan, allocation, kept)
+        return Answer(_mutation(request.uid, pod, kept), "retried")
     except Denial as denial:
-        return _denied(request.uid, denial)
+        answer = _denied(request.uid, denial)
     except errors.IpamError as exc:
         mapped = denial_for(exc, plan)
         outcome = "unavailable" if isinstance(exc, errors.StoreUnavailable) else "denied"
-        return Answer(
+        answer = Answer(
             review_response(request.uid, False, message=mapped.message, code=mapped.code),
             outcome,
         )
+    kept_answer = None if request.dry_run else await _kept(context.memo, request.uid)
+    if kept_answer is not None:
+        return Answer(_mutation(request.uid, pod, kept_answer), "retried")
+    return answer
+
+
+async def _kept(memo: ReviewMemo, uid: str) -> MemoEntry | None:
+    """The answer an earlier attempt of this review gave, if any (and if readable)."""
+    try:
+        return await memo.get(uid)
+    except errors.IpamError:
+        return None
+
+
+async def _drop_stray(ipam: Ipam, plan: Plan, allocation: Allocation, kept: MemoEntry) -> None:
+    """An earlier attempt of this review answered from another subnet (the catalog
+    changed in between): the reservation just made under the same token is not used."""
+    if kept.annotations.get(SWITCH_ANNOTATION) == plan.subnet.name:
+        return  # same token, same subnet: the very allocation the earlier attempt made
+    with contextlib.suppress(errors.IpamError):  # else it expires with its TTL
+        await ipam.release(plan.subnet.name, "token", allocation.token)
 
 
 def _denied(uid: str, denial: Denial) -> Answer:

@@ -5,9 +5,14 @@ or a typed IPAM error naming the annotation when the request cannot work. The sa
 decision serves a real admission and a dry run, so a dry run refuses exactly what a
 real one would.
 
+Annotations podnet does not honour (``webhook.compat``) are refused by name before
+anything else is decided.
+
 Subnet choice, first match wins: the pod's ``ovn.kubernetes.io/logical_switch``; the
 subnet of the IPPool its ``ip_pool`` names; the namespace's binding
-(``Subnet.spec.namespaces``, then the namespace annotation); the default subnet.
+(``Subnet.spec.namespaces``, then the namespace annotation); the default subnet. A pod
+that names no address or pool, in a namespace that IPPools bind (``IPPool.spec
+.namespaces``), takes its address from those pools, as in Kube-OVN.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ipam.requests import (
     static_offsets,
 )
 from ipam.subnet import DEFAULT_SUBNET, SubnetSpec
+from webhook.compat import annotations_problem
 from webhook.errors import DENIED_BAD_REQUEST, Denial
 from webhook.patch import RESERVATION_ANNOTATION, SWITCH_ANNOTATION, WRITTEN_ANNOTATIONS
 from webhook.settings import WebhookSettings
@@ -194,16 +200,28 @@ def decide(
         return Skip(reason)
     name = str(metadata_of(pod).get("name") or name or "")
     annotations = annotations_of(pod)
+    problem = annotations_problem(annotations)
+    if problem is not None:
+        raise Denial(problem, DENIED_BAD_REQUEST)
     workload = workload_of(pod, namespace.name, name)
     named_pool = _named_pool(annotations, catalog, namespace.name)
     subnet = choose_subnet(annotations, named_pool, namespace, catalog)
+    bound = None
+    if IP_ANNOTATION not in annotations and not annotations.get(POOL_ANNOTATION, "").strip():
+        bound = namespace_pool(
+            catalog, namespace.name, subnet, explicit=bool(annotations.get(SWITCH_ANNOTATION))
+        )
     sts = statefulset_ordinal(pod, name)
     sticky_key = f"{namespace.name}/{sts[0]}/{sts[1]}" if sts else ""
     mac = static_mac(annotations.get(MAC_ANNOTATION))
     request, pool_label = _request(
-        annotations, subnet=subnet, named_pool=named_pool, sts=sts, sticky_key=sticky_key, mac=mac
+        annotations, subnet=subnet, named_pool=named_pool or bound, sts=sts,
+        sticky_key=sticky_key, mac=mac,
     )
-    selector = _node_selector(subnet, named_pool)
+    if bound is not None:
+        pool_label = f"IPPool {bound.name} (bound to namespace {namespace.name})"
+    named_pool = named_pool or bound
+    selector = node_selector_for(subnet, named_pool)
     return Plan(
         namespace=namespace.name,
         name=name,
@@ -264,6 +282,49 @@ def choose_subnet(
     return _known(catalog, catalog.default_name, "the default subnet")
 
 
+def namespace_pool(
+    catalog: Catalog, namespace: str, subnet: SubnetSpec, *, explicit: bool = False
+) -> IPPoolSpec | None:
+    """The IPPools whose ``spec.namespaces`` bind ``namespace``, as one pool, if any.
+
+    As in Kube-OVN, a pod of a bound namespace that asks for no address or pool takes
+    its address only from the bound pools of its subnet, first pool (by name) first.
+    When every bound pool belongs to another subnet the pod is denied, unless it chose
+    its subnet with ``logical_switch``: that choice then wins.
+    """
+    bound = sorted(
+        (pool for pool in catalog.pools if namespace in pool.namespaces), key=lambda p: p.name
+    )
+    usable = [pool for pool in bound if pool.subnet == subnet.name]
+    if not usable:
+        if bound and not explicit:
+            names = ", ".join(f"{pool.name} (subnet {pool.subnet})" for pool in bound)
+            raise Denial(
+                f"namespace {namespace} is bound to IPPool {names} by spec.namespaces, but "
+                f"its pods get subnet {subnet.name}; set {SWITCH_ANNOTATION} or "
+                f"{POOL_ANNOTATION} on the pod to choose",
+                DENIED_BAD_REQUEST,
+            )
+        return None
+    selector: dict[str, str] = {}
+    for pool in usable:
+        for key, value in pool.node_selector.items():
+            if selector.get(key, value) != value:
+                raise Denial(
+                    f"IPPool {pool.name} spec.nodeSelector {key}={value}: conflicts with "
+                    f"another IPPool bound to namespace {namespace} ({key}={selector[key]})",
+                    DENIED_BAD_REQUEST,
+                )
+            selector[key] = value
+    return IPPoolSpec(
+        name=",".join(pool.name for pool in usable),
+        subnet=subnet.name,
+        ips=tuple(ip for pool in usable for ip in pool.ips),
+        namespaces=(namespace,),
+        node_selector=selector,
+    )
+
+
 def _known(catalog: Catalog, name: str, source: str) -> SubnetSpec:
     subnet = catalog.subnet(name)
     if subnet is None:
@@ -286,7 +347,7 @@ def _request(
         static_offsets(subnet, addresses)
         return ReserveRequest(static_ips=addresses, mac=mac), "ip_pool"
     pool_text = annotations.get(POOL_ANNOTATION, "").strip()
-    if not pool_text:
+    if not pool_text and named_pool is None:
         return ReserveRequest(mac=mac, sticky_key=sticky_key), "ip_pool"
     pool = named_pool.resolve(subnet) if named_pool else parse_pool_annotation(pool_text, subnet)
     label = f"ip_pool {named_pool.name}" if named_pool else "ip_pool"
@@ -317,7 +378,8 @@ def _pool_position(
     )
 
 
-def _node_selector(subnet: SubnetSpec, pool: IPPoolSpec | None) -> dict[str, str]:
+def node_selector_for(subnet: SubnetSpec, pool: IPPoolSpec | None) -> dict[str, str]:
+    """The node labels a pod of ``subnet`` (and ``pool``) needs: both selectors merged."""
     merged = dict(subnet.node_selector)
     for key, value in (pool.node_selector if pool else {}).items():
         if merged.get(key, value) != value:

@@ -1,10 +1,11 @@
 """The webhook's exception hierarchy: one root, one subclass per way a request can end.
 
-The HTTP adapter maps them: ``MalformedReview`` is an HTTP 400 (the caller did not send
-an AdmissionReview at all), ``Denial`` is an ordinary admission answer with
-``allowed: false`` and a message the user reads at ``kubectl apply``, and
-``ConfigError`` stops the process before it serves anything. Errors raised from a
-lower layer (the IPAM, YAML, ssl) are chained with ``from`` so the cause survives.
+The HTTP adapter maps them: ``MalformedReview`` and ``MalformedArgs`` are an HTTP 400
+(the caller did not send an AdmissionReview, or ExtenderArgs, at all), ``Denial`` is an
+ordinary admission answer with ``allowed: false`` and a message the user reads at
+``kubectl apply``, and ``ConfigError`` stops the process before it serves anything.
+Errors raised from a lower layer (the IPAM, YAML, ssl) are chained with ``from`` so the
+cause survives.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ class WebhookError(Exception):
 
 class MalformedReview(WebhookError):
     """The body is not an ``admission.k8s.io/v1`` AdmissionReview request."""
+
+
+class MalformedArgs(WebhookError):
+    """The body is not the scheduler extender's ExtenderArgs."""
 
 
 class Denial(WebhookError):

@@ -8,6 +8,12 @@ new certificate, connections already open keep theirs, and nothing restarts.
 Bodies are bounded (kube-apiserver's own limit is about 3 MiB per object; a review
 carries up to two objects), refused with 413 before they are read whole. A body that is
 not an AdmissionReview is a 400 with a JSON message: a 500 would say podnet is broken.
+
+Routes: ``/mutate-pods`` (addresses at admission), ``/validate-subnets``,
+``/validate-ippools``, ``/validate-workloads`` (pod templates podnet cannot honour), the
+scheduler extender's ``/scheduler/filter`` and ``/scheduler/prioritize`` (see
+``webhook.extender``; their bodies carry whole Node lists, so their own, larger bound
+applies), and ``/healthz``, ``/readyz``, ``/metrics``.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -27,17 +34,32 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ipam import errors
 from ipam.settings import IpamSettings
 from ipam.store import Ipam
+from podnet.kube import KubeError, kube_client
 from webhook.admit import AdmitContext, Answer, CatalogCache, admit_pod
-from webhook.errors import ConfigError, MalformedReview
+from webhook.errors import ConfigError, MalformedArgs, MalformedReview
+from webhook.extender import (
+    ExtenderArgs,
+    Node,
+    Placement,
+    filter_error,
+    filter_nodes,
+    parse_extender_args,
+    placement_of,
+    prioritize,
+)
+from webhook.kube_source import ConfigSource, KubeSource
 from webhook.manifests import ManifestSource
 from webhook.memo import RedisReviewMemo
 from webhook.metrics import WebhookMetrics
 from webhook.review import AdmissionRequest, parse_review
 from webhook.settings import ServerSettings
-from webhook.validate import validate_ippool, validate_subnet
+from webhook.validate import validate_ippool, validate_subnet, validate_workload
 
 log = logging.getLogger(__name__)
 Handler = Callable[[AdmissionRequest], Awaitable[Answer]]
+Route = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SPARE_CONNECTIONS = 8
+"""IPAM connections left for validation, the extender and the manifest rescan."""
 
 
 def make_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -85,16 +107,24 @@ class WebhookState:
     ipam: Ipam
     settings: ServerSettings
     context: AdmitContext
-    manifests: ManifestSource
+    manifests: ConfigSource
     metrics: WebhookMetrics
+    nodes: Mapping[str, Node] = field(default_factory=dict)
+    """Nodes the server knows (for extender requests that carry only node names)."""
 
 
 def build_app(state: WebhookState) -> web.Application:
     app = web.Application(client_max_size=state.settings.max_body_bytes)
     settings = state.settings.webhook
 
+    # Each admission holds at most one connection of the IPAM's pool at a time; bounding
+    # admissions in progress below the pool's size makes a burst wait for a connection
+    # instead of failing with "too many connections" (a denial the user would see).
+    slots = asyncio.Semaphore(max(1, state.settings.redis.max_connections - _SPARE_CONNECTIONS))
+
     async def mutate_pods(review: AdmissionRequest) -> Answer:
-        return await admit_pod(review, state.ipam, settings, state.context)
+        async with slots:
+            return await admit_pod(review, state.ipam, settings, state.context)
 
     async def subnets(review: AdmissionRequest) -> Answer:
         answer = await validate_subnet(review, state.ipam)
@@ -104,9 +134,23 @@ def build_app(state: WebhookState) -> web.Application:
     async def ippools(review: AdmissionRequest) -> Answer:
         return await validate_ippool(review, state.ipam)
 
+    async def workloads(review: AdmissionRequest) -> Answer:
+        return validate_workload(review)
+
+    def filtered(args: ExtenderArgs, placement: Placement) -> object:
+        return filter_nodes(args, placement)
+
+    def scored(args: ExtenderArgs, placement: Placement) -> object:
+        return prioritize(args.nodes, placement)
+
     app.router.add_post("/mutate-pods", _review_route(state, "mutate-pods", mutate_pods))
     app.router.add_post("/validate-subnets", _review_route(state, "validate-subnets", subnets))
     app.router.add_post("/validate-ippools", _review_route(state, "validate-ippools", ippools))
+    app.router.add_post(
+        "/validate-workloads", _review_route(state, "validate-workloads", workloads)
+    )
+    app.router.add_post("/scheduler/filter", _scheduler_route(state, "filter", filtered))
+    app.router.add_post("/scheduler/prioritize", _scheduler_route(state, "prioritize", scored))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz(state))
     app.router.add_get("/metrics", _metrics(state))
@@ -115,7 +159,7 @@ def build_app(state: WebhookState) -> web.Application:
 
 def _review_route(
     state: WebhookState, endpoint: str, handle: Handler
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+) -> Route:
     limit = state.settings.max_body_bytes
 
     async def route(request: web.Request) -> web.StreamResponse:
@@ -135,6 +179,61 @@ def _review_route(
             return web.json_response({"message": f"not an AdmissionReview: {exc}"}, status=400)
         state.metrics.observe(endpoint, answer.outcome, time.perf_counter() - started)
         return web.json_response(answer.review)
+
+    return route
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _scheduler_route(
+    state: WebhookState, verb: str, answer: Callable[[ExtenderArgs, Placement], object]
+) -> Route:
+    """A scheduler extender verb: ExtenderArgs in, the verb's result out (400 if malformed).
+
+    A filter that cannot read the catalog answers with ``Error`` set, which makes the
+    scheduler retry the pod later; prioritize has no error field and answers 503, which
+    the scheduler logs and ignores.
+    """
+    endpoint = f"scheduler-{verb}"
+    limit = state.settings.max_extender_body_bytes
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+
+        def done(outcome: str, body: Any, status: int = 200) -> web.Response:
+            state.metrics.observe(endpoint, outcome, time.perf_counter() - started)
+            return web.json_response(body, status=status)
+
+        body = await _read_bounded(request, limit)
+        if body is None:
+            state.metrics.observe(endpoint, "too_large", time.perf_counter() - started)
+            return _too_large(limit)
+        try:
+            args = parse_extender_args(body, state.nodes)
+        except MalformedArgs as exc:
+            return done("malformed", {"message": f"not ExtenderArgs: {exc}"}, 400)
+        try:
+            catalog = await state.context.catalog.get(state.ipam)
+        except errors.IpamError as exc:
+            message = f"podnet could not read its subnets: {exc}"
+            if verb == "filter":
+                return done("unavailable", filter_error(message))
+            return done("unavailable", {"message": message}, 503)
+        namespace = state.context.namespaces(args.namespace)
+        placement = placement_of(args.pod, namespace, catalog, state.settings.webhook)
+        return done("answered", answer(args, placement))
 
     return route
 
@@ -199,19 +298,24 @@ async def running_webhook(settings: ServerSettings) -> AsyncIterator[RunningWebh
     """Serve until the block exits; port 0 picks a free port (see ``RunningWebhook.port``)."""
     ssl_context = make_ssl_context(settings.tls_cert, settings.tls_key)
     reloader = CertificateReloader(ssl_context, settings.tls_cert, settings.tls_key)
+    manifests = _config_source(settings)
     policy = settings.webhook
-    ipam = Ipam.connect(settings.redis, IpamSettings(reservation_ttl_s=policy.reservation_ttl_s))
+    ipam = Ipam.connect(settings.redis, IpamSettings(
+        reservation_ttl_s=policy.reservation_ttl_s, require_rebuilt=policy.require_rebuilt))
     memo = RedisReviewMemo.connect(
         settings.redis.url, settings.redis.prefix, policy.review_memo_ttl_s,
         settings.redis.socket_timeout_s,
     )
-    manifests = ManifestSource(settings.manifests)
     context = AdmitContext(memo, CatalogCache(policy.catalog_cache_s), manifests.namespace)
     state = WebhookState(ipam, settings, context, manifests, WebhookMetrics())
     # lingering_time bounds how long an unread (oversized) body is drained after a 413.
     runner = web.AppRunner(build_app(state), access_log=None, lingering_time=1.0)
     tasks: list[asyncio.Task[None]] = []
     try:
+        if isinstance(manifests, KubeSource):
+            await manifests.start()
+            with contextlib.suppress(TimeoutError):
+                await manifests.wait_synced(10.0)
         try:
             await manifests.refresh(ipam)
         except errors.StoreUnavailable as exc:
@@ -223,6 +327,9 @@ async def running_webhook(settings: ServerSettings) -> AsyncIterator[RunningWebh
         await site.start()
         host, port = _bound_address(runner, settings)
 
+        # Refreshing a KubeSource with no change costs nothing, so follow it closely.
+        rescan_s = min(settings.rescan_s, 1.0) if settings.from_kube else settings.rescan_s
+
         async def rescan() -> None:
             if await manifests.refresh(ipam):
                 context.catalog.invalidate()
@@ -231,7 +338,7 @@ async def running_webhook(settings: ServerSettings) -> AsyncIterator[RunningWebh
             reloader.check()
 
         tasks = [
-            asyncio.create_task(_every(settings.rescan_s, rescan, "manifest rescan")),
+            asyncio.create_task(_every(rescan_s, rescan, "manifest rescan")),
             asyncio.create_task(
                 _every(settings.tls_reload_s, reload_certificate, "certificate check")
             ),
@@ -243,8 +350,21 @@ async def running_webhook(settings: ServerSettings) -> AsyncIterator[RunningWebh
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
+        if isinstance(manifests, KubeSource):
+            await manifests.close()
         await memo.close()
         await ipam.close()
+
+
+def _config_source(settings: ServerSettings) -> ConfigSource:
+    """The manifests folder, or the Kubernetes API with ``--kubeconfig``/``--in-cluster``."""
+    if not settings.from_kube:
+        return ManifestSource(settings.manifests)
+    try:
+        api = kube_client(settings.kubeconfig, True if settings.in_cluster else None)
+    except KubeError as exc:
+        raise ConfigError(str(exc)) from exc
+    return KubeSource(api)
 
 
 def _bound_address(runner: web.AppRunner, settings: ServerSettings) -> tuple[str, int]:

@@ -17,6 +17,8 @@ from webhook.errors import ConfigError
 Operator = Literal["=", "!=", "exists", "!exists"]
 DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "podnet-system"})
 MAX_BODY_BYTES = 7 * 1024 * 1024
+MAX_EXTENDER_BODY_BYTES = 64 * 1024 * 1024
+"""ExtenderArgs carry every candidate Node object: a few KiB each, thousands of nodes."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class WebhookSettings:
     """How long the answer to one AdmissionReview uid is remembered for retries."""
     catalog_cache_s: float = 1.0
     """How long the list of subnets and pools read from the IPAM is reused."""
+    require_rebuilt: bool = False
+    """Give out no new address in a subnet until the sync worker has rebuilt its index on
+    the Redis serving it now (after a restart or failover), see ``IpamSettings``. The
+    ``podnet webhook`` command turns it on; a webhook without a sync worker turns it off.
+    """
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,18 @@ class ServerSettings:
     manifests: Path | None = None
     rescan_s: float = 10.0
     """How often the manifests folder is checked for changes."""
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    """With either, Subnets, IPPools and Namespaces are followed in the Kubernetes API."""
     tls_reload_s: float = 5.0
     """How often the certificate files are checked for rotation."""
     max_body_bytes: int = MAX_BODY_BYTES
+    max_extender_body_bytes: int = MAX_EXTENDER_BODY_BYTES
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+
+    @property
+    def from_kube(self) -> bool:
+        return self.in_cluster or self.kubeconfig is not None
 
 
 def parse_listen(text: str) -> tuple[str, int]:

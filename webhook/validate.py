@@ -6,6 +6,11 @@ And some changes would strand pods that already hold addresses: deleting a subne
 pool in use, or moving a subnet's CIDR under its pods. The parsing is the IPAM's own
 (``parse_subnet``, ``parse_ippool``, ``check_no_overlap``), so the webhook refuses
 exactly what the IPAM would.
+
+Workloads (Deployments, StatefulSets, Jobs, ...) are checked for pod template
+annotations podnet cannot honour (``webhook.compat``), so that a Deployment asking for,
+say, custom routes is refused at ``kubectl apply`` rather than leaving its ReplicaSet
+unable to create pods, with the reason only in an event.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ipam.records import Allocation
 from ipam.store import Ipam
 from ipam.subnet import SubnetSpec, check_no_overlap, parse_subnet
 from webhook.admit import Answer, denial_for
+from webhook.compat import WORKLOAD_TEMPLATES, check_workload
 from webhook.errors import DENIED_BAD_REQUEST, Denial, MalformedReview
 from webhook.review import AdmissionRequest, review_response
 
@@ -129,3 +135,18 @@ async def _check_pool_change(ipam: Ipam, obj: Mapping[str, Any]) -> None:
         raise Denial(f"spec.subnet {spec.subnet}: subnet {spec.subnet} does not exist",
                      DENIED_BAD_REQUEST) from exc
     spec.resolve(subnet)
+
+
+def validate_workload(request: AdmissionRequest) -> Answer:
+    """Refuse a workload whose pod template carries annotations podnet cannot honour."""
+    if request.kind not in WORKLOAD_TEMPLATES or request.operation not in ("CREATE", "UPDATE"):
+        return Answer(review_response(request.uid, True), "unchanged")
+    if request.object is None:
+        raise MalformedReview("request.object is missing")
+    verdict = check_workload({**request.object, "kind": request.kind})
+    if verdict.accepted:
+        return Answer(review_response(request.uid, True), "allowed")
+    message = f"{request.kind} {request.namespace}/{_object_name(request)}: {verdict.reason}"
+    return Answer(
+        review_response(request.uid, False, message=message, code=DENIED_BAD_REQUEST), "denied"
+    )

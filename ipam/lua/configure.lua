@@ -1,11 +1,13 @@
--- configure(config, spec, gateways, reopened, reset): installs a subnet's allocator
+-- configure(config, spec, gateways, reopened, reset, epoch): installs a subnet's allocator
 -- config. gateways {fam: offset} must not be held; reset lists families whose CIDR
 -- changed (allowed only while empty); reopened {fam: [[lo, hi]...]} are offsets that
 -- were excluded and no longer are. Released offsets that the new config excludes are
 -- dropped from the free lists.
 local config_json, spec_json = ARGV[1], ARGV[2]
 local gateways, reopened, reset = cjson.decode(ARGV[3]), cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
+local epoch = ARGV[6]
 local config = cjson.decode(config_json)
+local is_new = redis.call('HEXISTS', K_META, 'config') == 0
 
 for fam, off in pairs(gateways) do
   local holder = redis.call('HGET', OWNER[fam], off)
@@ -41,4 +43,9 @@ for fam, fcfg in pairs(config) do
   end
 end
 redis.call('HSET', K_META, 'config', config_json, 'spec', spec_json)
+-- A subnet created after the sync worker rebuilt the index on this very Redis (epoch)
+-- cannot have lost anything: it starts out rebuilt.
+if is_new and epoch ~= '' and epoch == replication_id() then
+  redis.call('HSET', K_META, 'rebuilt', epoch)
+end
 return {'ok'}

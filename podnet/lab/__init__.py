@@ -1,0 +1,97 @@
+"""``podnet up`` / ``status`` / ``down``: podnet on one machine, with no cluster needed.
+
+The lab runs every piece of podnet for real (Redis, OVN, the webhook over HTTPS, the
+IPAM endpoint, the sync worker, simulated nodes) and stands in only for what a cluster
+would bring: an API server (``apiserver``), the controllers and scheduler
+(``controllers``) and the kubelet's network side (``kubelet``). ``up`` is in ``up``;
+this module is its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ipam import errors
+from podnet import kube
+from podnet.daemons import DaemonError
+from podnet.lab.settings import DEFAULT_MANIFESTS, DEFAULT_STATE_DIR, LabSettings
+from podnet.lab.up import _processes, down, status_report, up
+
+__all__ = [
+    "DEFAULT_MANIFESTS", "DEFAULT_STATE_DIR", "LabSettings", "_processes", "down", "register",
+    "status_report", "up",
+]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "up", help="run all of podnet on this machine, on simulated nodes",
+        description="Start Redis, OVN, the lab's API server, the webhook, the IPAM "
+        "endpoint, the sync worker, simulated nodes and the lab's controllers; apply the "
+        "manifests; report every pod.",
+    )
+    _common_options(parser)
+    parser.add_argument(
+        "--manifests", type=Path, action="append",
+        help=f"manifest file or directory (repeatable; default {DEFAULT_MANIFESTS.name}/)",
+    )
+    parser.add_argument("--nodes", type=int, default=2, help="simulated nodes (default 2)")
+    parser.add_argument("--redis-port", type=int, default=16379, help="Redis port (default 16379)")
+    parser.add_argument(
+        "--listen", default="127.0.0.1:8080", help="IPAM endpoint HOST:PORT (default %(default)s)"
+    )
+    parser.add_argument("--wait", type=float, default=60.0,
+                        help="seconds to wait for pods to settle (default 60)")
+    parser.set_defaults(handler=_run_up)
+    status = commands.add_parser("status", help="show what podnet up runs, and its pods")
+    _common_options(status)
+    status.set_defaults(handler=_run_status)
+    stop = commands.add_parser("down", help="stop what podnet up started and remove it all")
+    _common_options(stop)
+    stop.add_argument("--keep-data", action="store_true", help="keep the state directory")
+    stop.set_defaults(handler=_run_down)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+        help="where podnet keeps pidfiles, logs and data (default %(default)s)",
+    )
+
+
+def _settings(args: argparse.Namespace) -> LabSettings:
+    """Settings from the command line; status and down reuse what up recorded."""
+    recorded = LabSettings.recorded(args.state_dir)
+    if args.handler is not _run_up:
+        return recorded or LabSettings(state_dir=args.state_dir)
+    base = recorded or LabSettings(state_dir=args.state_dir)
+    return LabSettings(
+        state_dir=args.state_dir, redis_port=args.redis_port, ipam_listen=args.listen,
+        manifests=tuple(args.manifests or (DEFAULT_MANIFESTS,)), nodes=args.nodes,
+        wait_s=args.wait, apiserver_listen=base.apiserver_listen,
+        webhook_listen=base.webhook_listen, prefix=base.prefix,
+        underlay_cidr=base.underlay_cidr, service_cidr=base.service_cidr,
+    )
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    try:
+        up(_settings(args))
+    except (DaemonError, errors.IpamError, kube.KubeError, OSError) as exc:
+        print(f"podnet: error: {exc}", file=sys.stderr)
+        print(f"podnet: what started keeps running; `podnet down --state-dir "
+              f"{args.state_dir}` removes it", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    print(status_report(_settings(args)))
+    return 0
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    failures = down(_settings(args), keep_data=args.keep_data)
+    return 1 if failures else 0

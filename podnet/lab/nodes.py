@@ -1,0 +1,171 @@
+"""The lab's simulated nodes: each a network namespace with its own Open vSwitch and
+ovn-controller, all joined by an underlay bridge over which Geneve runs.
+
+ARCHITECTURE §8 lists what makes this work here: one userspace datapath per network
+namespace, so one node per namespace (``<prefix>-node-N``); its daemons' sockets and
+pidfiles in ``<state>/nodes/node-N``; a veth from the namespace to the Linux bridge
+``<prefix>-underlay`` in the host, whose node end sits on the node's netdev ``br-phy``
+carrying the node's underlay address (also its Geneve endpoint and its Node object's
+InternalIP), with TX checksum offload off on both ends.
+
+Starting is idempotent: a running node is left as it is, a namespace whose vswitchd died
+(stale userspace datapath taps) is made afresh. Every namespace and link is written to
+the lab's ledger before it is created, so ``podnet down`` removes them whatever
+happened in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podnet.lab.ledger import Ledger
+from podnet.lab.settings import LabSettings
+from podnet.ovn import (
+    OvnCentral,
+    OvnError,
+    OvsNode,
+    delete_link,
+    disable_tx_offload,
+    link_exists,
+    netns_delete,
+    netns_exists,
+    run,
+)
+
+NODE_UNDERLAY_DEVICE = "underlay0"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+@dataclass(frozen=True)
+class LabNode:
+    """One simulated node, as the settings name it."""
+
+    name: str
+    index: int
+    settings: LabSettings
+
+    @property
+    def netns(self) -> str:
+        return self.settings.node_netns(self.name)
+
+    @property
+    def directory(self) -> Path:
+        return self.settings.state_dir / "nodes" / self.name
+
+    @property
+    def address(self) -> str:
+        return str(self.settings.node_address(self.index))
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
+
+    @property
+    def host_link(self) -> str:
+        return self.settings.underlay_link(self.index)
+
+    @property
+    def zone(self) -> str:
+        return f"zone-{chr(ord('a') + (self.index - 1) % 26)}"
+
+    def ovs(self, central: OvnCentral) -> OvsNode:
+        return OvsNode(self.directory, name=self.name, system_id=self.name,
+                       ovn_remote=central.sb_remote, encap_ip=self.ip, netns=self.netns)
+
+    def api_object(self) -> dict[str, Any]:
+        """The Node object a kubelet would register for this node."""
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": self.name, "labels": {
+                "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
+                ZONE_LABEL: self.zone, "podnet.io/lab-node": "true"}},
+            "spec": {},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": self.ip},
+                              {"type": "Hostname", "address": self.name}],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "message": "the lab's kubelet is posting ready status"}],
+            },
+        }
+
+
+def lab_nodes(settings: LabSettings) -> list[LabNode]:
+    return [LabNode(name, index, settings)
+            for index, name in enumerate(settings.node_names(), start=1)]
+
+
+def known_nodes(settings: LabSettings) -> list[LabNode]:
+    """The configured nodes and any other a former ``up`` left a directory for."""
+    nodes = {node.name: node for node in lab_nodes(settings)}
+    with contextlib.suppress(OSError):
+        for directory in sorted((settings.state_dir / "nodes").iterdir()):
+            number = directory.name.removeprefix("node-")
+            if directory.name not in nodes and number.isdigit():
+                nodes[directory.name] = LabNode(directory.name, int(number), settings)
+    return list(nodes.values())
+
+
+def ensure_underlay(settings: LabSettings, ledger: Ledger) -> str:
+    bridge = settings.underlay_bridge
+    if not link_exists(bridge):
+        ledger.record("bridge", bridge)
+        run(["ip", "link", "add", bridge, "type", "bridge"])
+    run(["ip", "link", "set", bridge, "up"])
+    return bridge
+
+
+def start_node(node: LabNode, central: OvnCentral, ledger: Ledger) -> OvsNode:
+    """Start (or keep) the node's daemons and join it to the underlay."""
+    ovs = node.ovs(central)
+    if netns_exists(node.netns) and ovs.vswitchd.pid() is None:
+        stop_node(node, central)  # left over by an earlier run: start afresh
+    ledger.record("netns", node.netns)
+    ovs.start()
+    _join_underlay(node, ovs, ledger)
+    return ovs
+
+
+def _join_underlay(node: LabNode, ovs: OvsNode, ledger: Ledger) -> None:
+    bridge = node.settings.underlay_bridge
+    if not link_exists(node.host_link):
+        ledger.record("link", node.host_link)
+        run(["ip", "link", "add", node.host_link, "type", "veth", "peer", "name",
+             NODE_UNDERLAY_DEVICE, "netns", node.netns])
+    run(["ip", "link", "set", node.host_link, "master", bridge, "up"])
+    disable_tx_offload(node.host_link)
+    ovs.exec("ip", "link", "set", NODE_UNDERLAY_DEVICE, "up")
+    disable_tx_offload(NODE_UNDERLAY_DEVICE, node.netns)
+    routes = ovs.appctl("ovs-vswitchd", "ovs/route/show")
+    network = str(node.settings.node_address(node.index).network)
+    if network not in routes:
+        ovs.add_underlay(NODE_UNDERLAY_DEVICE, node.address)
+
+
+def remove_link(name: str) -> None:
+    """Delete a link; gone meanwhile (a veth whose peer's namespace went) is fine."""
+    try:
+        delete_link(name)
+    except OvnError:
+        if link_exists(name):
+            raise
+
+
+def stop_node(node: LabNode, central: OvnCentral) -> list[str]:
+    """Stop the node's daemons and remove its namespace and link; returns what failed."""
+    ovs = node.ovs(central)
+    failures = []
+    try:
+        ovs.stop(remove_bridges=True)
+    except OvnError as exc:
+        failures.append(f"{node.name}: {exc}")
+    for remove, name in ((netns_delete, node.netns), (remove_link, node.host_link)):
+        try:
+            remove(name)
+        except OvnError as exc:
+            failures.append(f"{node.name}: {exc}")
+    with contextlib.suppress(OvnError):
+        ovs.forget_chassis()
+    return failures

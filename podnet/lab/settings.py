@@ -1,0 +1,104 @@
+"""Where ``podnet up`` keeps its state, what it listens on, and what it names things.
+
+Everything the lab makes is derived from these settings: pidfiles and data under
+``state_dir``; network namespaces, bridges and veths named from ``prefix``, so two labs
+(or a lab and the tests) never touch each other's. ``up`` records them in
+``<state_dir>/lab.json`` first thing, so ``status`` and ``down`` find exactly what it
+made, even after an ``up`` that stopped halfway.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ipam.settings import RedisSettings
+from podnet.daemons import RedisServer
+
+DEFAULT_STATE_DIR = Path("/var/lib/podnet")
+DEFAULT_MANIFESTS = Path(__file__).resolve().parent.parent.parent / "examples"
+RECORD = "lab.json"
+MAX_IFNAME = 15
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """Where ``podnet up`` keeps its state and what it listens on."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    redis_port: int = 16379
+    ipam_listen: str = "127.0.0.1:8080"
+    manifests: tuple[Path, ...] = (DEFAULT_MANIFESTS,)
+    apiserver_listen: str = "127.0.0.1:18080"
+    webhook_listen: str = "127.0.0.1:18443"
+    nodes: int = 2
+    prefix: str = "podnet"
+    """Names of network namespaces (``<prefix>-<node>``), the underlay bridge, veths."""
+    underlay_cidr: str = "172.30.0.0/24"
+    service_cidr: str = "10.96.0.0/16"
+    wait_s: float = 60.0
+    """How long ``up`` waits for pods to settle before reporting what is not ready."""
+
+    @property
+    def redis(self) -> RedisServer:
+        return RedisServer(self.state_dir / "redis", port=self.redis_port)
+
+    @property
+    def redis_settings(self) -> RedisSettings:
+        return RedisSettings(url=self.redis.url)
+
+    @property
+    def apiserver_url(self) -> str:
+        return f"http://{self.apiserver_listen}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"https://{self.webhook_listen}"
+
+    @property
+    def underlay_bridge(self) -> str:
+        name = f"{self.prefix}-underlay"
+        return name if len(name) <= MAX_IFNAME else f"{self.prefix[:MAX_IFNAME - 3]}-ul"
+
+    def node_names(self) -> list[str]:
+        return [f"node-{index}" for index in range(1, self.nodes + 1)]
+
+    def node_netns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    def underlay_link(self, index: int) -> str:
+        """The host end of node ``index``'s underlay veth (at most 15 characters)."""
+        return f"{self.prefix[:MAX_IFNAME - 6]}-ul{index}"
+
+    def node_address(self, index: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+        """Node ``index``'s underlay address (its InternalIP and Geneve endpoint)."""
+        network = ipaddress.ip_network(self.underlay_cidr)
+        return ipaddress.ip_interface(f"{network.network_address + 10 + index}/"
+                                      f"{network.prefixlen}")
+
+    def kubeconfig(self, component: str) -> Path:
+        return self.state_dir / "kubeconfig" / f"{component}.yaml"
+
+    def record(self) -> None:
+        """Write the settings to ``lab.json`` (before anything is started)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        data: dict[str, Any] = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        data["manifests"] = [str(path) for path in self.manifests]
+        (self.state_dir / RECORD).write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def recorded(cls, state_dir: Path) -> LabSettings | None:
+        """The settings ``up`` recorded in ``state_dir``, if it did."""
+        try:
+            data = json.loads((state_dir / RECORD).read_text())
+        except (OSError, ValueError):
+            return None
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["manifests"] = tuple(Path(p) for p in values.get("manifests") or ())
+        values["state_dir"] = state_dir
+        return replace(cls(), **values)

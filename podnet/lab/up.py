@@ -1,0 +1,660 @@
+"""``podnet up``: the whole of podnet on one machine, multi-node, from ordinary manifests.
+
+``up`` starts, each as a background process tracked by pidfile in the state directory
+(or an OVS daemon with its own pidfile), and each left running if it already runs:
+
+1. Redis (AOF on, data in ``<state>/redis``), the IPAM's store;
+2. OVN central (NB and SB ovsdb-servers on unix sockets in ``<state>/ovn-central``,
+   ovn-northd);
+3. the lab's API server (``podnet.lab.apiserver``, objects kept in
+   ``<state>/apiserver/objects.json``) and a kubeconfig per component;
+4. the webhook over HTTPS with a certificate from the lab's own CA, registered with the
+   API server as Mutating/ValidatingWebhookConfigurations, as ``manifests/webhook/``
+   registers it in a cluster;
+5. the IPAM query endpoint;
+6. N simulated nodes (``podnet.lab.nodes``) on an underlay bridge, and their Node objects;
+7. the node agents (**hook**: ``node_agents``; none yet) and the sync worker
+   (``podnet sync --kubeconfig``, the code that runs in a cluster);
+8. the lab's controllers (``podnet.lab.controllers``): workloads, scheduler, endpoint
+   slices, and the kubelet's CNI side for nodes whose agent runs.
+
+Then it applies the manifests (``podnet.lab.apply``), watches the pods settle while
+printing progress, and prints a table per pod and every problem. A bad manifest is a
+problem line; everything else stays up. Running ``up`` again keeps what runs and
+re-applies the manifests, which changes nothing that did not change.
+
+``down`` stops every process by the PID it recorded, removes every namespace, link and
+bridge the ledger names (``podnet.lab.ledger``), and the state directory. It works on
+whatever a half-finished ``up`` left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import shutil
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ipam import errors
+from ipam.api import subnet_list
+from ipam.cli import format_table, subnets_table
+from ipam.store import open_ipam
+from podnet import kube
+from podnet.daemons import BackgroundProcess, DaemonError
+from podnet.lab.apply import PHASES, Applied, apply_phase, in_phases
+from podnet.lab.certs import Certificates
+from podnet.lab.kubelet import NodeRuntime
+from podnet.lab.ledger import Ledger
+from podnet.lab.mirror import FILENAME as MIRROR_FILE
+from podnet.lab.nodes import (
+    LabNode,
+    ensure_underlay,
+    known_nodes,
+    lab_nodes,
+    remove_link,
+    start_node,
+    stop_node,
+)
+from podnet.lab.objects import (
+    REPLICA_FAILURE,
+    pod_ready,
+    spec_of,
+    status_of,
+    terminal,
+    uid_of,
+    write_kubeconfig,
+)
+from podnet.lab.report import Report, pod_row, workload_problems
+from podnet.lab.rest import Rest
+from podnet.lab.settings import LabSettings
+from podnet.manifests import Manifest, ManifestProblem, read_manifests
+from podnet.ovn import OvnCentral, OvnError, netns_delete
+
+PROCESSES = ("redis", "apiserver", "webhook", "ipam-endpoint", "sync", "controllers")
+WEBHOOK_RESCAN_S = 0.25
+ADMIN = "kubernetes-admin"
+COMPONENT_USERS = {
+    "admin": ADMIN,
+    "sync": "system:serviceaccount:podnet-system:podnet-sync",
+    "controllers": "system:kube-controller-manager",
+    "agent": "system:serviceaccount:podnet-system:podnet-agent",
+}
+
+
+class Progress:
+    """Progress lines with the time since ``up`` began."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def step(self, message: str) -> None:
+        print(f"==> [{time.monotonic() - self.started:5.1f}s] {message}", flush=True)
+
+    def note(self, message: str) -> None:
+        print(f"    {message}", flush=True)
+
+
+def _processes(settings: LabSettings) -> dict[str, BackgroundProcess]:
+    return {name: BackgroundProcess(name, settings.state_dir) for name in PROCESSES}
+
+
+def central_of(settings: LabSettings) -> OvnCentral:
+    return OvnCentral(settings.state_dir / "ovn-central", nb_port=None, sb_port=None)
+
+
+def ledger_of(settings: LabSettings) -> Ledger:
+    return Ledger(settings.state_dir / "created.ledger")
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+# ------------------------------------------------------------------ up
+
+
+def up(settings: LabSettings) -> list[ManifestProblem]:
+    """Bring podnet up (idempotent); returns the manifest problems it reported."""
+    progress = Progress()
+    settings = _keep_running(settings, progress)
+    settings.record()
+    processes = _processes(settings)
+    ledger = ledger_of(settings)
+    _start_redis(settings, processes, progress)
+    central = _start_central(settings, progress)
+    rest = _start_apiserver(settings, processes, progress)
+    certificates = _start_webhook(settings, processes, rest, progress)
+    _start_ipam_endpoint(settings, processes, progress)
+    nodes = _start_nodes(settings, central, ledger, rest, progress)
+    runtimes = node_agents(settings, nodes, progress)
+    _start_sync(settings, processes, central, progress)
+    _start_controllers(settings, processes, runtimes, certificates, ledger, progress)
+    problems, report = asyncio.run(_apply_and_watch(settings, rest, bool(runtimes), progress))
+    print("\n" + report.render(), flush=True)
+    print(status_report(settings, with_pods=False), flush=True)
+    print(f"Stop with: podnet down --state-dir {settings.state_dir}")
+    return problems
+
+
+FIXED_WHILE_RUNNING = ("redis_port", "ipam_listen", "apiserver_listen", "webhook_listen",
+                       "prefix", "underlay_cidr", "service_cidr")
+
+
+def _keep_running(settings: LabSettings, progress: Progress) -> LabSettings:
+    """``settings``, but with the addresses and names of a lab that already runs here.
+
+    A second ``up`` must find what the first started; moving ports or names of running
+    processes takes a ``podnet down`` first."""
+    recorded = LabSettings.recorded(settings.state_dir)
+    if recorded is None or not any(p.pid() for p in _processes(recorded).values()):
+        return settings
+    kept = {name: getattr(recorded, name) for name in FIXED_WHILE_RUNNING
+            if getattr(recorded, name) != getattr(settings, name)}
+    if kept:
+        progress.note("a lab runs here already; keeping its " + ", ".join(
+            f"{name}={value}" for name, value in kept.items()))
+    return replace(settings, **kept)
+
+
+def _start_redis(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
+                 progress: Progress) -> None:
+    redis = settings.redis
+    progress.step(f"Redis on 127.0.0.1:{redis.port} (data in {redis.directory}, AOF on)")
+    redis.directory.mkdir(parents=True, exist_ok=True)
+    _start(processes["redis"], redis.argv())
+    redis.wait_ready()
+
+
+def _start_central(settings: LabSettings, progress: Progress) -> OvnCentral:
+    central = central_of(settings)
+    progress.step(f"OVN central (NB/SB on unix sockets in {central.directory}, northd)")
+    return central.start()
+
+
+def _start_apiserver(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
+                     progress: Progress) -> Rest:
+    progress.step(f"lab API server on {settings.apiserver_url}")
+    state = settings.state_dir / "apiserver" / "objects.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    process = processes["apiserver"]
+    _start(process, python("podnet.lab.apiserver", "--listen", settings.apiserver_listen,
+                           "--state", str(state), "--service-cidr", settings.service_cidr))
+    _wait_http(f"{settings.apiserver_url}/readyz", process)
+    for component, user in COMPONENT_USERS.items():
+        write_kubeconfig(settings.kubeconfig(component), settings.apiserver_url, user)
+    return Rest(kube.kube_client(settings.kubeconfig("admin")))
+
+
+def _start_webhook(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
+                   rest: Rest, progress: Progress) -> Certificates:
+    certificates = Certificates(settings.state_dir / "tls").ensure()
+    folder = settings.state_dir / "webhook-config"
+    folder.mkdir(parents=True, exist_ok=True)
+    progress.step(f"webhook on {settings.webhook_url} (CA {certificates.ca})")
+    process = processes["webhook"]
+    _start(process, python(
+        "podnet.cli", "webhook", "--listen", settings.webhook_listen,
+        "--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key),
+        "--redis", settings.redis.url, "--manifests", str(folder),
+        "--rescan", str(WEBHOOK_RESCAN_S),
+    ))
+    _wait_http(f"{settings.webhook_url}/readyz", process, ca=certificates.ca)
+    ca_bundle = base64.b64encode(certificates.ca.read_bytes()).decode()
+    for configuration in webhook_configurations(settings.webhook_url, ca_bundle):
+        _apply_object(rest, configuration)
+    progress.note("registered as MutatingWebhookConfiguration and "
+                  "ValidatingWebhookConfiguration podnet")
+    return certificates
+
+
+def _start_ipam_endpoint(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
+                         progress: Progress) -> None:
+    progress.step(f"IPAM endpoint on http://{settings.ipam_listen}")
+    process = processes["ipam-endpoint"]
+    _start(process, python("podnet.cli", "ipam", "serve", "--listen", settings.ipam_listen,
+                           "--redis", settings.redis.url))
+    _wait_http(f"http://{settings.ipam_listen}/readyz", process)
+
+
+def _start_nodes(settings: LabSettings, central: OvnCentral, ledger: Ledger, rest: Rest,
+                 progress: Progress) -> list[LabNode]:
+    nodes = lab_nodes(settings)
+    bridge = ensure_underlay(settings, ledger)
+    progress.step(f"{len(nodes)} nodes on underlay bridge {bridge} "
+                  f"({settings.underlay_cidr}, Geneve)")
+    for node in nodes:
+        start_node(node, central, ledger)
+        _apply_object(rest, node.api_object())
+        progress.note(f"{node.name}: netns {node.netns}, underlay {node.address}, "
+                      f"{node.zone}, chassis registered")
+    return nodes
+
+
+def node_agents(settings: LabSettings, nodes: Sequence[LabNode],
+                progress: Progress) -> dict[str, NodeRuntime]:
+    """HOOK for the node agent: start ``podnet agent`` for each node; how to reach each.
+
+    For every node this will start, as a ``BackgroundProcess`` named ``agent-<node>``
+    (and list it in ``PROCESSES`` so ``status`` and ``down`` see it),
+    ``ip netns exec <node.netns> podnet agent --kubeconfig <settings.kubeconfig("agent")>
+    --node-name <node.name> --ovs-db unix:<node.directory>/db.sock --socket
+    <node.directory>/cni.sock --redis <settings.redis.url> --install-cni
+    <node.directory>/cni-bin``, wait for the agent's readiness (the Node label
+    ``podnet.io/agent-ready=true``, or a CNI ``STATUS`` call), and return a
+    ``NodeRuntime`` per node: its netns, the network configuration ``{"name": "podnet",
+    "type": "podnet-cni", "socket": ...}`` and the plugin the agent installed. The
+    controllers then attach those nodes' pods by calling ``podnet-cni`` as a runtime
+    does (``podnet.lab.kubelet``), and the scheduler consults the webhook's extender,
+    which passes only nodes with a ready agent. Until then no node has an agent: pods
+    are admitted, addressed, scheduled and wired into OVN, and wait for their attach.
+    """
+    progress.step("node agents: none yet (pods will be scheduled, not attached)")
+    return {}
+
+
+def _start_sync(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
+                central: OvnCentral, progress: Progress) -> None:
+    progress.step("sync worker (API server -> IPAM bindings and OVN northbound)")
+    process = processes["sync"]
+    if _start(process, python("podnet.cli", "sync", "--kubeconfig",
+                              str(settings.kubeconfig("sync")), "--ovn-nb", central.nb_remote,
+                              "--redis", settings.redis.url, "--release-grace", "5")):
+        _wait_alive(process)
+
+
+def _start_controllers(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
+                       runtimes: Mapping[str, NodeRuntime], certificates: Certificates,
+                       ledger: Ledger, progress: Progress) -> None:
+    progress.step("controllers (workloads, scheduler, endpoint slices, kubelet)")
+    argv = python("podnet.lab.controllers", "--kubeconfig",
+                  str(settings.kubeconfig("controllers")),
+                  "--webhook-config", str(settings.state_dir / "webhook-config"))
+    if runtimes:
+        config = settings.state_dir / "kubelet.json"
+        config.write_text(json.dumps({
+            "prefix": settings.prefix, "ledger": str(ledger.path),
+            "nodes": [{"name": r.name, "netns": r.netns, "network": dict(r.network),
+                       "plugin": r.plugin, "pluginDirs": list(r.plugin_dirs)}
+                      for r in runtimes.values()],
+        }, indent=2))
+        argv += ["--kubelet", str(config), "--extender", f"{settings.webhook_url}/scheduler",
+                 "--extender-ca", str(certificates.ca)]
+    if _start(processes["controllers"], argv):
+        _wait_alive(processes["controllers"])
+
+
+def webhook_configurations(url: str, ca_bundle: str) -> list[dict[str, Any]]:
+    """podnet's webhook registrations (as in ``manifests/webhook/``), by URL for the lab."""
+    def client_config(path: str) -> dict[str, str]:
+        return {"url": f"{url}{path}", "caBundle": ca_bundle}
+
+    outside_system = {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                                            "operator": "NotIn",
+                                            "values": ["kube-system", "podnet-system"]}]}
+
+    def validating(name: str, path: str, resources: list[str], group: str,
+                   policy: str) -> dict[str, Any]:
+        operations = ["CREATE", "UPDATE", "DELETE"] if group == "kubeovn.io" else [
+            "CREATE", "UPDATE"]
+        hook: dict[str, Any] = {
+            "name": name, "admissionReviewVersions": ["v1"],
+            "clientConfig": client_config(path), "failurePolicy": policy,
+            "sideEffects": "None", "timeoutSeconds": 10,
+            "rules": [{"operations": operations, "apiGroups": [group], "apiVersions": ["v1"],
+                       "resources": resources,
+                       "scope": "Cluster" if group == "kubeovn.io" else "Namespaced"}],
+        }
+        if group != "kubeovn.io":
+            hook["namespaceSelector"] = outside_system
+        return hook
+
+    mutating = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "podnet"},
+        "webhooks": [{
+            "name": "pods.podnet.io", "admissionReviewVersions": ["v1"],
+            "clientConfig": client_config("/mutate-pods"),
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                       "resources": ["pods"], "scope": "Namespaced"}],
+            "failurePolicy": "Fail", "matchPolicy": "Equivalent",
+            "sideEffects": "NoneOnDryRun", "reinvocationPolicy": "IfNeeded",
+            "timeoutSeconds": 10, "namespaceSelector": outside_system,
+        }],
+    }
+    validating_configuration = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "podnet"},
+        "webhooks": [
+            validating("subnets.podnet.io", "/validate-subnets", ["subnets"], "kubeovn.io",
+                       "Fail"),
+            validating("ippools.podnet.io", "/validate-ippools", ["ippools"], "kubeovn.io",
+                       "Fail"),
+            validating("workloads.podnet.io", "/validate-workloads",
+                       ["deployments", "statefulsets", "daemonsets", "replicasets"], "apps",
+                       "Ignore"),
+        ],
+    }
+    return [mutating, validating_configuration]
+
+
+def _apply_object(rest: Rest, obj: dict[str, Any]) -> None:
+    """Apply one object ``up`` itself defines; a refusal stops ``up``."""
+    outcome = Applied()
+    apply_phase(rest, [Manifest("podnet up", obj)], outcome)
+    if outcome.problems:
+        raise DaemonError(str(outcome.problems[0]))
+
+
+def _wait_http(url: str, process: BackgroundProcess, timeout_s: float = 30.0,
+               ca: Path | None = None) -> None:
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(urllib.error.URLError, OSError), \
+                urllib.request.urlopen(url, timeout=1, context=context) as response:
+            if response.status == 200:
+                return
+        if process.pid() is None:
+            raise DaemonError(f"{process.name} exited; see {process.logfile}")
+        time.sleep(0.1)
+    raise DaemonError(f"{url} not ready after {timeout_s}s; see {process.logfile}")
+
+
+def _start(process: BackgroundProcess, argv: list[str]) -> bool:
+    """Start ``process`` unless it runs with this very command line (one that runs with
+    another, say the controllers before a node agent was added, is restarted); whether
+    it was started now."""
+    if process.pid() is not None:
+        if _recorded_command(process) == " ".join(argv):
+            return False
+        process.stop()
+    process.start(argv)
+    return True
+
+
+def _recorded_command(process: BackgroundProcess) -> str:
+    try:
+        return process.pidfile.read_text().split(" ", 1)[1].strip()
+    except (OSError, IndexError):
+        return ""
+
+
+def _wait_alive(process: BackgroundProcess, settle_s: float = 0.5) -> None:
+    """Give a process with no readiness endpoint a moment, and check it did not exit."""
+    time.sleep(settle_s)
+    if process.pid() is None:
+        raise DaemonError(f"{process.name} exited; see {process.logfile}")
+
+
+# ---------------------------------------------------------- manifests
+
+
+async def _apply_and_watch(settings: LabSettings, rest: Rest, attaching: bool,
+                           progress: Progress) -> tuple[list[ManifestProblem], Report]:
+    manifests, problems = read_manifests(settings.manifests)
+    progress.step(f"applying {len(manifests)} objects from "
+                  + ", ".join(map(str, settings.manifests)))
+    outcome = Applied()
+    times = PodTimes(rest.api)
+    times.start()
+    try:
+        for index, phase in enumerate(in_phases(manifests)):
+            before = len(outcome.created) + len(outcome.changed)
+            if phase:
+                await asyncio.to_thread(apply_phase, rest, phase, outcome)
+            changed = len(outcome.created) + len(outcome.changed) > before
+            if changed and PHASES[index] in (("Namespace",), ("Subnet",), ("IPPool",)):
+                await _wait_webhook_config(settings, outcome, progress)
+        _summarise(outcome, progress)
+        problems += outcome.problems
+        for problem in problems:
+            progress.note(f"! {problem}")
+        report = await _watch_pods(settings, rest, times, attaching, progress)
+    finally:
+        await times.stop()
+    report.problems = [str(p) for p in problems] + report.problems
+    report.save(settings.state_dir)
+    return problems, report
+
+
+def _summarise(outcome: Applied, progress: Progress) -> None:
+    progress.note(f"{len(outcome.created)} created, {len(outcome.changed)} changed, "
+                  f"{len(outcome.unchanged)} unchanged, {len(outcome.problems)} refused")
+
+
+async def _wait_webhook_config(settings: LabSettings, outcome: Applied, progress: Progress,
+                               timeout_s: float = 20.0) -> None:
+    """Wait until the webhook can admit pods of the applied namespaces and subnets.
+
+    The Subnets and IPPools must be in the IPAM, and the webhook must have re-read the
+    mirrored configuration (it rescans every ``WEBHOOK_RESCAN_S``)."""
+    wanted = {(str(o.get("kind")), str((o.get("metadata") or {}).get("name")))
+              for o in outcome.objects if o.get("kind") in ("Namespace", "Subnet", "IPPool")}
+    mirror = settings.state_dir / "webhook-config" / MIRROR_FILE
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _mirrored(mirror, wanted) and await _registered(settings, wanted):
+            await asyncio.sleep(3 * WEBHOOK_RESCAN_S)
+            return
+        await asyncio.sleep(0.1)
+    progress.note("! the webhook's configuration did not catch up in "
+                  f"{timeout_s:.0f}s; pods may be refused")
+
+
+def _mirrored(path: Path, wanted: set[tuple[str, str]]) -> bool:
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    return all(f"name: {name}\n" in text for _, name in wanted)
+
+
+async def _registered(settings: LabSettings, wanted: set[tuple[str, str]]) -> bool:
+    try:
+        async with open_ipam(replace(settings.redis_settings, socket_timeout_s=1.0)) as ipam:
+            subnets = {spec.name for spec in await ipam.subnets()}
+            pools = {pool.name for pool in await ipam.pools()}
+    except errors.IpamError:
+        return False
+    return all(name in (subnets if kind == "Subnet" else pools)
+               for kind, name in wanted if kind in ("Subnet", "IPPool"))
+
+
+class PodTimes:
+    """When each pod was first seen and first ready, from a watch (millisecond-exact)."""
+
+    def __init__(self, api: Any) -> None:
+        self.created: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self.watcher = kube.Watcher(kube.lister(api, "Pod"), "Pod", self._on_event)
+
+    async def _on_event(self, event: kube.WatchEvent) -> None:
+        now = time.monotonic()
+        objects = event.objects if isinstance(event, kube.Snapshot) else (event.obj,)
+        for pod in objects:
+            uid = uid_of(pod)
+            self.created.setdefault(uid, now)
+            if pod_ready(pod):
+                self.ready.setdefault(uid, now)
+
+    def start(self) -> None:
+        self.watcher.start()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+
+    def ready_after(self, uid: str) -> float | None:
+        if uid in self.ready and uid in self.created and self.created[uid] < self.ready[uid]:
+            return self.ready[uid] - self.created[uid]
+        return None
+
+
+async def _watch_pods(settings: LabSettings, rest: Rest, times: PodTimes, attaching: bool,
+                      progress: Progress) -> Report:
+    """Wait until every pod is settled (or ``wait_s``), printing progress; the report."""
+    progress.step("waiting for pods (admission -> scheduling -> "
+                  + ("attach)" if attaching else "node agent: not running)"))
+    deadline = time.monotonic() + settings.wait_s
+    shown = ""
+    while True:
+        objects = await asyncio.to_thread(_read_cluster, rest)
+        line = _progress_line(objects["Pod"])
+        if line != shown:
+            progress.note(line)
+            shown = line
+        if _settled(objects, attaching) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    previous = Report.load(settings.state_dir).ready_times()
+    rows = [pod_row(pod, times.ready_after(uid_of(pod)) or previous.get(uid_of(pod)), attaching)
+            for pod in objects["Pod"]]
+    workloads = objects["Deployment"] + objects["ReplicaSet"] + objects["StatefulSet"]
+    return Report(rows, workload_problems(workloads), time.time())
+
+
+def _read_cluster(rest: Rest) -> dict[str, list[dict[str, Any]]]:
+    return {kind: rest.list(kind) for kind in ("Pod", "Deployment", "ReplicaSet",
+                                               "StatefulSet")}
+
+
+def _progress_line(pods: Sequence[Mapping[str, Any]]) -> str:
+    live = [p for p in pods if not terminal(p)]
+    addressed = sum(1 for p in live if "ovn.kubernetes.io/ip_address" in (
+        (p.get("metadata") or {}).get("annotations") or {}))
+    scheduled = sum(1 for p in live if spec_of(p).get("nodeName"))
+    ready = sum(1 for p in live if pod_ready(p))
+    return (f"pods: {len(live)} created, {addressed} with addresses, {scheduled} scheduled, "
+            f"{ready} ready")
+
+
+def _settled(objects: Mapping[str, list[dict[str, Any]]], attaching: bool) -> bool:
+    for pod in objects["Pod"]:
+        if terminal(pod):
+            continue
+        unschedulable = any(c.get("type") == "PodScheduled" and c.get("status") == "False"
+                            for c in status_of(pod).get("conditions") or [])
+        if not spec_of(pod).get("nodeName") and not unschedulable:
+            return False
+        if attaching and spec_of(pod).get("nodeName") and not pod_ready(pod):
+            return False
+    return all(_workload_settled(w, attaching)
+               for w in objects["Deployment"] + objects["StatefulSet"])
+
+
+def _workload_settled(workload: Mapping[str, Any], attaching: bool) -> bool:
+    status = status_of(workload)
+    if any(c.get("type") == REPLICA_FAILURE for c in status.get("conditions") or []):
+        return True
+    replicas = spec_of(workload).get("replicas", 1)
+    have = int(status.get("replicas") or 0)
+    if have >= replicas:
+        return True
+    ordered = workload.get("kind") == "StatefulSet" and \
+        spec_of(workload).get("podManagementPolicy") != "Parallel"
+    return ordered and not attaching and have >= min(1, replicas)
+
+
+# -------------------------------------------------------------- status
+
+
+def status_report(settings: LabSettings, with_pods: bool = True) -> str:
+    """What ``up`` started, every subnet's use while Redis runs, and the pods."""
+    lines = ["", f"{'PROCESS':<32} {'PID':<8} STATE"]
+    for name, process in _processes(settings).items():
+        lines.append(_process_line(name, process.pid()))
+    for daemon in central_of(settings).daemons:
+        lines.append(_process_line(f"central/{daemon.name}", daemon.pid()))
+    for node in lab_nodes(settings):
+        for daemon in node.ovs(central_of(settings)).daemons:
+            lines.append(_process_line(f"{node.name}/{daemon.name}", daemon.pid()))
+    text = "\n".join(lines)
+    with contextlib.suppress(errors.IpamError):
+        text += "\n\n" + format_table(subnets_table(asyncio.run(_subnets(settings)))) + "\n"
+    if with_pods:
+        text += "\n" + _pods_now(settings) + "\n"
+    return text
+
+
+def _process_line(name: str, pid: int | None) -> str:
+    return f"{name:<32} {pid or '-':<8} {'running' if pid else 'stopped'}"
+
+
+async def _subnets(settings: LabSettings) -> list[dict[str, object]]:
+    async with open_ipam(replace(settings.redis_settings, socket_timeout_s=1.0)) as ipam:
+        return await subnet_list(ipam)
+
+
+def _pods_now(settings: LabSettings) -> str:
+    """The pod table from the API server (or the last report while it is down)."""
+    saved = Report.load(settings.state_dir)
+    if _processes(settings)["apiserver"].pid() is None or not settings.kubeconfig(
+            "admin").exists():
+        return saved.render() + "\n(from the last podnet up: the API server is not running)"
+    try:
+        rest = Rest(kube.kube_client(settings.kubeconfig("admin")))
+        objects = _read_cluster(rest)
+    except kube.KubeError as exc:
+        return f"(pods unavailable: {exc})"
+    attaching = (settings.state_dir / "kubelet.json").exists()
+    times = saved.ready_times()
+    rows = [pod_row(pod, times.get(uid_of(pod)), attaching) for pod in objects["Pod"]]
+    workloads = objects["Deployment"] + objects["ReplicaSet"] + objects["StatefulSet"]
+    problems = [p for p in saved.problems if p not in workload_problems(workloads)]
+    return Report(rows, problems + workload_problems(workloads)).render()
+
+
+# ---------------------------------------------------------------- down
+
+
+def down(settings: LabSettings, keep_data: bool = False) -> list[str]:
+    """Stop and remove everything ``up`` made; returns what could not be removed."""
+    progress = Progress()
+    failures: list[str] = []
+    processes = _processes(settings)
+    for name in ("controllers", "sync", "ipam-endpoint", "webhook", "apiserver"):
+        if processes[name].stop():
+            progress.step(f"stopped {name}")
+    central = central_of(settings)
+    for node in known_nodes(settings):
+        if node.ovs(central).pids():
+            progress.step(f"stopping {node.name}")
+        failures += stop_node(node, central)
+    if any(d.pid() for d in central.daemons):
+        central.stop()
+        progress.step("stopped OVN central")
+    if processes["redis"].stop():
+        progress.step("stopped redis")
+    failures += _remove_ledger(ledger_of(settings), progress)
+    for failure in failures:
+        progress.note(f"! {failure}")
+    if not keep_data:
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        progress.step(f"removed {settings.state_dir}")
+    return failures
+
+
+def _remove_ledger(ledger: Ledger, progress: Progress) -> list[str]:
+    failures = []
+    removed = 0
+    for kind, name in ledger.entries():
+        try:
+            if kind == "netns":
+                netns_delete(name)
+            else:
+                remove_link(name)
+            removed += 1
+        except OvnError as exc:
+            failures.append(f"{kind} {name}: {exc}")
+    if removed:
+        progress.step(f"removed {removed} network namespaces, links and bridges")
+    return failures

@@ -1,0 +1,50 @@
+"""Helpers for tests that run ``podnet up``: settings nothing else on the machine uses,
+and a list of whatever of a lab is still on the machine (there must be nothing after
+``podnet down``)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+from podnet.daemons import free_port
+from podnet.lab import LabSettings
+
+
+def lab_settings(state_dir: Path, manifests: Path, **overrides: object) -> LabSettings:
+    """Settings of a lab of this test alone: free ports, a unique name prefix."""
+    values: dict[str, object] = {
+        "state_dir": state_dir, "redis_port": free_port(),
+        "ipam_listen": f"127.0.0.1:{free_port()}",
+        "apiserver_listen": f"127.0.0.1:{free_port()}",
+        "webhook_listen": f"127.0.0.1:{free_port()}",
+        "manifests": (manifests,), "prefix": f"pl{uuid.uuid4().hex[:6]}", "wait_s": 30.0,
+    }
+    values.update(overrides)
+    return LabSettings(**values)  # type: ignore[arg-type]
+
+
+def leftovers(settings: LabSettings) -> list[str]:
+    """Processes, network namespaces and links of the lab that still exist."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if str(settings.state_dir) in cmdline and state != "Z":
+            found.append(f"process {proc.name}: {cmdline.strip()}")
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                           check=True).stdout.split()
+    found += [f"netns {name}" for name in netns if name.startswith(settings.prefix)]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    found += [f"link {line.split(':')[1].strip()}" for line in links
+              if settings.prefix in line.split(":")[1]]
+    if settings.state_dir.exists():
+        found.append(f"directory {settings.state_dir}")
+    return found

@@ -1,0 +1,269 @@
+"""Admission through podnet's real webhook over HTTPS, as the lab's API server calls it.
+
+The webhook is the real HTTPS server (``running_webhook``) on a real Redis, with a
+certificate from the lab's own CA; the API server calls it because the webhook
+configurations ``podnet up`` registers say so; clients are the official client. What a
+user sees is what ``kubectl`` would print: the API server's Status message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from ipam.settings import RedisSettings
+from ipam.store import Ipam
+from podnet import kube
+from podnet.daemons import free_port
+from podnet.lab.admission import WebhookAdmission, denial, review_request, rule_matches
+from podnet.lab.apiserver import ApiServer, Attributes
+from podnet.lab.certs import Certificates
+from podnet.lab.controllers import ControllerManager, ControllerSettings
+from podnet.lab.up import webhook_configurations
+from webhook.server import running_webhook
+from webhook.settings import ServerSettings
+
+NETWORK = """\
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: apps}
+spec: {cidrBlock: 10.30.0.0/24, namespaces: [shop]}
+"""
+FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
+                          stop_timeout_s=2.0)
+
+
+def core(api: client.ApiClient) -> Any:
+    """The official client's core API, called with plain dicts as bodies (as JSON)."""
+    return client.CoreV1Api(api)
+
+
+def pod(name: str, namespace: str = "default", **annotations: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}}
+
+
+@dataclass
+class Cluster:
+    api: ApiServer
+    kube: client.ApiClient
+    ipam: Ipam
+
+    async def create_pod(self, body: dict[str, Any], namespace: str = "default",
+                         **options: Any) -> dict[str, Any]:
+        created = await asyncio.to_thread(core(self.kube).create_namespaced_pod, namespace,
+                                          body, **options)
+        result: dict[str, Any] = cast(Any, self.kube).sanitize_for_serialization(created)
+        return result
+
+    async def refusal(self, call: Callable[[], Any]) -> tuple[int, str]:
+        with pytest.raises(ApiException) as refused:
+            await asyncio.to_thread(call)
+        return int(refused.value.status), str(json.loads(str(refused.value.body))["message"])
+
+    async def until(self, check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while not (result := check()):
+            if time.monotonic() > deadline:
+                pytest.fail("not reached in time")
+            await asyncio.sleep(0.05)
+        return result
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, redis_settings: RedisSettings,
+                  ipam: Ipam) -> AsyncIterator[Cluster]:
+    certificates = Certificates(tmp_path / "tls").ensure()
+    folder = tmp_path / "webhook-config"
+    folder.mkdir()
+    (folder / "network.yaml").write_text(NETWORK)
+    settings = ServerSettings(tls_cert=certificates.cert, tls_key=certificates.key,
+                              host="127.0.0.1", port=0, redis=redis_settings,
+                              manifests=folder, rescan_s=0.2)
+    async with running_webhook(settings) as webhook:
+        bundle = base64.b64encode(certificates.ca.read_bytes()).decode()
+        with ApiServer(admission=WebhookAdmission, defaults=True) as api, \
+                api.client("kubernetes-admin") as kube_api:
+            for configuration in webhook_configurations(webhook.url, bundle):
+                api.create(configuration)
+            yield Cluster(api, kube_api, ipam)
+
+
+async def test_a_created_pod_is_stored_with_the_address_the_webhook_gave_it(
+    cluster: Cluster,
+) -> None:
+    stored = await cluster.create_pod(pod("web-0", "shop"), "shop")
+    annotations = stored["metadata"]["annotations"]
+    assert annotations["ovn.kubernetes.io/logical_switch"] == "apps"
+    assert annotations["ovn.kubernetes.io/ip_address"].startswith("10.30.0.")
+    allocation = await cluster.ipam.lookup_token(annotations["podnet.io/reservation"])
+    assert allocation is not None
+    assert (allocation.namespace, allocation.name, allocation.state) == (
+        "shop", "web-0", "reserved")
+
+
+async def test_a_pod_with_generate_name_is_admitted_before_it_has_a_name(
+    cluster: Cluster,
+) -> None:
+    body = pod("", "default")
+    body["metadata"] = {"generateName": "web-7d4b9c8f5d-", "namespace": "default"}
+    stored = await cluster.create_pod(body)
+    assert stored["metadata"]["name"].startswith("web-7d4b9c8f5d-")
+    assert stored["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"].startswith(
+        "10.16.")
+
+
+async def test_a_conflicting_static_ip_is_refused_with_the_holder_named(
+    cluster: Cluster,
+) -> None:
+    await cluster.create_pod(pod("a", **{"ovn.kubernetes.io/ip_address": "10.16.0.50"}))
+    status, message = await cluster.refusal(lambda: core(cluster.kube).create_namespaced_pod(
+        "default", pod("b", **{"ovn.kubernetes.io/ip_address": "10.16.0.50"})))
+    assert status == 403
+    assert message == ('admission webhook "pods.podnet.io" denied the request: '
+                       "ovn.kubernetes.io/ip_address 10.16.0.50 is already used by pod "
+                       "default/a")
+    assert [p["metadata"]["name"] for p in cluster.api.objects("Pod")] == ["a"]
+
+
+async def test_a_deployment_with_an_ip_pool_gets_one_pool_address_per_replica_and_reports(
+    cluster: Cluster,
+) -> None:
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}, "annotations": {
+                "ovn.kubernetes.io/ip_pool": "10.16.0.60,10.16.0.61"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
+    }
+    cluster.api.create(deployment)
+    settings = ControllerSettings(resync_s=1.0, retry_initial_s=0.2, retry_max_s=1.0)
+    manager = ControllerManager(cluster.kube, settings=settings, watch=FAST)
+    task = asyncio.create_task(manager.run())
+    try:
+        (replicaset,) = await cluster.until(lambda: [
+            rs for rs in cluster.api.objects("ReplicaSet", "default")
+            if any(c["type"] == "ReplicaFailure" for c in rs.get("status", {}).get(
+                "conditions") or [])])
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    addresses = sorted(p["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"]
+                       for p in cluster.api.objects("Pod", "default"))
+    assert addresses == ["10.16.0.60", "10.16.0.61"]
+    (condition,) = replicaset["status"]["conditions"]
+    assert condition["reason"] == "FailedCreate"
+    assert condition["message"] == (
+        'Error creating: admission webhook "pods.podnet.io" denied the request: ip_pool of '
+        "Deployment default/web is exhausted: 2 of 2 addresses in use")
+
+
+async def test_an_invalid_subnet_is_refused_by_the_validating_webhook(cluster: Cluster) -> None:
+    custom = client.CustomObjectsApi(cluster.kube)
+    body = {"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "broken"},
+            "spec": {"cidrBlock": "10.99.0.0/33"}}
+    status, message = await cluster.refusal(lambda: custom.create_cluster_custom_object(
+        "kubeovn.io", "v1", "subnets", body))
+    assert status == 400
+    assert message == ('admission webhook "subnets.podnet.io" denied the request: '
+                       "spec.cidrBlock 10.99.0.0/33: is not a valid CIDR")
+
+
+async def test_a_dry_run_pod_is_checked_and_reserves_nothing(cluster: Cluster) -> None:
+    before = (await cluster.ipam.usage("ovn-default")).families[0]
+    answer = await cluster.create_pod(pod("web"), dry_run="All")
+    after = (await cluster.ipam.usage("ovn-default")).families[0]
+    assert answer["metadata"]["name"] == "web"
+    assert cluster.api.objects("Pod") == []
+    assert (after.used, after.reserved) == (before.used, before.reserved)
+
+
+async def test_pods_of_excluded_namespaces_are_not_sent_to_the_webhook(
+    cluster: Cluster,
+) -> None:
+    cluster.api.create({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": "kube-system"}})
+    stored = await cluster.create_pod(pod("dns", "kube-system"), "kube-system")
+    assert not stored["metadata"]["annotations"]
+
+
+async def test_an_unreachable_webhook_fails_pods_closed_and_workloads_open(
+    tmp_path: Path,
+) -> None:
+    bundle = base64.b64encode(Certificates(tmp_path).ensure().ca.read_bytes()).decode()
+    with ApiServer(admission=WebhookAdmission, defaults=True) as api, api.client() as kube_api:
+        for configuration in webhook_configurations(f"https://127.0.0.1:{free_port()}",
+                                                    bundle):
+            api.create(configuration)
+        with pytest.raises(ApiException) as refused:
+            await asyncio.to_thread(core(kube_api).create_namespaced_pod, "default", pod("web"))
+        apps: Any = client.AppsV1Api(kube_api)
+        await asyncio.to_thread(apps.create_namespaced_deployment, "default", {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    assert refused.value.status == 500
+    message = json.loads(str(refused.value.body))["message"]
+    assert message.startswith('Internal error occurred: failed calling webhook '
+                              '"pods.podnet.io": failed to call webhook: Post https://')
+    assert [d["metadata"]["name"] for d in api.objects("Deployment")] == ["web"]
+
+
+# -------------------------------------------------------------- wire format
+
+
+def test_the_review_carries_what_kube_apiserver_sends() -> None:
+    api = ApiServer()
+    resource = api.state.resource("Pod")
+    body = pod("", "shop")
+    body["metadata"] = {"generateName": "web-", "namespace": "shop"}
+    user = {"username": "system:serviceaccount:kube-system:replicaset-controller",
+            "groups": ["system:serviceaccounts", "system:authenticated"]}
+    review = review_request(Attributes("CREATE", resource, "shop", "", body, None, user))
+    request = review["request"]
+    assert review["apiVersion"] == "admission.k8s.io/v1"
+    assert review["kind"] == "AdmissionReview"
+    assert request["kind"] == {"group": "", "version": "v1", "kind": "Pod"}
+    assert request["resource"] == {"group": "", "version": "v1", "resource": "pods"}
+    assert request["requestKind"] == request["kind"]
+    assert request["requestResource"] == request["resource"]
+    assert (request["operation"], request["namespace"], request["dryRun"]) == (
+        "CREATE", "shop", False)
+    assert "name" not in request
+    assert request["userInfo"] == user
+    assert request["object"] == body and request["oldObject"] is None
+    assert request["options"] == {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+    assert len(request["uid"]) == 36
+
+
+def test_rules_match_on_operation_group_version_resource_and_scope() -> None:
+    api = ApiServer()
+    pods = api.state.resource("Pod")
+    attributes = Attributes("CREATE", pods, "default", "web", pod("web"), None, {})
+    rule = {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+            "resources": ["pods"], "scope": "Namespaced"}
+    assert rule_matches(rule, attributes)
+    assert not rule_matches({**rule, "operations": ["UPDATE"]}, attributes)
+    assert not rule_matches({**rule, "scope": "Cluster"}, attributes)
+    assert rule_matches({**rule, "resources": ["*"], "apiGroups": ["*"]}, attributes)
+    assert not rule_matches({**rule, "apiGroups": ["apps"]}, attributes)
+
+
+def test_a_denial_without_a_code_or_message_reads_as_kube_apiserver_words_it() -> None:
+    error = denial("pods.podnet.io", {})
+    assert (error.code, error.message) == (
+        400, 'admission webhook "pods.podnet.io" denied the request without explanation')
+    assert denial("x", {"code": 200, "message": "no"}).code == 400

@@ -1,0 +1,64 @@
+"""The webhook process following Subnets and Namespaces in the Kubernetes API (fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ipam.settings import RedisSettings
+from ipam.store import Ipam
+from tests.kube_api import KubeApi
+from tests.test_webhook_server import annotations_of, patch_of, pod, review
+from tests.tls import client_context, make_certificate
+from webhook.patch import apply_patch
+from webhook.server import running_webhook
+from webhook.settings import ServerSettings
+
+
+@pytest.fixture
+def api() -> Iterator[KubeApi]:
+    with KubeApi() as server:
+        yield server
+
+
+def kubeconfig_for(api: KubeApi, path: Path) -> Path:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: t\n"
+        f"clusters: [{{name: t, cluster: {{server: '{api.url}'}}}}]\n"
+        "users: [{name: t, user: {token: x}}]\n"
+        "contexts: [{name: t, context: {cluster: t, user: t}}]\n"
+    )
+    return path
+
+
+async def test_with_a_kubeconfig_the_webhook_allocates_from_subnets_created_in_the_api(
+    api: KubeApi, tmp_path: Path, redis_settings: RedisSettings, ipam: Ipam
+) -> None:
+    cert, key = make_certificate(tmp_path / "tls")
+    settings = ServerSettings(
+        tls_cert=cert, tls_key=key, host="127.0.0.1", port=0, redis=redis_settings,
+        kubeconfig=kubeconfig_for(api, tmp_path / "kubeconfig"),
+    )
+    connector = aiohttp.TCPConnector(ssl=client_context(cert))
+    async with running_webhook(settings) as running, aiohttp.ClientSession(
+        connector=connector
+    ) as session:
+        api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+                    "metadata": {"name": "zone-k"}, "spec": {"cidrBlock": "10.70.0.0/24"}})
+        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": "kx", "annotations": {"ovn.kubernetes.io/logical_switch": "zone-k"}}})
+        for _ in range(100):
+            if "zone-k" in await ipam.subnet_names():
+                break
+            await asyncio.sleep(0.05)
+        obj = pod(name="web-0", namespace="kx")
+        async with session.post(running.url + "/mutate-pods", json=review(obj)) as response:
+            answer = await response.json()
+        async with session.get(running.url + "/readyz") as ready:
+            assert ready.status == 200
+    stored = apply_patch(obj, patch_of(answer))
+    assert annotations_of(stored)["ovn.kubernetes.io/ip_address"].startswith("10.70.0.")
