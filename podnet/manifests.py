@@ -27,6 +27,33 @@ from ipam.subnet import DEFAULT_SUBNET, default_subnet, parse_subnet
 KUBEOVN_GROUP = "kubeovn.io/"
 
 
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys instead of keeping the last one:
+    a manifest with two ``kind:`` lines is an error to report, not an object to guess."""
+
+
+def _no_duplicate_keys(
+    loader: StrictLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
+def load_documents(text: str) -> list[Any]:
+    """Every YAML document in ``text``, strictly (see ``StrictLoader``)."""
+    return list(yaml.load_all(text, Loader=StrictLoader))
+
+
 @dataclass(frozen=True)
 class Manifest:
     """One Kubernetes object and where it came from."""
@@ -76,7 +103,7 @@ def read_manifests(paths: Iterable[Path]) -> tuple[list[Manifest], list[Manifest
     problems: list[ManifestProblem] = []
     for path in manifest_files(paths):
         try:
-            documents = list(yaml.safe_load_all(path.read_text()))
+            documents = load_documents(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
             problems.append(ManifestProblem(str(path), f"cannot be read: {exc}"))
             continue

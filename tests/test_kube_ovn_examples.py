@@ -29,6 +29,7 @@ import yaml
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import parse_subnet
+from podnet.manifests import load_documents
 from tests.test_webhook_server import Harness, annotations_of, patch_of, review
 from tests.tls import client_context, make_certificate
 from webhook.compat import Verdict, check_object
@@ -144,27 +145,6 @@ NAMES_WHAT = re.compile(
 """A refusal names a spec field, an annotation, a kind or a ConfigMap key."""
 
 
-class StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing duplicate keys instead of keeping the last one."""
-
-
-def _no_duplicates(
-    loader: StrictLoader, node: yaml.MappingNode, deep: bool = False
-) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-
-StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
-
-
 def example_files() -> list[Path]:
     return sorted(EXAMPLES.glob("[0-9][0-9]-*.yaml")) if EXAMPLES.is_dir() else []
 
@@ -175,8 +155,7 @@ def example(number: str) -> Path:
 
 def load(path: Path) -> list[dict[str, Any]]:
     """The objects of one file; raises ``yaml.YAMLError`` for what is not valid YAML."""
-    documents = yaml.load_all(path.read_text(), Loader=StrictLoader)
-    return [d for d in documents if d is not None]
+    return [d for d in load_documents(path.read_text()) if d is not None]
 
 
 def objects(number: str) -> list[dict[str, Any]]:

@@ -69,3 +69,16 @@ async def test_a_subnet_overlapping_the_built_in_default_is_a_problem_not_a_cras
     outcome = await register_ipam_objects(ipam, manifests, ensure_default=True)
     assert outcome.registered == ["subnet wide (10.0.0.0/8)"]
     assert "overlaps subnet wide" in str(outcome.problems[0])
+
+
+def test_a_manifest_with_a_duplicate_key_is_a_problem_not_a_merged_object(
+    tmp_path: Path,
+) -> None:
+    from podnet.manifests import read_manifests
+
+    (tmp_path / "twice.yaml").write_text(
+        "apiVersion: kubeovn.io/v1\nkind: Subnet\nkind: IPPool\nmetadata: {name: x}\n"
+    )
+    manifests, problems = read_manifests([tmp_path])
+    assert manifests == []
+    assert "duplicate key 'kind'" in str(problems[0])
