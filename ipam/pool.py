@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipam.addresses import Family, IPAddress, parse_span, split_list
+from ipam.addresses import Family, IPAddress, merge_intervals, parse_span, split_list
 from ipam.errors import ExcludedAddress, GatewayAddress, MalformedValue, OutsideSubnet
 from ipam.subnet import (
     MAX_CURSOR_SPAN,
@@ -191,3 +191,20 @@ def _check_single(
 
 def _is_ipv4ish(value: str) -> bool:
     return value.replace(".", "").isdigit()
+
+
+def pooled_intervals(subnet: SubnetSpec, pools: Sequence[Pool]) -> dict[str, list[list[int]]]:
+    """Per family, the merged offsets that the subnet's IPPools hold (within the span the
+    dynamic allocator walks), for the scripts to skip."""
+    by_family: dict[int, list[tuple[int, int]]] = {}
+    for pool in pools:
+        for entry in pool.entries:
+            for span in entry.spans:
+                layout = subnet.layout(span.family)
+                if layout is not None and span.low < layout.cursor_span:
+                    high = min(span.high, layout.cursor_span - 1)
+                    by_family.setdefault(span.family, []).append((span.low, high))
+    return {
+        str(family): [list(i) for i in merge_intervals(intervals)]
+        for family, intervals in by_family.items()
+    }

@@ -29,7 +29,7 @@ from ipam import errors
 from ipam.addresses import IPAddress, merge_intervals, parse_ip, subtract_intervals
 from ipam.mac import MAC_ANNOTATION, random_mac
 from ipam.metrics import IpamMetrics
-from ipam.pool import IPPoolSpec, Pool
+from ipam.pool import IPPoolSpec, Pool, pooled_intervals
 from ipam.records import (
     Allocation,
     FamilyUsage,
@@ -113,7 +113,9 @@ class Ipam:
         self._spec_cache_s = 1.0
         self._scripts = {
             name: client.register_script(_script_source(name))
-            for name in ("reserve", "bind", "release", "expire", "configure", "rebuilt")
+            for name in (
+                "reserve", "bind", "release", "expire", "configure", "rebuilt", "pooled",
+            )
         }
 
     @classmethod
@@ -275,7 +277,25 @@ class Ipam:
             }}
         )
         await self._call(self._redis.hset(self.keys.pool_index, pool.name, document))
+        await self._sync_pooled(pool.subnet)
         return resolved
+
+    async def _sync_pooled(self, subnet_name: str) -> None:
+        """Tell the scripts which offsets the subnet's IPPools hold back from dynamic
+        allocation (as Kube-OVN does: a pod without the pool never gets its addresses)."""
+        subnet = await self.subnet(subnet_name, fresh=True)
+        pools = [p.resolve(subnet) for p in await self.pools() if p.subnet == subnet_name]
+        raw = await self._call(self._redis.hget(self.keys.subnet_key(subnet_name, "meta"),
+                                                "pooled"))
+        previous: dict[str, list[list[int]]] = json.loads(raw) if raw else {}
+        pooled = pooled_intervals(subnet, pools)
+        reopened = {
+            family: [list(i) for i in subtract_intervals(
+                [(a, b) for a, b in previous.get(family, [])],
+                [(a, b) for a, b in pooled.get(family, [])])]
+            for family in previous
+        }
+        await self._run("pooled", subnet_name, json.dumps(pooled), json.dumps(reopened))
 
     async def pool(self, name: str) -> tuple[IPPoolSpec, Pool]:
         from ipam.pool import parse_ippool
@@ -310,6 +330,7 @@ class Ipam:
                 f"{', '.join(a.owner for a in holders[:3])}{', ...' if len(holders) > 3 else ''})",
             )
         await self._call(self._redis.hdel(self.keys.pool_index, name))
+        await self._sync_pooled(resolved.subnet)
 
     async def pools(self) -> list[IPPoolSpec]:
         from ipam.pool import parse_ippool

@@ -317,3 +317,24 @@ async def test_a_subnet_created_after_a_rebuild_on_the_same_redis_is_open_at_onc
             await guarded.reserve("newer", "t")
     finally:
         await guarded.close()
+
+
+async def test_ippool_addresses_go_only_to_pool_requests_until_the_pool_is_deleted(
+    ipam: Ipam,
+) -> None:
+    from ipam.pool import parse_ippool
+
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/29"))  # .2-.6 usable
+    spec = parse_ippool({"metadata": {"name": "fixed"},
+                         "spec": {"subnet": "s", "ips": ["10.0.0.3..10.0.0.4"]}})
+    pool = await ipam.ensure_pool(spec)
+    dynamic = [str((await ipam.reserve("s", f"d{i}")).ips[0]) for i in range(3)]
+    assert dynamic == ["10.0.0.2", "10.0.0.5", "10.0.0.6"]
+    with pytest.raises(errors.Exhausted):
+        await ipam.reserve("s", "d3")
+    pooled = await ipam.reserve("s", "p0", ReserveRequest(pool=pool))
+    assert str(pooled.ips[0]) == "10.0.0.3"
+    await ipam.release("s", "token", "p0")
+    await ipam.delete_pool("fixed")
+    back = {str((await ipam.reserve("s", f"e{i}")).ips[0]) for i in range(2)}
+    assert back == {"10.0.0.3", "10.0.0.4"}

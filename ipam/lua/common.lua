@@ -22,10 +22,15 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
+-- The subnet's allocator config: per family the dynamic span ``size``, the offsets never
+-- handed out ``excl``, and ``pool``: offsets of IPPools, which only pool requests take.
 local function load_config()
-  local raw = redis.call('HGET', K_META, 'config')
-  if not raw then return nil end
-  return cjson.decode(raw)
+  local meta = redis.call('HMGET', K_META, 'config', 'pooled')
+  if not meta[1] then return nil end
+  local config = cjson.decode(meta[1])
+  local pooled = meta[2] and cjson.decode(meta[2]) or {}
+  for fam, fcfg in pairs(config) do fcfg.pool = pooled[fam] or {} end
+  return config
 end
 
 -- Offsets beyond the dynamic span are longer than 15 digits; they are never walked,
@@ -57,6 +62,7 @@ local function reusable(fam, fcfg, off)
   if not n or not fcfg or n >= fcfg.size then return false end
   local cursor = tonumber(redis.call('HGET', K_CURSOR, fam) or '0')
   return n < cursor and excluded_until(fcfg.excl, n) == nil
+    and excluded_until(fcfg.pool or {}, n) == nil
 end
 
 local function get_record(token)

@@ -56,7 +56,7 @@ local function next_fresh(fam)
   local fcfg = config[fam]
   local cur = tonumber(redis.call('HGET', K_CURSOR, fam) or '0')
   while cur < fcfg.size do
-    local skip_to = excluded_until(fcfg.excl, cur)
+    local skip_to = excluded_until(fcfg.excl, cur) or excluded_until(fcfg.pool, cur)
     if skip_to then
       cur = skip_to + 1
     elseif redis.call('HEXISTS', OWNER[fam], fmt(cur)) == 1 then
@@ -75,11 +75,13 @@ local function oldest_released(fam)
   while true do
     local first = redis.call('ZRANGE', FREE[fam], 0, 0)[1]
     if not first then return nil end
-    if redis.call('HEXISTS', OWNER[fam], first) == 0 then
+    local n = numeric(first)
+    local pooled = n and excluded_until(config[fam].pool, n)
+    if not pooled and redis.call('HEXISTS', OWNER[fam], first) == 0 then
       popped[fam] = first
       return first
     end
-    redis.call('ZREM', FREE[fam], first)  -- a stale entry; never hand out a held one
+    redis.call('ZREM', FREE[fam], first)  -- held or now pooled: never hand it out
   end
 end
 
