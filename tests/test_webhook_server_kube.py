@@ -62,3 +62,25 @@ async def test_with_a_kubeconfig_the_webhook_allocates_from_subnets_created_in_t
             assert ready.status == 200
     stored = apply_patch(obj, patch_of(answer))
     assert annotations_of(stored)["ovn.kubernetes.io/ip_address"].startswith("10.70.0.")
+
+
+async def test_an_ippool_applied_right_after_its_subnet_is_validated_against_it(
+    api: KubeApi, tmp_path: Path, redis_settings: RedisSettings
+) -> None:
+    cert, key = make_certificate(tmp_path / "tls")
+    settings = ServerSettings(
+        tls_cert=cert, tls_key=key, host="127.0.0.1", port=0, redis=redis_settings,
+        kubeconfig=kubeconfig_for(api, tmp_path / "kubeconfig"), rescan_s=60.0,
+    )
+    connector = aiohttp.TCPConnector(ssl=client_context(cert))
+    pool = {"apiVersion": "kubeovn.io/v1", "kind": "IPPool", "metadata": {"name": "p"},
+            "spec": {"subnet": "zone-p", "ips": ["10.71.0.10..10.71.0.20"]}}
+    async with running_webhook(settings) as running, aiohttp.ClientSession(
+        connector=connector
+    ) as session:
+        api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+                    "metadata": {"name": "zone-p"}, "spec": {"cidrBlock": "10.71.0.0/24"}})
+        body = review(pool, kind="IPPool", group="kubeovn.io", resource="ippools")
+        async with session.post(running.url + "/validate-ippools", json=body) as response:
+            answer = await response.json()
+    assert answer["response"]["allowed"] is True

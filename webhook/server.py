@@ -132,7 +132,8 @@ def build_app(state: WebhookState) -> web.Application:
         return answer
 
     async def ippools(review: AdmissionRequest) -> Answer:
-        return await validate_ippool(review, state.ipam)
+        return await validate_ippool(
+            review, state.ipam, refresh=lambda: state.manifests.refresh(state.ipam))
 
     async def workloads(review: AdmissionRequest) -> Answer:
         return validate_workload(review)

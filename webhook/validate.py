@@ -15,7 +15,8 @@ unable to create pods, with the reason only in an event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from ipam import errors
@@ -29,6 +30,8 @@ from webhook.errors import DENIED_BAD_REQUEST, Denial, MalformedReview
 from webhook.review import AdmissionRequest, review_response
 
 _SHOWN_HOLDERS = 3
+SUBNET_WAIT_ATTEMPTS = 4
+SUBNET_WAIT_S = 0.25
 
 
 def _holders(count: int, allocations: Sequence[Allocation]) -> str:
@@ -106,14 +109,25 @@ def _networks_changed(previous: SubnetSpec, new: SubnetSpec) -> bool:
     return {f.network for f in previous.families} != {f.network for f in new.families}
 
 
-async def validate_ippool(request: AdmissionRequest, ipam: Ipam) -> Answer:
+Refresh = Callable[[], Awaitable[object]]
+
+
+async def _no_refresh() -> None:
+    return None
+
+
+async def validate_ippool(
+    request: AdmissionRequest, ipam: Ipam, refresh: Refresh = _no_refresh
+) -> Answer:
+    """``refresh`` registers what the webhook's source has seen: a Subnet applied together
+    with its IPPool may be stored a moment before the webhook has registered it."""
     if request.kind != "IPPool" or request.operation == "CONNECT":
         return Answer(review_response(request.uid, True), "unchanged")
     if request.operation == "DELETE":
         return await _answer(request, _check_pool_delete(ipam, _object_name(request)))
     if request.object is None:
         raise MalformedReview("request.object is missing")
-    return await _answer(request, _check_pool_change(ipam, request.object))
+    return await _answer(request, _check_pool_change(ipam, request.object, refresh))
 
 
 async def _check_pool_delete(ipam: Ipam, name: str) -> None:
@@ -127,13 +141,18 @@ async def _check_pool_delete(ipam: Ipam, name: str) -> None:
                      "delete those pods first")
 
 
-async def _check_pool_change(ipam: Ipam, obj: Mapping[str, Any]) -> None:
+async def _check_pool_change(ipam: Ipam, obj: Mapping[str, Any], refresh: Refresh) -> None:
     spec = parse_ippool(obj)
-    try:
-        subnet = await ipam.subnet(spec.subnet, fresh=True)
-    except errors.UnknownSubnet as exc:
-        raise Denial(f"spec.subnet {spec.subnet}: subnet {spec.subnet} does not exist",
-                     DENIED_BAD_REQUEST) from exc
+    for attempt in range(SUBNET_WAIT_ATTEMPTS):
+        try:
+            subnet = await ipam.subnet(spec.subnet, fresh=True)
+            break
+        except errors.UnknownSubnet as exc:
+            if attempt + 1 == SUBNET_WAIT_ATTEMPTS:
+                raise Denial(f"spec.subnet {spec.subnet}: subnet {spec.subnet} does not exist",
+                             DENIED_BAD_REQUEST) from exc
+            await refresh()
+            await asyncio.sleep(SUBNET_WAIT_S)
     spec.resolve(subnet)
 
 
