@@ -69,6 +69,7 @@ if __package__ in (None, ""):
 import aiohttp
 from aiohttp import web
 
+from bench._common import percentile
 from podnet.daemons import RedisServer, free_port
 from webhook.cli import event_loop_factory
 
@@ -456,14 +457,6 @@ def servers(folder: Path) -> Iterator[tuple[Server, Server, RedisServer]]:
 
 
 # ------------------------------------------------------------------ figures
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of sorted values (0 for none)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -52,6 +51,7 @@ from podnet.ovn import (
 )
 from tests.kube_api import KubeApi
 from tests.ovn_fixtures import netns_node, token
+from tests.waiting import eventually
 from webhook.patch import allocation_annotations
 
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
@@ -94,20 +94,6 @@ async def in_netns(netns: str, *argv: str, timeout_s: float = 60.0, check: bool 
     if check and code != 0:
         raise AssertionError(f"{' '.join(argv)} in {netns} exited {code}: {err.strip()}")
     return out
-
-
-async def eventually(check: Callable[[], Any], timeout_s: float = 20.0,
-                     what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached in {timeout_s}s")
-        await asyncio.sleep(0.05)
 
 
 def cni_env(command: str, *, container_id: str = "", netns: str = "", ifname: str = "eth0",

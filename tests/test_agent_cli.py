@@ -31,8 +31,9 @@ from podnet.cli import build_parser
 from podnet.daemons import RedisServer
 from podnet.kube import Store
 from podnet.ovn import OvnCentral, OvsNode, close_api, nb_api
-from tests.agent_harness import cni_env, eventually, in_netns, run
+from tests.agent_harness import cni_env, in_netns, run
 from tests.ovn_fixtures import netns_node, running_node, token
+from tests.waiting import eventually
 from webhook.patch import allocation_annotations
 
 PODNET = str(Path(sys.executable).with_name("podnet"))

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from podnet.daemons import RedisServer
-from tests.agent_harness import Lab, eventually, lab, pings, stop, tcp_request, tcp_server
+from tests.agent_harness import Lab, lab, pings, stop, tcp_request, tcp_server
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

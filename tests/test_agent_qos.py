@@ -16,7 +16,8 @@ import pytest
 
 from ipam import annotations as keys
 from podnet.daemons import RedisServer
-from tests.agent_harness import Lab, LabPod, eventually, lab, stop
+from tests.agent_harness import Lab, LabPod, lab, stop
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 0.15

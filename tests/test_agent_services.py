@@ -18,13 +18,13 @@ from podnet.daemons import RedisServer
 from tests.agent_harness import (
     Lab,
     LabPod,
-    eventually,
     lab,
     pings,
     stop,
     tcp_request,
     tcp_server,
 )
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 VIP = "10.96.0.10"

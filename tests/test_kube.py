@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from podnet.kube import (
     patch_pod_annotations,
 )
 from tests.kube_api import KubeApi
+from tests.waiting import eventually
 
 FAST = WatchSettings(backoff=BackoffSettings(initial_s=0.05, max_s=0.2), stop_timeout_s=2.0)
 
@@ -63,14 +64,6 @@ class Recorder:
     @property
     def snapshots(self) -> list[Snapshot]:
         return [e for e in self.events if isinstance(e, Snapshot)]
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

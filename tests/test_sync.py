@@ -4,8 +4,7 @@ a real Redis and a real OVN NB/SB with ovn-northd."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from ipam.sync_main import kube_watchers, marking
 from podnet import kube
 from podnet.ovn import OvnCentral, close_api, nb_api
 from tests.kube_api import KubeApi
+from tests.waiting import eventually
 
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
                           stop_timeout_s=2.0)
@@ -60,19 +60,6 @@ class Cluster:
     def ports(self) -> set[str]:
         return set(self.central.nbctl("--bare", "--columns=name", "list",
                                       "Logical_Switch_Port").split())
-
-
-async def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ through the webhook's admission path exactly as a review from kube-apiserver wou
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from ipam.store import Ipam
 from podnet.kube import BackoffSettings, WatchSettings
 from tests.kube_api import RESOURCES, KubeApi
 from tests.test_webhook_server import annotations_of, patch_of, pod, review
+from tests.waiting import eventually
 from webhook.admit import AdmitContext, CatalogCache, admit_pod
 from webhook.kube_source import KubeSource
 from webhook.memo import RedisReviewMemo
@@ -37,14 +36,6 @@ def subnet(name: str, cidr: str, **spec: Any) -> dict[str, Any]:
 def namespace(name: str, **annotations: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "annotations": annotations}}
-
-
-async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

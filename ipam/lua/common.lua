@@ -118,3 +118,14 @@ local function replication_id()
   local info = redis.call('INFO', 'replication')
   return string.match(info, 'master_replid:(%x+)')
 end
+
+-- Offsets lo..hi (cut at the cursor) that may be handed out again: those the cursor has
+-- passed and nobody holds join the front of the free list (they were never used).
+local function reopen(fam, lo, hi, cur)
+  for n = lo, math.min(hi, cur - 1) do
+    local off = fmt(n)
+    if redis.call('HEXISTS', OWNER[fam], off) == 0 then
+      redis.call('ZADD', FREE[fam], 0, off)
+    end
+  end
+end

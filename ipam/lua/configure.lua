@@ -33,12 +33,7 @@ for fam, fcfg in pairs(config) do
       cur = math.min(cur, lo)
       redis.call('HSET', K_CURSOR, fam, fmt(cur))
     else
-      for n = lo, hi do
-        local off = fmt(n)
-        if redis.call('HEXISTS', OWNER[fam], off) == 0 then
-          redis.call('ZADD', FREE[fam], 0, off)
-        end
-      end
+      reopen(fam, lo, hi, cur)
     end
   end
 end

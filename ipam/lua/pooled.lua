@@ -5,13 +5,6 @@ local pooled, reopened = ARGV[1], cjson.decode(ARGV[2])
 redis.call('HSET', K_META, 'pooled', pooled)
 for fam, intervals in pairs(reopened) do
   local cur = tonumber(redis.call('HGET', K_CURSOR, fam) or '0')
-  for _, iv in ipairs(intervals) do
-    for n = iv[1], math.min(iv[2], cur - 1) do
-      local off = fmt(n)
-      if redis.call('HEXISTS', OWNER[fam], off) == 0 then
-        redis.call('ZADD', FREE[fam], 0, off)
-      end
-    end
-  end
+  for _, iv in ipairs(intervals) do reopen(fam, iv[1], iv[2], cur) end
 end
 return {'ok'}
