@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from podnet.daemons import RedisServer
-from tests.agent_harness import Lab, eventually, lab, run
+from tests.agent_harness import Lab, lab, run
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.slow
 NETWORK = "podnet-podman"
