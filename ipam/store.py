@@ -27,6 +27,7 @@ from redis.backoff import ExponentialBackoff
 
 from ipam import errors
 from ipam.addresses import IPAddress, merge_intervals, parse_ip, subtract_intervals
+from ipam.batching import ScriptBatcher
 from ipam.mac import MAC_ANNOTATION, random_mac
 from ipam.metrics import IpamMetrics
 from ipam.pool import IPPoolSpec, Pool, pooled_intervals
@@ -46,6 +47,9 @@ _SUFFIXES = (
     "macs", "pods", "uids", "sticky", "stats",
 )
 _MAC_ATTEMPTS = 8
+UNIT_SEPARATOR = "\x1f"
+"""Joins the reserve script's fields into one argument (no field can hold it: names,
+tokens and MACs are printable, and JSON escapes control characters)."""
 T = TypeVar("T")
 ReleaseBy = Literal["token", "pod", "uid", "sticky"]
 
@@ -111,6 +115,7 @@ class Ipam:
         self.metrics = metrics or IpamMetrics()
         self._specs: dict[str, tuple[SubnetSpec, float]] = {}
         self._spec_cache_s = 1.0
+        self._batcher = ScriptBatcher(client)
         self._scripts = {
             name: client.register_script(_script_source(name))
             for name in (
@@ -158,7 +163,8 @@ class Ipam:
 
     async def _run(self, script: str, subnet: str, *args: object) -> Any:
         keys = [self.keys.subnet_base(subnet)]
-        return await self._call(self._scripts[script](keys=keys, args=[str(a) for a in args]))
+        call = self._batcher.call(self._scripts[script], keys, [str(a) for a in args])
+        return await self._call(call)
 
     async def ping(self) -> None:
         await self._call(self._redis.ping())
@@ -358,11 +364,12 @@ class Ipam:
         started = time.perf_counter()
         for _ in range(_MAC_ATTEMPTS):
             mac = request.mac or random_mac()
-            result = await self._run(
-                "reserve", subnet, token, ttl_ms, mac, "1" if request.mac else "0", mode,
-                payload, request.sticky_key, namespace, name,
+            fields = (
+                token, str(ttl_ms), mac, "1" if request.mac else "0", mode, payload,
+                request.sticky_key, namespace, name,
                 "1" if self.settings.require_rebuilt else "0",
             )
+            result = await self._run("reserve", subnet, UNIT_SEPARATOR.join(fields))
             if result[0] != "mac_taken":
                 break
         outcome = result[0]

@@ -338,3 +338,14 @@ async def test_ippool_addresses_go_only_to_pool_requests_until_the_pool_is_delet
     await ipam.delete_pool("fixed")
     back = {str((await ipam.reserve("s", f"e{i}")).ips[0]) for i in range(2)}
     assert back == {"10.0.0.3", "10.0.0.4"}
+
+
+async def test_concurrent_calls_share_a_pipeline_and_survive_a_flushed_script_cache(
+    ipam: Ipam, redis_settings: RedisSettings
+) -> None:
+    await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/22"))
+    client = Redis.from_url(redis_settings.url)
+    await client.script_flush()
+    await client.aclose()
+    allocations = await asyncio.gather(*(ipam.reserve("s", f"t{i}") for i in range(200)))
+    assert len({a.ips for a in allocations}) == 200
