@@ -84,6 +84,13 @@ class Report:
     def changes(self) -> int:
         return self.created + self.updated + self.deleted
 
+    def merge(self, other: Report) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.deleted += other.deleted
+        for key, count in other.by_kind.items():
+            self.by_kind[key] = self.by_kind.get(key, 0) + count
+
 
 def _ours(row: Row) -> bool:
     return dict(row.external_ids).get(OWNER_KEY) == OWNER
@@ -101,11 +108,21 @@ def _dict(value: Any) -> Pairs:
 class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     """Bring podnet's rows to ``desired`` within ``scope``, in the caller's transaction."""
 
-    def __init__(self, api: Any, desired: DesiredState, scope: Scope = FULL) -> None:
+    def __init__(
+        self, api: Any, desired: DesiredState, scope: Scope = FULL,
+        max_changes: int = 2000,
+    ) -> None:
         super().__init__(api)
         self.desired = desired
         self.scope = scope
+        self.max_changes = max_changes
+        self.incomplete = False
         self.report = Report()
+
+    def __str__(self) -> str:  # ovsdbapp puts commands in its error messages
+        return f"Reconcile({self.report.changes} changes, scope={self.scope})"
+
+    __repr__ = __str__
 
     # The IDL's tables, by name.
     def _table(self, name: str) -> Any:
@@ -141,7 +158,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         for key, row in current.items():
             if not self.scope.allows(kind, key):
                 rows[key] = row
-            elif key not in desired:
+            elif key not in desired and self._room():
                 delete(row)
                 self.report.count(kind, "deleted")
             else:
@@ -150,13 +167,23 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             if not self.scope.allows(kind, key):
                 continue
             row = rows.get(key)
-            if row is None:
-                rows[key] = create(want)
-                self.report.count(kind, "created")
-            elif read(row) != want:
+            if row is None and self._room():
+                created = create(want)
+                if created is not None:
+                    rows[key] = created
+                    self.report.count(kind, "created")
+            elif row is not None and read(row) != want and self._room():
                 update(row, want)
                 self.report.count(kind, "updated")
         return rows
+
+    def _room(self) -> bool:
+        """Whether this transaction may take one more change (else the step goes on in
+        the next transaction: a cold start of thousands of rows commits in slices)."""
+        if self.report.changes < self.max_changes:
+            return True
+        self.incomplete = True
+        return False
 
     def _insert(self, table: str, **columns: Any) -> Row:
         row = self.txn.insert(self._table(table))
@@ -251,8 +278,9 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             )
 
         def create(want: SwitchPort) -> Row:
-            if want.switch not in switches:
-                raise NorthboundError(f"port {want.name}: switch {want.switch} does not exist")
+            if want.switch not in switches:  # created in a later slice of the step
+                self.incomplete = True
+                return None
             row = self._insert(
                 "Logical_Switch_Port", name=want.name, addresses=list(want.addresses),
                 port_security=list(want.port_security), type=want.type,
@@ -417,18 +445,24 @@ def _acl_ids(key: str, kind: str) -> dict[str, str]:
 class Northbound:
     """The NB database as the sync worker uses it: one reconcile step at a time."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, api: Any, max_changes: int = 2000) -> None:
         self.api = api
+        self.max_changes = max_changes
 
     def reconcile(self, desired: DesiredState, scope: Scope = FULL) -> Report:
-        """Apply one step in one transaction (blocking; see ``reconcile_async``)."""
-        command = Reconcile(self.api, desired, scope)
-        try:
-            with self.api.transaction(check_error=True) as txn:
-                txn.add(command)
-        except Exception as exc:
-            raise NorthboundError(f"NB transaction failed: {exc}") from exc
-        return command.report
+        """Apply one step (blocking; see ``reconcile_async``): one transaction, or a few
+        of at most ``max_changes`` rows each when the step is large."""
+        total = Report()
+        while True:
+            command = Reconcile(self.api, desired, scope, self.max_changes)
+            try:
+                with self.api.transaction(check_error=True) as txn:
+                    txn.add(command)
+            except Exception as exc:
+                raise NorthboundError(f"NB transaction failed: {exc}") from exc
+            total.merge(command.report)
+            if not command.incomplete or not command.report.changes:
+                return total
 
     async def reconcile_async(self, desired: DesiredState, scope: Scope = FULL) -> Report:
         return await asyncio.to_thread(self.reconcile, desired, scope)

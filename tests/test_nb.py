@@ -141,3 +141,15 @@ def test_a_restarted_northbound_server_is_reconnected_and_converges(
 
 def test_the_module_central_is_private(central: OvnCentral, tmp_path: Path) -> None:
     assert central.nb_remote.startswith("unix:") and str(tmp_path) not in central.nb_remote
+
+
+def test_a_large_step_commits_in_slices_and_still_converges(
+    northbound: Northbound, central: OvnCentral
+) -> None:
+    sliced = Northbound(northbound.api, max_changes=3)
+    report = sliced.reconcile(cluster(pod("web-a", "10.20.0.5"), pod("web-b", "10.20.0.6")))
+    assert report.by_kind["switch_ports.created"] == 5
+    assert sliced.reconcile(cluster(pod("web-a", "10.20.0.5"), pod("web-b", "10.20.0.6"))
+                            ).changes == 0
+    assert {"web-a.default", "web-b.default"} <= set(central.nbctl(
+        "--bare", "--columns=name", "list", "Logical_Switch_Port").split())
