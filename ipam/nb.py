@@ -20,12 +20,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command as ovsdb_command
+from ovsdbapp.backend.ovs_idl import idlutils
 
 from ipam.nb_model import (
     KIND_KEY,
     LB_GROUP,
     OWNER,
     OWNER_KEY,
+    SWITCH_KEY,
     Acl,
     AddressSet,
     DesiredState,
@@ -267,10 +269,21 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     # ---------------------------------------------------------------- ports, ACLs
 
     def _sync_switch_ports(self, switches: Mapping[str, Row]) -> None:
-        parent = {p.uuid: switch for switch in switches.values() for p in _refs(switch, "ports")}
+        wanted = self.scope.switch_ports
+        if wanted is None:  # a full step reads the true parent of every port
+            parents = {p.uuid: sw for sw in switches.values() for p in _refs(sw, "ports")}
+            current = self._owned("Logical_Switch_Port", lambda r: r.name)
+
+            def parent_of(row: Row) -> Row | None:
+                return parents.get(row.uuid)
+        else:  # a scoped step looks its ports up by name and trusts their switch marker
+            current = self._ports_named(wanted)
+
+            def parent_of(row: Row) -> Row | None:
+                return switches.get(dict(row.external_ids).get(SWITCH_KEY, ""))
 
         def read(row: Row) -> SwitchPort:
-            switch = parent.get(row.uuid)
+            switch = parent_of(row)
             return SwitchPort(
                 row.name, switch.name if switch else "", tuple(sorted(row.addresses)),
                 _dict(row.external_ids), tuple(sorted(row.port_security)), row.type,
@@ -289,15 +302,32 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             switches[want.switch].addvalue("ports", row)
             return row
 
+        def detach(row: Row) -> None:
+            switch = parent_of(row)
+            if switch is not None:
+                switch.delvalue("ports", row)
+
         def update(row: Row, want: SwitchPort) -> None:
             if read(row).switch != want.switch:
-                self._detach(parent, row, "ports")
+                detach(row)
                 switches[want.switch].addvalue("ports", row)
             self._assign(row, want, skip=("switch",))
 
-        self._diff("switch_ports", self._owned("Logical_Switch_Port", lambda r: r.name),
-                   self.desired.switch_ports, read, create, update,
-                   delete=lambda r: self._detach_delete(parent, r, "ports"))
+        def delete(row: Row) -> None:
+            detach(row)
+            row.delete()
+
+        self._diff("switch_ports", current, self.desired.switch_ports, read, create, update,
+                   delete)
+
+    def _ports_named(self, names: Iterable[str]) -> dict[str, Row]:
+        """podnet's switch ports of these names, through the IDL's index on ``name``."""
+        found: dict[str, Row] = {}
+        for name in names:
+            for row in idlutils.rows_by_value(self.api.idl, "Logical_Switch_Port", "name", name):
+                if _ours(row):
+                    found[name] = row
+        return found
 
     def _sync_acls(self, switches: Mapping[str, Row]) -> None:
         parent = {acl.uuid: switch for switch in switches.values() for acl in _refs(switch, "acls")}

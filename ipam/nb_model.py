@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 OWNER_KEY = "podnet.io/owner"
 OWNER = "podnet"
 KIND_KEY = "podnet.io/kind"
+SWITCH_KEY = "podnet.io/switch"
+"""On switch ports: the switch that holds them (OVN has no back-reference)."""
 LB_GROUP = "podnet-cluster-lbs"
 
 Pairs = tuple[tuple[str, str], ...]

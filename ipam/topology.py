@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from ipam.addresses import IPAddress
 from ipam.cluster import EndpointSliceView, PodView, ServicePort, ServiceView
 from ipam.nb_model import (
+    SWITCH_KEY,
     Acl,
     AddressSet,
     DesiredState,
@@ -128,8 +129,9 @@ def _add_subnet(state: DesiredState, subnet: SubnetSpec) -> None:
     )
     switch_port = f"{subnet.name}-{CLUSTER_ROUTER}"
     state.switch_ports[switch_port] = SwitchPort(
-        switch_port, subnet.name, ("router",), ids, type="router",
-        options=pairs({"router-port": router_port}),
+        switch_port, subnet.name, ("router",),
+        owned("subnet", **{"podnet.io/subnet": subnet.name, SWITCH_KEY: subnet.name}),
+        type="router", options=pairs({"router-port": router_port}),
     )
 
 
@@ -142,7 +144,8 @@ def _add_node_port(state: DesiredState, node: NodeJoin) -> None:
     # traffic of any address (pods' traffic to and from outside the cluster).
     state.switch_ports[node.port_name] = SwitchPort(
         node.port_name, JOIN_SUBNET, (address,),
-        owned("node", **{"podnet.io/node": node.name}), port_security=(node.mac,),
+        owned("node", **{"podnet.io/node": node.name, SWITCH_KEY: JOIN_SUBNET}),
+        port_security=(node.mac,),
     )
 
 
@@ -162,7 +165,7 @@ def pod_port(pod: PodView) -> SwitchPort:
         pod.port_name, pod.subnet, (address,),
         owned("pod", **{
             "podnet.io/pod": pod.name, "podnet.io/namespace": pod.namespace,
-            "podnet.io/subnet": pod.subnet,
+            "podnet.io/subnet": pod.subnet, SWITCH_KEY: pod.subnet,
         }),
         port_security=(address,),
     )
