@@ -61,7 +61,7 @@ PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
 class ObjectStore(Protocol):
     """What the worker reads of a kind (``podnet.kube.Store`` fits)."""
 
-    def list(self, namespace: str | None = None) -> list[dict[str, Any]]: ...
+    def objects(self) -> list[dict[str, Any]]: ...
 
 
 V = TypeVar("V")
@@ -282,7 +282,7 @@ class SyncWorker:
 
     def _objects(self, kind: str) -> list[dict[str, Any]]:
         store = self.stores.get(kind)
-        return store.list() if store is not None else []
+        return store.objects() if store is not None else []
 
     def _pods(self) -> list[PodView]:
         pods = self._parse["Pod"].views(self._objects("Pod"), parse_pod)
