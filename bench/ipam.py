@@ -249,8 +249,8 @@ async def open_loop(op: Op, rate_per_s: float, duration_s: float, limit: int) ->
 
 
 def _settings(spec: WorkerSpec) -> RedisSettings:
-    # redis-py's pool refuses a request past its size rather than queue it: every run
-    # keeps at most ``concurrency`` requests in flight, and the pool has room to spare.
+    # Every run keeps at most ``concurrency`` requests in flight; the pool has room for
+    # all of them, so none waits for a connection.
     return RedisSettings(
         url=spec.url, prefix=spec.prefix, max_connections=spec.concurrency + 8
     )
