@@ -170,6 +170,43 @@ async def test_a_deployment_with_an_ip_pool_gets_one_pool_address_per_replica_an
         "Deployment default/web is exhausted: 2 of 2 addresses in use")
 
 
+async def test_workload_pods_refused_while_their_subnet_is_fenced_are_made_once_it_is_not(
+    cluster: Cluster,
+) -> None:
+    await cluster.ipam.set_fenced("apps", True)  # as after a Redis restart, before a resync
+    cluster.api.create({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}}},
+    })
+    settings = ControllerSettings(resync_s=1.0, retry_initial_s=0.1, retry_max_s=0.5)
+    manager = ControllerManager(cluster.kube, settings=settings, watch=FAST)
+    task = asyncio.create_task(manager.run())
+
+    def failure() -> str:
+        return next((c["message"] for rs in cluster.api.objects("ReplicaSet", "shop")
+                     for c in rs.get("status", {}).get("conditions") or []
+                     if c["type"] == "ReplicaFailure"), "")
+
+    try:
+        refused = await cluster.until(failure)
+        assert cluster.api.objects("Pod", "shop") == []
+        await cluster.ipam.set_fenced("apps", False)  # the sync worker's resync
+        pods = await cluster.until(lambda: len(cluster.api.objects("Pod", "shop")) == 2
+                                   and cluster.api.objects("Pod", "shop"))
+        await cluster.until(lambda: not failure())
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert refused == ('Error creating: admission webhook "pods.podnet.io" denied the request: '
+                       "subnet apps is fenced: allocation resumes once a reconcile from the "
+                       "live pods has rebuilt the address index")
+    assert all(p["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"].startswith(
+        "10.30.0.") for p in pods)
+
+
 async def test_an_invalid_subnet_is_refused_by_the_validating_webhook(cluster: Cluster) -> None:
     custom = client.CustomObjectsApi(cluster.kube)
     body = {"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "broken"},

@@ -1,10 +1,8 @@
 """The lab's kubelet side and bookkeeping: CNI calls as a runtime makes them, the ledger
-``podnet down`` removes from, the webhook's mirrored configuration, and the names a lab
-gives the kernel objects it makes."""
+``podnet down`` removes from, and the names a lab gives the kernel objects it makes."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import sys
@@ -13,10 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from podnet import kube
-from podnet.lab.apiserver import ApiServer
 from podnet.lab.kubelet import (
     AttachError,
     CniKubelet,
@@ -28,7 +23,6 @@ from podnet.lab.kubelet import (
     sandbox_name,
 )
 from podnet.lab.ledger import Ledger
-from podnet.lab.mirror import ConfigMirror
 from podnet.lab.settings import MAX_IFNAME, LabSettings
 from podnet.ovn import netns_add, netns_delete, netns_exists
 
@@ -117,9 +111,11 @@ def test_lab_names_fit_the_kernels_limit_for_interface_names() -> None:
     for prefix in ("podnet", "pl1a2b3c", "a-very-long-prefix"):
         settings = LabSettings(prefix=prefix, nodes=12)
         assert len(settings.underlay_bridge) <= MAX_IFNAME
+        assert len(settings.external_link) <= MAX_IFNAME
         assert all(len(settings.underlay_link(i)) <= MAX_IFNAME for i in range(1, 13))
     assert LabSettings().underlay_bridge == "podnet-underlay"
     assert str(LabSettings().node_address(2)) == "172.30.0.12/24"
+    assert str(LabSettings().external_underlay_address()) == "172.30.0.254/24"
 
 
 def test_recorded_settings_are_what_up_wrote(tmp_path: Path) -> None:
@@ -127,30 +123,3 @@ def test_recorded_settings_are_what_up_wrote(tmp_path: Path) -> None:
     settings.record()
     assert LabSettings.recorded(tmp_path) == settings
     assert LabSettings.recorded(tmp_path / "nothing") is None
-
-
-async def test_the_mirror_keeps_the_webhooks_folder_equal_to_the_api(tmp_path: Path) -> None:
-    fast = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
-                              stop_timeout_s=2.0)
-    with ApiServer() as api, api.client() as kube_api:
-        api.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": "tools", "annotations": {"ovn.kubernetes.io/logical_switch": "tools"}}})
-        mirror = ConfigMirror(kube_api, tmp_path, fast)
-        task = asyncio.create_task(mirror.run(settle_s=0.01))
-        try:
-            async with asyncio.timeout(10):
-                while mirror.writes < 1:  # noqa: ASYNC110 (polling the mirror's counter)
-                    await asyncio.sleep(0.02)
-                api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
-                            "metadata": {"name": "tools"}, "spec": {"cidrBlock": "10.67.0.0/24"}})
-                while mirror.writes < 2:  # noqa: ASYNC110
-                    await asyncio.sleep(0.02)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-    documents = list(yaml.safe_load_all((tmp_path / "cluster.yaml").read_text()))
-    assert [(d["kind"], d["metadata"]["name"]) for d in documents] == [
-        ("Namespace", "tools"), ("Subnet", "tools")]
-    assert documents[0]["metadata"]["annotations"] == {
-        "ovn.kubernetes.io/logical_switch": "tools"}
-    assert documents[1]["spec"] == {"cidrBlock": "10.67.0.0/24"}

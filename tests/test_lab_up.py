@@ -1,6 +1,7 @@
-"""``podnet up`` end to end on this machine: real Redis, OVN, webhook, sync worker, nodes in
-network namespaces, the lab's API server and controllers. No node agent yet: pods are
-admitted, addressed, placed and wired into OVN, and wait for their attach.
+"""``podnet up`` with the examples: real Redis, OVN, webhook, sync worker,
+nodes in network namespaces with their node agents, the lab's API server and
+controllers. Pods are admitted, addressed, placed where their subnet exists, wired into
+OVN and attached by ``podnet-cni``.
 
 Every lab here has its own ports and name prefix, and each test ends with ``down`` and a
 check that nothing of the lab is left on the machine.
@@ -73,7 +74,7 @@ def rows_by_pod(report: Report) -> dict[str, dict[str, object]]:
     return {f"{row.namespace}/{row.name}": row.__dict__ for row in report.pods}
 
 
-def test_up_admits_places_and_reports_every_pod_and_reports_bad_manifests(
+def test_up_admits_places_attaches_and_reports_every_pod_and_a_second_up_keeps_it_all(
     lab: LabSettings,
 ) -> None:
     problems = [str(p) for p in up(lab)]
@@ -92,12 +93,14 @@ def test_up_admits_places_and_reports_every_pod_and_reports_bad_manifests(
     assert sorted(str(row["ip"]) for row in frontends) == [
         "10.66.0.20", "10.66.0.21", "10.66.0.22"]
     assert {row["node"] for row in frontends} == {"node-1", "node-2"}
-    assert rows["shop/db-0"]["ip"] == "10.66.0.30"
+    assert [rows[f"shop/db-{n}"]["ip"] for n in range(3)] == [
+        "10.66.0.30", "10.66.0.31", "10.66.0.32"]
     assert (rows["default/registry"]["ip"], rows["default/registry"]["mac"]) == (
         "10.16.0.100", "0a:58:0a:10:00:64")
     assert rows["edge/gateway"]["node"] == "node-1"  # the only node in zone-a
     assert rows["tools/iperf"]["subnet"] == "tools"
-    assert all(str(row["status"]).startswith("Pending: scheduled") for row in rows.values())
+    assert {str(row["status"]) for row in rows.values()} == {"Running"}
+    assert all(check.ok for check in report.connectivity)
 
     wanted = {f"{name.split('/')[1]}.{name.split('/')[0]}" for name in rows}
     eventually(lambda: wanted <= set(central_of(lab).nbctl(
@@ -105,12 +108,12 @@ def test_up_admits_places_and_reports_every_pod_and_reports_bad_manifests(
     eventually(lambda: "10.96.0.10:80" in central_of(lab).nbctl(
         "--bare", "--columns=vips", "list", "Load_Balancer"))
     assert "shop/frontend-" in status_report(lab)
+    a_second_up_keeps_what_runs_and_a_restarted_api_server_keeps_the_objects(lab, problems)
 
 
-def test_a_second_up_keeps_what_runs_and_a_restarted_api_server_keeps_the_objects(
-    lab: LabSettings,
+def a_second_up_keeps_what_runs_and_a_restarted_api_server_keeps_the_objects(
+    lab: LabSettings, reported: list[str],
 ) -> None:
-    reported = [str(p) for p in up(lab)]
     first = {row.uid for row in Report.load(lab.state_dir).pods}
     processes = _processes(lab)
     pids = {name: process.pid() for name, process in processes.items()}

@@ -1,10 +1,11 @@
-"""``podnet up`` / ``status`` / ``down``: podnet on one machine, with no cluster needed.
+"""``podnet up`` / ``status`` / ``trace`` / ``down``: podnet on one machine, with no
+cluster needed.
 
 The lab runs every piece of podnet for real (Redis, OVN, the webhook over HTTPS, the
-IPAM endpoint, the sync worker, simulated nodes) and stands in only for what a cluster
-would bring: an API server (``apiserver``), the controllers and scheduler
-(``controllers``) and the kubelet's network side (``kubelet``). ``up`` is in ``up``;
-this module is its command line.
+IPAM endpoint, the sync worker, simulated nodes with their node agents) and stands in
+only for what a cluster would bring: an API server (``apiserver``), the controllers and
+scheduler (``controllers``) and the kubelet's network side (``kubelet``). ``up`` is in
+``up``, ``trace`` in ``trace``; this module is their command line.
 """
 
 from __future__ import annotations
@@ -45,9 +46,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--wait", type=float, default=60.0,
                         help="seconds to wait for pods to settle (default 60)")
     parser.set_defaults(handler=_run_up)
-    status = commands.add_parser("status", help="show what podnet up runs, and its pods")
+    status = commands.add_parser(
+        "status", help="show what podnet up runs, its pods and the connectivity checks")
     _common_options(status)
+    status.add_argument("--check", action="store_true",
+                        help="run the connectivity checks again now")
     status.set_defaults(handler=_run_status)
+    tracer = commands.add_parser(
+        "trace", help="explain a pod's packet's path through OVN (ovn-trace, summarised)",
+        description="Trace the first packet of a connection from a pod of podnet up to an "
+        "IP (a pod, a Service VIP, anything) or NAMESPACE/POD: the switches and routers "
+        "it crosses, the load balancer, the router policy, the ACL verdict and where it "
+        "ends. Without :PORT the packet is an ICMP echo request.",
+    )
+    _common_options(tracer)
+    tracer.add_argument("pod", metavar="NAMESPACE/POD", help="the pod sending the packet")
+    tracer.add_argument("destination", metavar="DESTINATION[:PORT]",
+                        help="IP, IP:PORT, [IPv6]:PORT, NAMESPACE/POD or NAMESPACE/POD:PORT")
+    tracer.add_argument("--raw", action="store_true", help="also print ovn-trace's output")
+    tracer.set_defaults(handler=_run_trace)
     stop = commands.add_parser("down", help="stop what podnet up started and remove it all")
     _common_options(stop)
     stop.add_argument("--keep-data", action="store_true", help="keep the state directory")
@@ -88,7 +105,18 @@ def _run_up(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    print(status_report(_settings(args)))
+    print(status_report(_settings(args), check=args.check))
+    return 0
+
+
+def _run_trace(args: argparse.Namespace) -> int:
+    from podnet.lab.trace import TraceError, explain
+
+    try:
+        print(explain(_settings(args), args.pod, args.destination, raw=args.raw))
+    except (TraceError, ValueError, kube.KubeError) as exc:
+        print(f"podnet trace: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

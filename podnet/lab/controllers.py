@@ -325,7 +325,9 @@ class ControllerSettings:
     write_concurrency: int = 16
     attach_concurrency: int = 16
     retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
+    retry_max_s: float = 5.0
+    """Short, so that pods refused for a passing reason (a subnet fenced until the sync
+    worker's resync) are made soon after it passes."""
 
 
 @dataclass
@@ -677,6 +679,8 @@ class ControllerManager:
             return
         self.retry.succeeded(uid)
         self._attached[uid] = (pod, name_of(node))
+        log.info("pod %s/%s attached on %s: CNI ADD %.1f ms", *key_of(pod), name_of(node),
+                 1000 * attachment.add_s)
         try:
             await self._patch({**pod, "kind": "Pod"}, running_status(pod, node, attachment),
                               "status")
@@ -884,10 +888,9 @@ def workload_counts(owner: Mapping[str, Any], pods: Sequence[Mapping[str, Any]])
 
 
 async def run_process(args: argparse.Namespace) -> None:
-    """The controllers process of ``podnet up``: the manager, and the webhook's mirror."""
+    """The controllers process of ``podnet up``."""
     from podnet.lab.kubelet import cni_kubelet, kubelet_config
     from podnet.lab.ledger import Ledger
-    from podnet.lab.mirror import ConfigMirror
 
     api = kube.kube_client(args.kubeconfig)
     kubelet = None
@@ -897,8 +900,6 @@ async def run_process(args: argparse.Namespace) -> None:
     extender = HttpExtender(args.extender, args.extender_ca) if args.extender else None
     manager = ControllerManager(api, kubelet=kubelet, extender=extender)
     tasks = [asyncio.create_task(manager.run())]
-    if args.webhook_config is not None:
-        tasks.append(asyncio.create_task(ConfigMirror(api, args.webhook_config).run()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -920,8 +921,6 @@ def main(argv: list[str] | None = None) -> int:
         description="The lab's controller manager, scheduler and kubelet network side.",
     )
     parser.add_argument("--kubeconfig", type=Path, required=True)
-    parser.add_argument("--webhook-config", type=Path,
-                        help="keep Namespaces, Subnets and IPPools in DIR for the webhook")
     parser.add_argument("--kubelet", type=Path,
                         help="JSON: nodes whose pods to attach with the CNI plugin")
     parser.add_argument("--extender", help="scheduler extender URL prefix (.../scheduler)")

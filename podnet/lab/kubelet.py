@@ -44,6 +44,8 @@ class Attachment:
     ips: tuple[str, ...]
     ready_at: float
     """``time.time()`` when the attach returned."""
+    add_s: float = 0.0
+    """How long the CNI ADD call took (the plugin's exec until its result)."""
 
 
 class AttachError(RuntimeError):
@@ -136,11 +138,13 @@ class CniKubelet:
             self.ledger.record("netns", sandbox)
             if not netns_exists(sandbox):
                 await asyncio.to_thread(netns_add, sandbox)
+            began = time.perf_counter()
             result = await self._plugin("ADD", runtime, pod, sandbox)
+            took = time.perf_counter() - began
         ips = result_ips(result or {})
         if not ips:
             raise AttachError(f"{runtime.plugin} ADD returned no address: {result}")
-        return Attachment(ips, time.time())
+        return Attachment(ips, time.time(), took)
 
     async def detach(self, pod: Mapping[str, Any], node: str) -> None:
         runtime = self.nodes.get(node)

@@ -8,6 +8,13 @@ pidfiles in ``<state>/nodes/node-N``; a veth from the namespace to the Linux bri
 carrying the node's underlay address (also its Geneve endpoint and its Node object's
 InternalIP), with TX checksum offload off on both ends.
 
+The outside world is one more namespace on the underlay, the external host
+(``<prefix>-external``): an address on the underlay that every node uses as its default
+gateway, and ``outside_address`` (in no cluster subnet) on its loopback. Pods reach it only
+through their node's gateway (``ovn0``, then SNAT for ``natOutgoing`` subnets), so a
+check against it proves the way out of the cluster, and the address the external host
+sees proves the SNAT.
+
 Starting is idempotent: a running node is left as it is, a namespace whose vswitchd died
 (stale userspace datapath taps) is made afresh. Every namespace and link is written to
 the lab's ledger before it is created, so ``podnet down`` removes them whatever
@@ -30,12 +37,14 @@ from podnet.ovn import (
     delete_link,
     disable_tx_offload,
     link_exists,
+    netns_add,
     netns_delete,
     netns_exists,
     run,
 )
 
 NODE_UNDERLAY_DEVICE = "underlay0"
+EXTERNAL_DEVICE = "eth0"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
@@ -142,6 +151,29 @@ def _join_underlay(node: LabNode, ovs: OvsNode, ledger: Ledger) -> None:
     network = str(node.settings.node_address(node.index).network)
     if network not in routes:
         ovs.add_underlay(NODE_UNDERLAY_DEVICE, node.address)
+    gateway = node.settings.external_underlay_address().ip
+    ovs.exec("ip", "route", "replace", "default", "via", str(gateway))
+
+
+def ensure_external(settings: LabSettings, ledger: Ledger) -> str:
+    """The external host on the underlay bridge (kept when it exists); its netns name."""
+    netns, link = settings.external_netns, settings.external_link
+    ledger.record("netns", netns)
+    if not netns_exists(netns):
+        netns_add(netns)
+    if not link_exists(link):
+        ledger.record("link", link)
+        run(["ip", "link", "add", link, "type", "veth", "peer", "name", EXTERNAL_DEVICE,
+             "netns", netns])
+    run(["ip", "link", "set", link, "master", settings.underlay_bridge, "up"])
+    disable_tx_offload(link)
+    address = str(settings.external_underlay_address())
+    for argv in (["ip", "addr", "replace", address, "dev", EXTERNAL_DEVICE],
+                 ["ip", "link", "set", EXTERNAL_DEVICE, "up"],
+                 ["ip", "addr", "replace", f"{settings.outside_address}/32", "dev", "lo"]):
+        run(argv, netns=netns)
+    disable_tx_offload(EXTERNAL_DEVICE, netns)
+    return netns
 
 
 def remove_link(name: str) -> None:

@@ -1,5 +1,6 @@
 """What ``podnet up`` proves, as tables: every pod's node, subnet, addresses and time to
-ready, and every problem, saved so ``podnet status`` shows the same later.
+ready, every problem, and the connectivity checks (``podnet.lab.checks``), saved so
+``podnet status`` shows the same later.
 
 A pod's row comes from the pod object itself (the webhook's annotations are the record
 of its address, ``spec.nodeName`` of its placement, its status of its readiness), so the
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ipam.cli import Table, format_table
+from podnet.lab.checks import CheckResult, results_table
 from podnet.lab.objects import (
     REPLICA_FAILURE,
     key_of,
@@ -101,11 +103,12 @@ def workload_problems(workloads: Iterable[Mapping[str, Any]]) -> list[str]:
 
 @dataclass
 class Report:
-    """The outcome of one ``up``: the pods, the problems, and when it ran."""
+    """The outcome of one ``up``: the pods, the problems, the checks, and when it ran."""
 
     pods: list[PodRow] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     finished_at: float = 0.0
+    connectivity: list[CheckResult] = field(default_factory=list)
 
     def ready_times(self) -> dict[str, float]:
         return {row.uid: row.ready_s for row in self.pods
@@ -113,7 +116,8 @@ class Report:
 
     def save(self, state_dir: Path) -> None:
         data = {"pods": [asdict(row) for row in self.pods], "problems": self.problems,
-                "finished_at": self.finished_at}
+                "finished_at": self.finished_at,
+                "connectivity": [result.to_json() for result in self.connectivity]}
         (state_dir / REPORT).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
@@ -123,10 +127,14 @@ class Report:
         except (OSError, ValueError):
             return cls()
         return cls([PodRow(**row) for row in data.get("pods") or []],
-                   list(data.get("problems") or []), float(data.get("finished_at") or 0))
+                   list(data.get("problems") or []), float(data.get("finished_at") or 0),
+                   [CheckResult(**row) for row in data.get("connectivity") or []])
 
-    def render(self) -> str:
+    def render(self, with_checks: bool = True) -> str:
         lines = [pods_table(self.pods) if self.pods else "(no pods)"]
         if self.problems:
             lines += ["", "problems:"] + [f"  ! {problem}" for problem in self.problems]
+        if with_checks:
+            lines += ["", "connectivity (TCP connect + request/answer, median of 3):",
+                      results_table(self.connectivity)]
         return "\n".join(lines)

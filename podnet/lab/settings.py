@@ -39,6 +39,9 @@ class LabSettings:
     """Names of network namespaces (``<prefix>-<node>``), the underlay bridge, veths."""
     underlay_cidr: str = "172.30.0.0/24"
     service_cidr: str = "10.96.0.0/16"
+    outside_address: str = "198.51.100.10"
+    """The address of the lab's stand-in for the outside world (the external host): in
+    no cluster subnet, reached from pods only through their node's gateway."""
     wait_s: float = 60.0
     """How long ``up`` waits for pods to settle before reporting what is not ready."""
 
@@ -78,6 +81,21 @@ class LabSettings:
         network = ipaddress.ip_network(self.underlay_cidr)
         return ipaddress.ip_interface(f"{network.network_address + 10 + index}/"
                                       f"{network.prefixlen}")
+
+    @property
+    def external_netns(self) -> str:
+        """The network namespace standing for the world outside the cluster."""
+        return f"{self.prefix}-external"
+
+    @property
+    def external_link(self) -> str:
+        """The host end of the external host's underlay veth (at most 15 characters)."""
+        return f"{self.prefix[:MAX_IFNAME - 6]}-ulx"
+
+    def external_underlay_address(self) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+        """The external host's address on the underlay: the nodes' default gateway."""
+        network = ipaddress.ip_network(self.underlay_cidr)
+        return ipaddress.ip_interface(f"{network.broadcast_address - 1}/{network.prefixlen}")
 
     def kubeconfig(self, component: str) -> Path:
         return self.state_dir / "kubeconfig" / f"{component}.yaml"

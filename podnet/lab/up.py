@@ -8,20 +8,29 @@
    ovn-northd);
 3. the lab's API server (``podnet.lab.apiserver``, objects kept in
    ``<state>/apiserver/objects.json``) and a kubeconfig per component;
-4. the webhook over HTTPS with a certificate from the lab's own CA, registered with the
-   API server as Mutating/ValidatingWebhookConfigurations, as ``manifests/webhook/``
-   registers it in a cluster;
+4. the webhook over HTTPS with a certificate from the lab's own CA, following
+   Namespaces, Subnets and IPPools in the API server (``--kubeconfig``) as it does in a
+   cluster, and registered with the API server as Mutating/ValidatingWebhookConfigurations,
+   as ``manifests/webhook/`` registers it;
 5. the IPAM query endpoint;
-6. N simulated nodes (``podnet.lab.nodes``) on an underlay bridge, and their Node objects;
-7. the node agents (**hook**: ``node_agents``; none yet) and the sync worker
-   (``podnet sync --kubeconfig``, the code that runs in a cluster);
+6. N simulated nodes (``podnet.lab.nodes``) on an underlay bridge, their Node objects,
+   and the external host standing for the world outside the cluster;
+7. the sync worker (``podnet sync --kubeconfig``, the code that runs in a cluster), then
+   a node agent per node (``podnet.lab.agents``), each ready once the sync worker gave
+   its node a join address;
 8. the lab's controllers (``podnet.lab.controllers``): workloads, scheduler, endpoint
-   slices, and the kubelet's CNI side for nodes whose agent runs.
+   slices, and the kubelet's CNI side, which attaches pods by running ``podnet-cni``.
 
-Then it applies the manifests (``podnet.lab.apply``), watches the pods settle while
-printing progress, and prints a table per pod and every problem. A bad manifest is a
-problem line; everything else stays up. Running ``up`` again keeps what runs and
-re-applies the manifests, which changes nothing that did not change.
+Then it applies the manifests (``podnet.lab.apply``). The webhook hands out no address in
+a subnet before the sync worker's full resync has marked the subnet's index rebuilt
+(``require_rebuilt``), so after the Subnets and IPPools ``up`` waits until each is
+registered, written to OVN by a full sync step and not fenced, before it applies pods.
+Workload pods refused meanwhile are retried by their controllers; a bare Pod refused at
+apply time is reported. ``up`` watches the pods settle while printing progress, runs the
+connectivity checks (``podnet.lab.checks``), and prints a table per pod, every problem,
+and the checks. A bad manifest is a problem line; everything else stays up. Running
+``up`` again keeps what runs and re-applies the manifests, which changes nothing that did
+not change.
 
 ``down`` stops every process by the PID it recorded, removes every namespace, link and
 bridge the ledger names (``podnet.lab.ledger``), and the state directory. It works on
@@ -46,18 +55,30 @@ from pathlib import Path
 from typing import Any
 
 from ipam import errors
+from ipam.annotations import AGENT_READY_LABEL
 from ipam.api import subnet_list
 from ipam.cli import format_table, subnets_table
 from ipam.store import open_ipam
+from ipam.subnet import DEFAULT_SUBNET, JOIN_SUBNET
 from podnet import kube
 from podnet.daemons import BackgroundProcess, DaemonError
+from podnet.lab import agents
 from podnet.lab.apply import PHASES, Applied, apply_phase, in_phases
 from podnet.lab.certs import Certificates
-from podnet.lab.kubelet import NodeRuntime
+from podnet.lab.checks import (
+    CheckResult,
+    Host,
+    node_addresses,
+    plan_checks,
+    pod_host,
+    run_checks,
+    service_targets,
+)
+from podnet.lab.kubelet import NodeRuntime, sandbox_name
 from podnet.lab.ledger import Ledger
-from podnet.lab.mirror import FILENAME as MIRROR_FILE
 from podnet.lab.nodes import (
     LabNode,
+    ensure_external,
     ensure_underlay,
     known_nodes,
     lab_nodes,
@@ -78,13 +99,16 @@ from podnet.lab.report import Report, pod_row, workload_problems
 from podnet.lab.rest import Rest
 from podnet.lab.settings import LabSettings
 from podnet.manifests import Manifest, ManifestProblem, read_manifests
-from podnet.ovn import OvnCentral, OvnError, netns_delete
+from podnet.ovn import OvnCentral, OvnError, netns_delete, netns_exists
 
 PROCESSES = ("redis", "apiserver", "webhook", "ipam-endpoint", "sync", "controllers")
+"""The lab's own processes; each node adds its agent, ``agent-<node>``."""
+STOPPING_ORDER = ("controllers", "agents", "sync", "ipam-endpoint", "webhook", "apiserver")
 WEBHOOK_RESCAN_S = 0.25
 ADMIN = "kubernetes-admin"
 COMPONENT_USERS = {
     "admin": ADMIN,
+    "webhook": "system:serviceaccount:podnet-system:podnet-webhook",
     "sync": "system:serviceaccount:podnet-system:podnet-sync",
     "controllers": "system:kube-controller-manager",
     "agent": "system:serviceaccount:podnet-system:podnet-agent",
@@ -105,7 +129,14 @@ class Progress:
 
 
 def _processes(settings: LabSettings) -> dict[str, BackgroundProcess]:
-    return {name: BackgroundProcess(name, settings.state_dir) for name in PROCESSES}
+    """Every process ``up`` may have started, node agents after the sync worker."""
+    found = {name: BackgroundProcess(name, settings.state_dir) for name in PROCESSES
+             if name != "controllers"}
+    for node in known_nodes(settings):
+        process = agents.agent_process(settings, node.name)
+        found[process.name] = process
+    found["controllers"] = BackgroundProcess("controllers", settings.state_dir)
+    return found
 
 
 def central_of(settings: LabSettings) -> OvnCentral:
@@ -130,16 +161,19 @@ def up(settings: LabSettings) -> list[ManifestProblem]:
     settings.record()
     processes = _processes(settings)
     ledger = ledger_of(settings)
-    _start_redis(settings, processes, progress)
+    fresh_store = _start_redis(settings, processes, progress)
     central = _start_central(settings, progress)
     rest = _start_apiserver(settings, processes, progress)
     certificates = _start_webhook(settings, processes, rest, progress)
     _start_ipam_endpoint(settings, processes, progress)
     nodes = _start_nodes(settings, central, ledger, rest, progress)
-    runtimes = node_agents(settings, nodes, progress)
-    _start_sync(settings, processes, central, progress)
+    _start_sync(settings, processes, central, progress, restart=fresh_store)
+    runtimes = node_agents(settings, nodes, rest, progress)
     _start_controllers(settings, processes, runtimes, certificates, ledger, progress)
-    problems, report = asyncio.run(_apply_and_watch(settings, rest, bool(runtimes), progress))
+    problems, report = asyncio.run(_apply_and_watch(settings, rest, central, bool(runtimes),
+                                                    progress))
+    report.connectivity = check_connectivity(settings, rest, progress)
+    report.save(settings.state_dir)
     print("\n" + report.render(), flush=True)
     print(status_report(settings, with_pods=False), flush=True)
     print(f"Stop with: podnet down --state-dir {settings.state_dir}")
@@ -167,12 +201,14 @@ def _keep_running(settings: LabSettings, progress: Progress) -> LabSettings:
 
 
 def _start_redis(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
-                 progress: Progress) -> None:
+                 progress: Progress) -> bool:
+    """Start Redis unless it runs; whether it was started now."""
     redis = settings.redis
     progress.step(f"Redis on 127.0.0.1:{redis.port} (data in {redis.directory}, AOF on)")
     redis.directory.mkdir(parents=True, exist_ok=True)
-    _start(processes["redis"], redis.argv())
+    started = _start(processes["redis"], redis.argv())
     redis.wait_ready()
+    return started
 
 
 def _start_central(settings: LabSettings, progress: Progress) -> OvnCentral:
@@ -198,14 +234,13 @@ def _start_apiserver(settings: LabSettings, processes: Mapping[str, BackgroundPr
 def _start_webhook(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
                    rest: Rest, progress: Progress) -> Certificates:
     certificates = Certificates(settings.state_dir / "tls").ensure()
-    folder = settings.state_dir / "webhook-config"
-    folder.mkdir(parents=True, exist_ok=True)
-    progress.step(f"webhook on {settings.webhook_url} (CA {certificates.ca})")
+    progress.step(f"webhook on {settings.webhook_url} (CA {certificates.ca}), following "
+                  "Namespaces, Subnets and IPPools in the API server")
     process = processes["webhook"]
     _start(process, python(
         "podnet.cli", "webhook", "--listen", settings.webhook_listen,
         "--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key),
-        "--redis", settings.redis.url, "--manifests", str(folder),
+        "--redis", settings.redis.url, "--kubeconfig", str(settings.kubeconfig("webhook")),
         "--rescan", str(WEBHOOK_RESCAN_S),
     ))
     _wait_http(f"{settings.webhook_url}/readyz", process, ca=certificates.ca)
@@ -233,39 +268,48 @@ def _start_nodes(settings: LabSettings, central: OvnCentral, ledger: Ledger, res
     progress.step(f"{len(nodes)} nodes on underlay bridge {bridge} "
                   f"({settings.underlay_cidr}, Geneve)")
     for node in nodes:
+        agents.check_socket_path(node)
         start_node(node, central, ledger)
         _apply_object(rest, node.api_object())
         progress.note(f"{node.name}: netns {node.netns}, underlay {node.address}, "
                       f"{node.zone}, chassis registered")
+    external = ensure_external(settings, ledger)
+    progress.note(f"outside world: netns {external}, {settings.outside_address} behind "
+                  f"{settings.external_underlay_address().ip} (the nodes' default gateway)")
     return nodes
 
 
-def node_agents(settings: LabSettings, nodes: Sequence[LabNode],
+def node_agents(settings: LabSettings, nodes: Sequence[LabNode], rest: Rest,
                 progress: Progress) -> dict[str, NodeRuntime]:
-    """HOOK for the node agent: start ``podnet agent`` for each node; how to reach each.
+    """Start ``podnet agent`` for each node (``podnet.lab.agents``), wait until every node
+    is ready for pods, and return how the kubelet side attaches pods on each."""
+    progress.step(f"node agents on {', '.join(node.name for node in nodes)}")
+    started = []
+    for node in nodes:
+        process = agents.agent_process(settings, node.name)
+        argv = agents.agent_argv(settings, node)
+        if process.pid() is None or _recorded_command(process) != " ".join(argv):
+            _forget_readiness(rest, node.name)  # the new agent sets it once it is ready
+        _start(process, argv)
+        started.append((node.name, process))
+    agents.wait_ready(started, lambda node: agents.agent_ready(rest, node))
+    progress.note("every node ready: join port installed, routes and SNAT in place "
+                  f"(label {AGENT_READY_LABEL}=true)")
+    return {node.name: agents.runtime_of(node) for node in nodes}
 
-    For every node this will start, as a ``BackgroundProcess`` named ``agent-<node>``
-    (and list it in ``PROCESSES`` so ``status`` and ``down`` see it),
-    ``ip netns exec <node.netns> podnet agent --kubeconfig <settings.kubeconfig("agent")>
-    --node-name <node.name> --ovs-db unix:<node.directory>/db.sock --socket
-    <node.directory>/cni.sock --redis <settings.redis.url> --install-cni
-    <node.directory>/cni-bin``, wait for the agent's readiness (the Node label
-    ``podnet.io/agent-ready=true``, or a CNI ``STATUS`` call), and return a
-    ``NodeRuntime`` per node: its netns, the network configuration ``{"name": "podnet",
-    "type": "podnet-cni", "socket": ...}`` and the plugin the agent installed. The
-    controllers then attach those nodes' pods by calling ``podnet-cni`` as a runtime
-    does (``podnet.lab.kubelet``), and the scheduler consults the webhook's extender,
-    which passes only nodes with a ready agent. Until then no node has an agent: pods
-    are admitted, addressed, scheduled and wired into OVN, and wait for their attach.
-    """
-    progress.step("node agents: none yet (pods will be scheduled, not attached)")
-    return {}
+
+def _forget_readiness(rest: Rest, node: str) -> None:
+    rest.patch("Node", node, {"metadata": {"labels": {AGENT_READY_LABEL: None}}})
 
 
 def _start_sync(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
-                central: OvnCentral, progress: Progress) -> None:
+                central: OvnCentral, progress: Progress, restart: bool = False) -> None:
+    """Start the sync worker; ``restart`` it when Redis was started afresh under it, so
+    that its first step, a full resync, rebuilds the index on this Redis."""
     progress.step("sync worker (API server -> IPAM bindings and OVN northbound)")
     process = processes["sync"]
+    if restart and process.pid() is not None:
+        process.stop()
     if _start(process, python("podnet.cli", "sync", "--kubeconfig",
                               str(settings.kubeconfig("sync")), "--ovn-nb", central.nb_remote,
                               "--redis", settings.redis.url, "--release-grace", "5")):
@@ -277,8 +321,7 @@ def _start_controllers(settings: LabSettings, processes: Mapping[str, Background
                        ledger: Ledger, progress: Progress) -> None:
     progress.step("controllers (workloads, scheduler, endpoint slices, kubelet)")
     argv = python("podnet.lab.controllers", "--kubeconfig",
-                  str(settings.kubeconfig("controllers")),
-                  "--webhook-config", str(settings.state_dir / "webhook-config"))
+                  str(settings.kubeconfig("controllers")))
     if runtimes:
         config = settings.state_dir / "kubelet.json"
         config.write_text(json.dumps({
@@ -399,8 +442,9 @@ def _wait_alive(process: BackgroundProcess, settle_s: float = 0.5) -> None:
 # ---------------------------------------------------------- manifests
 
 
-async def _apply_and_watch(settings: LabSettings, rest: Rest, attaching: bool,
-                           progress: Progress) -> tuple[list[ManifestProblem], Report]:
+async def _apply_and_watch(settings: LabSettings, rest: Rest, central: OvnCentral,
+                           attaching: bool, progress: Progress
+                           ) -> tuple[list[ManifestProblem], Report]:
     manifests, problems = read_manifests(settings.manifests)
     progress.step(f"applying {len(manifests)} objects from "
                   + ", ".join(map(str, settings.manifests)))
@@ -410,11 +454,13 @@ async def _apply_and_watch(settings: LabSettings, rest: Rest, attaching: bool,
     try:
         for index, phase in enumerate(in_phases(manifests)):
             before = len(outcome.created) + len(outcome.changed)
+            if PHASES[index] == ("Deployment", "StatefulSet", "ReplicaSet", "Pod"):
+                await _wait_admission_ready(settings, central, outcome, progress)
             if phase:
                 await asyncio.to_thread(apply_phase, rest, phase, outcome)
             changed = len(outcome.created) + len(outcome.changed) > before
             if changed and PHASES[index] in (("Namespace",), ("Subnet",), ("IPPool",)):
-                await _wait_webhook_config(settings, outcome, progress)
+                await asyncio.sleep(3 * WEBHOOK_RESCAN_S)  # the webhook's watch and rescan
         _summarise(outcome, progress)
         problems += outcome.problems
         for problem in problems:
@@ -423,7 +469,6 @@ async def _apply_and_watch(settings: LabSettings, rest: Rest, attaching: bool,
     finally:
         await times.stop()
     report.problems = [str(p) for p in problems] + report.problems
-    report.save(settings.state_dir)
     return problems, report
 
 
@@ -432,42 +477,73 @@ def _summarise(outcome: Applied, progress: Progress) -> None:
                   f"{len(outcome.unchanged)} unchanged, {len(outcome.problems)} refused")
 
 
-async def _wait_webhook_config(settings: LabSettings, outcome: Applied, progress: Progress,
-                               timeout_s: float = 20.0) -> None:
-    """Wait until the webhook can admit pods of the applied namespaces and subnets.
+def wanted_subnets(objects: Sequence[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
+    """The subnets and pools pods may be admitted to once ``objects`` are applied: the
+    Subnets and IPPools among them, ``join``, and ``ovn-default`` unless a Subnet
+    declares itself the default."""
+    subnets = {JOIN_SUBNET}
+    pools = set()
+    for obj in objects:
+        name = str((obj.get("metadata") or {}).get("name"))
+        if obj.get("kind") == "Subnet":
+            subnets.add(name)
+        elif obj.get("kind") == "IPPool":
+            pools.add(name)
+    if not any(obj.get("kind") == "Subnet" and (obj.get("spec") or {}).get("default")
+               for obj in objects):
+        subnets.add(DEFAULT_SUBNET)
+    return subnets, pools
 
-    The Subnets and IPPools must be in the IPAM, and the webhook must have re-read the
-    mirrored configuration (it rescans every ``WEBHOOK_RESCAN_S``)."""
-    wanted = {(str(o.get("kind")), str((o.get("metadata") or {}).get("name")))
-              for o in outcome.objects if o.get("kind") in ("Namespace", "Subnet", "IPPool")}
-    mirror = settings.state_dir / "webhook-config" / MIRROR_FILE
+
+async def _wait_admission_ready(settings: LabSettings, central: OvnCentral, outcome: Applied,
+                                progress: Progress, timeout_s: float = 30.0) -> None:
+    """Wait until the webhook can give addresses in every applied subnet.
+
+    Each Subnet and IPPool must be in the IPAM, and each subnet not fenced and written
+    to OVN by a full step of the sync worker: that step marks the subnet's index rebuilt
+    before it writes the subnet's switch, and the webhook (``require_rebuilt``) hands out
+    no address before that."""
+    subnets, pools = wanted_subnets(outcome.objects)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _mirrored(mirror, wanted) and await _registered(settings, wanted):
-            await asyncio.sleep(3 * WEBHOOK_RESCAN_S)
-            return
+    missing = await _not_ready(settings, central, subnets, pools)
+    while missing and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    progress.note("! the webhook's configuration did not catch up in "
-                  f"{timeout_s:.0f}s; pods may be refused")
+        missing = await _not_ready(settings, central, subnets, pools)
+    if missing:
+        progress.note(f"! not ready for pods after {timeout_s:.0f}s: {', '.join(missing)}; "
+                      "pods may be refused (workloads retry)")
+    else:
+        progress.note(f"subnets ready for admission: {', '.join(sorted(subnets))}")
 
 
-def _mirrored(path: Path, wanted: set[tuple[str, str]]) -> bool:
-    try:
-        text = path.read_text()
-    except OSError:
-        return False
-    return all(f"name: {name}\n" in text for _, name in wanted)
-
-
-async def _registered(settings: LabSettings, wanted: set[tuple[str, str]]) -> bool:
+async def _not_ready(settings: LabSettings, central: OvnCentral, subnets: set[str],
+                     pools: set[str]) -> list[str]:
+    """What keeps pods of these subnets and pools from being admitted now."""
     try:
         async with open_ipam(replace(settings.redis_settings, socket_timeout_s=1.0)) as ipam:
-            subnets = {spec.name for spec in await ipam.subnets()}
-            pools = {pool.name for pool in await ipam.pools()}
-    except errors.IpamError:
-        return False
-    return all(name in (subnets if kind == "Subnet" else pools)
-               for kind, name in wanted if kind in ("Subnet", "IPPool"))
+            usage = {str(s["name"]): bool(s.get("fenced")) for s in await subnet_list(ipam)}
+            known_pools = {pool.name for pool in await ipam.pools()}
+        listing = await asyncio.to_thread(central.nbctl, "--bare", "--columns=name", "list",
+                                          "Logical_Switch")
+    except (errors.IpamError, OvnError) as exc:
+        return [f"IPAM or OVN unavailable ({exc})"]
+    return reasons_not_ready(subnets, pools, usage, known_pools, set(listing.split()))
+
+
+def reasons_not_ready(subnets: set[str], pools: set[str], usage: Mapping[str, bool],
+                      known_pools: set[str], switches: set[str]) -> list[str]:
+    """Why pods of ``subnets`` and ``pools`` cannot be admitted yet, given the IPAM's
+    subnets (name: fenced), its pools and OVN's logical switches."""
+    reasons = []
+    for name in sorted(subnets):
+        if name not in usage:
+            reasons.append(f"subnet {name} not registered")
+        elif usage[name]:
+            reasons.append(f"subnet {name} fenced")
+        elif name not in switches:
+            reasons.append(f"subnet {name} not synced yet")
+    reasons += [f"IPPool {name} not registered" for name in sorted(pools - known_pools)]
+    return reasons
 
 
 class PodTimes:
@@ -564,11 +640,58 @@ def _workload_settled(workload: Mapping[str, Any], attaching: bool) -> bool:
     return ordered and not attaching and have >= min(1, replicas)
 
 
+# -------------------------------------------------------- connectivity
+
+
+def check_connectivity(settings: LabSettings, rest: Rest, progress: Progress | None = None
+                       ) -> list[CheckResult]:
+    """Run the connectivity checks between the running pods (``podnet.lab.checks``)."""
+    return asyncio.run(_check_connectivity(settings, rest, progress))
+
+
+async def _check_connectivity(settings: LabSettings, rest: Rest, progress: Progress | None
+                              ) -> list[CheckResult]:
+    objects = await asyncio.to_thread(
+        lambda: {kind: rest.list(kind) for kind in ("Pod", "Service", "EndpointSlice", "Node")})
+    hosts = {}
+    for pod in objects["Pod"]:
+        host = pod_host(pod, lambda p: sandbox_name(settings.prefix, p))
+        if host is not None and netns_exists(host.netns):
+            hosts[uid_of(pod)] = host
+    addresses = node_addresses(objects["Node"])
+    external = Host(f"outside {settings.outside_address}", settings.external_netns,
+                    settings.outside_address)
+    checks = plan_checks(
+        list(hosts.values()),
+        service_targets(objects["Service"], objects["EndpointSlice"], hosts),
+        external if netns_exists(external.netns) else None, await _nat_subnets(settings),
+        addresses)
+    if progress is not None:
+        progress.step(f"connectivity: {len(checks)} checks between {len(hosts)} running pods")
+
+    def shown(result: CheckResult) -> None:
+        if progress is not None:
+            verdict = "pass" if result.ok else "FAIL"
+            progress.note(f"{verdict}  {result.kind}: {result.source} -> {result.destination}")
+
+    names = {address: node for node, address in addresses.items()}
+    return await run_checks(checks, names, shown)
+
+
+async def _nat_subnets(settings: LabSettings) -> set[str]:
+    """The subnets whose pods leave the cluster through SNAT (``natOutgoing``)."""
+    with contextlib.suppress(errors.IpamError):
+        async with open_ipam(replace(settings.redis_settings, socket_timeout_s=1.0)) as ipam:
+            return {spec.name for spec in await ipam.subnets() if spec.nat_outgoing}
+    return set()
+
+
 # -------------------------------------------------------------- status
 
 
-def status_report(settings: LabSettings, with_pods: bool = True) -> str:
-    """What ``up`` started, every subnet's use while Redis runs, and the pods."""
+def status_report(settings: LabSettings, with_pods: bool = True, check: bool = False) -> str:
+    """What ``up`` started, every subnet's use while Redis runs, the pods, and the
+    connectivity checks (the last ``up``'s, or run again now with ``check``)."""
     lines = ["", f"{'PROCESS':<32} {'PID':<8} STATE"]
     for name, process in _processes(settings).items():
         lines.append(_process_line(name, process.pid()))
@@ -581,7 +704,7 @@ def status_report(settings: LabSettings, with_pods: bool = True) -> str:
     with contextlib.suppress(errors.IpamError):
         text += "\n\n" + format_table(subnets_table(asyncio.run(_subnets(settings)))) + "\n"
     if with_pods:
-        text += "\n" + _pods_now(settings) + "\n"
+        text += "\n" + _pods_now(settings, check) + "\n"
     return text
 
 
@@ -594,8 +717,9 @@ async def _subnets(settings: LabSettings) -> list[dict[str, object]]:
         return await subnet_list(ipam)
 
 
-def _pods_now(settings: LabSettings) -> str:
-    """The pod table from the API server (or the last report while it is down)."""
+def _pods_now(settings: LabSettings, check: bool) -> str:
+    """The pod table from the API server (or the last report while it is down), and the
+    connectivity checks."""
     saved = Report.load(settings.state_dir)
     if _processes(settings)["apiserver"].pid() is None or not settings.kubeconfig(
             "admin").exists():
@@ -603,6 +727,7 @@ def _pods_now(settings: LabSettings) -> str:
     try:
         rest = Rest(kube.kube_client(settings.kubeconfig("admin")))
         objects = _read_cluster(rest)
+        connectivity = check_connectivity(settings, rest) if check else saved.connectivity
     except kube.KubeError as exc:
         return f"(pods unavailable: {exc})"
     attaching = (settings.state_dir / "kubelet.json").exists()
@@ -610,7 +735,11 @@ def _pods_now(settings: LabSettings) -> str:
     rows = [pod_row(pod, times.get(uid_of(pod)), attaching) for pod in objects["Pod"]]
     workloads = objects["Deployment"] + objects["ReplicaSet"] + objects["StatefulSet"]
     problems = [p for p in saved.problems if p not in workload_problems(workloads)]
-    return Report(rows, problems + workload_problems(workloads)).render()
+    text = Report(rows, problems + workload_problems(workloads), 0.0, connectivity).render()
+    if not check and saved.finished_at:
+        when = time.strftime("%H:%M:%S", time.localtime(saved.finished_at))
+        text += f"\n(checks of the podnet up that finished at {when}; --check runs them now)"
+    return text
 
 
 # ---------------------------------------------------------------- down
@@ -621,9 +750,12 @@ def down(settings: LabSettings, keep_data: bool = False) -> list[str]:
     progress = Progress()
     failures: list[str] = []
     processes = _processes(settings)
-    for name in ("controllers", "sync", "ipam-endpoint", "webhook", "apiserver"):
-        if processes[name].stop():
-            progress.step(f"stopped {name}")
+    for name in STOPPING_ORDER:
+        chosen = [p for key, p in processes.items()
+                  if key == name or (name == "agents" and key.startswith("agent-"))]
+        for process in chosen:
+            if process.stop():
+                progress.step(f"stopped {process.name}")
     central = central_of(settings)
     for node in known_nodes(settings):
         if node.ovs(central).pids():
