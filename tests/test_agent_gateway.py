@@ -32,7 +32,7 @@ async def cluster(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[La
 async def source_seen(cluster: Lab, pod_name: str, target: str, port: int) -> str:
     """The source address the external host sees for a connection from the pod."""
     pod = next(p for p in cluster.pods if p.name == pod_name)
-    answer = await eventually(lambda: tcp_request(pod, target, port), 20.0,
+    answer = await eventually(lambda: tcp_request(pod, target, port), 45.0,
                               f"{pod_name} reaching {target}")
     return str(answer).split()[1]
 

@@ -51,10 +51,10 @@ async def measure_mbps(client: LabPod, server: LabPod, reverse: bool) -> float:
 
 async def assert_limited(client: LabPod, server: LabPod, reverse: bool, limit: float) -> None:
     """The measured rate is within 15% of the limit. A limit is a ceiling, so a run that
-    another process starved of CPU (this machine is shared) is measured once more; a run
-    above the ceiling fails at once."""
+    another process starved of CPU (this machine is shared) is measured again, up to three
+    runs in all; a run above the ceiling fails at once."""
     runs = []
-    for _ in range(2):
+    for _ in range(3):
         measured = await measure_mbps(client, server, reverse)
         runs.append(measured)
         assert measured <= limit * (1 + TOLERANCE), f"{measured:.1f} Mbit/s for {limit}"
