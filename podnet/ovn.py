@@ -586,9 +586,14 @@ def link_exists(name: str, netns: str | None = None) -> bool:
 
 
 def delete_link(name: str, netns: str | None = None) -> None:
-    """Delete a link if it exists (a veth takes its peer with it)."""
-    if link_exists(name, netns):
+    """Delete a link if it exists (a veth takes its peer with it, possibly just now)."""
+    if not link_exists(name, netns):
+        return
+    try:
         run(["ip", "link", "del", "dev", name], netns=netns)
+    except OvnError:
+        if link_exists(name, netns):
+            raise
 
 
 def disable_tx_offload(dev: str, netns: str | None = None) -> None:
