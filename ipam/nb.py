@@ -9,7 +9,11 @@ shared columns (a router's policies, a switch's load-balancer groups).
 
 A ``Scope`` limits a step to some identities (the pods of one event, say), so the
 event path costs what the event touches, while the periodic full resync passes no
-scope and repairs every drift, such as a port deleted by hand.
+scope and repairs every drift, such as a port deleted by hand. A scoped step never
+walks a whole table: reading a column of an IDL row converts it to Python, which over
+thousands of rows would cost more than the event itself. It finds its rows through
+the IDL's indexes (names, and podnet's ``podnet.io/key``), skips the skeleton, and
+trusts the parent markers its own rows carry; the next full step checks them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ovsdbapp.backend.ovs_idl import command as ovsdb_command
 from ovsdbapp.backend.ovs_idl import idlutils
 
 from ipam.nb_model import (
+    CLUSTER_ROUTER,
     KIND_KEY,
     LB_GROUP,
     OWNER,
@@ -43,6 +48,7 @@ from ipam.nb_model import (
 )
 
 KEY = "podnet.io/key"
+KEY_INDEX = "podnet_key"
 Row = Any
 
 
@@ -94,6 +100,10 @@ class Report:
             self.by_kind[key] = self.by_kind.get(key, 0) + count
 
 
+def _key_of(entry: Any) -> str:
+    return str(dict(entry.external_ids).get(KEY, ""))
+
+
 def _ours(row: Row) -> bool:
     return dict(row.external_ids).get(OWNER_KEY) == OWNER
 
@@ -132,16 +142,53 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
 
     def run_idl(self, txn: Any) -> None:
         self.txn = txn
-        routers = self._sync_routers()
-        switches = self._sync_switches()
-        self._sync_router_ports(routers)
+        if self.scope.structure:
+            routers = self._sync_routers()
+            switches = self._sync_switches()
+            self._sync_router_ports(routers)
+        else:
+            routers = self._named_rows("Logical_Router", self.desired.routers)
+            switches = self._named_rows("Logical_Switch", self.desired.switches)
         self._sync_switch_ports(switches)
-        self._sync_acls(switches)
+        if self.scope.structure:
+            self._sync_acls(switches)
         self._sync_address_sets()
         self._sync_policies(routers)
-        self._sync_static_routes(routers)
+        if self.scope.structure:
+            self._sync_static_routes(routers)
         self._sync_load_balancers(switches, routers)
         self.result = self.report
+
+    # ------------------------------------------------------------ indexed lookups
+
+    def _named_rows(self, table: str, names: Iterable[str]) -> dict[str, Row]:
+        """podnet's rows of ``table`` with these names, through the IDL's name index."""
+        found: dict[str, Row] = {}
+        for name in names:
+            for row in idlutils.rows_by_value(self.api.idl, table, "name", name):
+                if _ours(row):
+                    found[name] = row
+        return found
+
+    def _keyed_rows(self, table: str, keys: Iterable[str]) -> dict[str, Row]:
+        """podnet's rows of ``table`` whose ``podnet.io/key`` is one of ``keys``.
+
+        The index is made on first use, in the connection thread that also keeps it
+        (the IDL re-indexes a row on every change, so it never goes stale)."""
+        rows = self._table(table).rows
+        index = rows.indexes.get(KEY_INDEX)
+        if index is None:
+            index = rows.index_create(KEY_INDEX)
+            index.add_column("external_ids", key=_key_of)
+            for row in rows.values():
+                index.add(row)
+        found: dict[str, Row] = {}
+        for key in keys:
+            probe = rows.IndexEntry(external_ids={KEY: key})
+            for row in index.irange(probe, probe):
+                if _ours(row):
+                    found[key] = row
+        return found
 
     # ---------------------------------------------------------------- generic diff
 
@@ -277,7 +324,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             def parent_of(row: Row) -> Row | None:
                 return parents.get(row.uuid)
         else:  # a scoped step looks its ports up by name and trusts their switch marker
-            current = self._ports_named(wanted)
+            current = self._named_rows("Logical_Switch_Port", wanted)
 
             def parent_of(row: Row) -> Row | None:
                 return switches.get(dict(row.external_ids).get(SWITCH_KEY, ""))
@@ -320,15 +367,6 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         self._diff("switch_ports", current, self.desired.switch_ports, read, create, update,
                    delete)
 
-    def _ports_named(self, names: Iterable[str]) -> dict[str, Row]:
-        """podnet's switch ports of these names, through the IDL's index on ``name``."""
-        found: dict[str, Row] = {}
-        for name in names:
-            for row in idlutils.rows_by_value(self.api.idl, "Logical_Switch_Port", "name", name):
-                if _ours(row):
-                    found[name] = row
-        return found
-
     def _sync_acls(self, switches: Mapping[str, Row]) -> None:
         parent = {acl.uuid: switch for switch in switches.values() for acl in _refs(switch, "acls")}
 
@@ -356,9 +394,11 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     # ---------------------------------------------------------------- routing
 
     def _sync_address_sets(self) -> None:
+        wanted = self.scope.address_sets
+        current = (self._owned("Address_Set", lambda r: r.name) if wanted is None
+                   else self._named_rows("Address_Set", wanted))
         self._diff(
-            "address_sets", self._owned("Address_Set", lambda r: r.name),
-            self.desired.address_sets,
+            "address_sets", current, self.desired.address_sets,
             read=lambda r: AddressSet(r.name, tuple(sorted(r.addresses)), _dict(r.external_ids)),
             create=lambda w: self._insert("Address_Set", name=w.name,
                                           addresses=list(w.addresses),
@@ -368,7 +408,16 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         )
 
     def _sync_policies(self, routers: Mapping[str, Row]) -> None:
-        parent = {p.uuid: router for router in routers.values() for p in _refs(router, "policies")}
+        wanted = self.scope.policies
+        if wanted is None:
+            parent = {p.uuid: router for router in routers.values()
+                      for p in _refs(router, "policies")}
+            current = self._owned("Logical_Router_Policy",
+                                  lambda r: dict(r.external_ids).get(KEY, ""))
+        else:  # podnet owns one router: a scoped step takes it for the parent
+            current = self._keyed_rows("Logical_Router_Policy", wanted)
+            only = routers.get(CLUSTER_ROUTER)
+            parent = {row.uuid: only for row in current.values() if only is not None}
 
         def read(row: Row) -> RouterPolicy:
             router = parent.get(row.uuid)
@@ -391,9 +440,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             create(want)
 
         self._diff(
-            "policies",
-            self._owned("Logical_Router_Policy", lambda r: dict(r.external_ids).get(KEY, "")),
-            self.desired.policies, read, create, update,
+            "policies", current, self.desired.policies, read, create, update,
             delete=lambda r: self._detach_delete(parent, r, "policies"),
         )
 
@@ -429,24 +476,37 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     def _sync_load_balancers(
         self, switches: Mapping[str, Row], routers: Mapping[str, Row]
     ) -> None:
+        group = self._lb_group()
+
+        def create(want: LoadBalancer) -> Row:
+            row = self._insert(
+                "Load_Balancer", name=want.name, protocol=[want.protocol],
+                vips=dict(want.vips), external_ids=dict(want.external_ids),
+                options=dict(want.options))
+            group.addvalue("load_balancer", row)
+            return row
+
+        def delete(row: Row) -> None:
+            group.delvalue("load_balancer", row)
+            row.delete()
+
+        wanted = self.scope.load_balancers
+        current = (self._owned("Load_Balancer", lambda r: r.name) if wanted is None
+                   else self._named_rows("Load_Balancer", wanted))
         rows = self._diff(
-            "load_balancers", self._owned("Load_Balancer", lambda r: r.name),
-            self.desired.load_balancers,
+            "load_balancers", current, self.desired.load_balancers,
             read=lambda r: LoadBalancer(r.name, r.protocol[0] if r.protocol else "",
                                         _dict(r.vips), _dict(r.external_ids), _dict(r.options)),
-            create=lambda w: self._insert(
-                "Load_Balancer", name=w.name, protocol=[w.protocol], vips=dict(w.vips),
-                external_ids=dict(w.external_ids), options=dict(w.options)),
-            update=self._update_load_balancer,
-            delete=lambda r: r.delete(),
+            create=create, update=self._update_load_balancer, delete=delete,
         )
-        group = self._lb_group()
+        if wanted is not None:
+            return  # membership of the rest, and the holders, are the full step's
         members = {row.uuid for row in _refs(group, "load_balancer")}
-        wanted = {row.uuid: row for row in rows.values()}
+        in_place = {row.uuid: row for row in rows.values()}
         for row in list(_refs(group, "load_balancer")):
-            if row.uuid not in wanted:
+            if row.uuid not in in_place:
                 group.delvalue("load_balancer", row)
-        for uuid, row in wanted.items():
+        for uuid, row in in_place.items():
             if uuid not in members:
                 group.addvalue("load_balancer", row)
         for holder in (*switches.values(), *routers.values()):

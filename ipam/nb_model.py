@@ -20,6 +20,8 @@ KIND_KEY = "podnet.io/kind"
 SWITCH_KEY = "podnet.io/switch"
 """On switch ports: the switch that holds them (OVN has no back-reference)."""
 LB_GROUP = "podnet-cluster-lbs"
+CLUSTER_ROUTER = "ovn-cluster"
+"""The one router podnet owns."""
 
 Pairs = tuple[tuple[str, str], ...]
 

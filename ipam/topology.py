@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from ipam.addresses import IPAddress
 from ipam.cluster import EndpointSliceView, PodView, ServicePort, ServiceView
 from ipam.nb_model import (
+    CLUSTER_ROUTER,
     SWITCH_KEY,
     Acl,
     AddressSet,
@@ -40,7 +41,6 @@ from ipam.nb_model import (
 )
 from ipam.subnet import JOIN_SUBNET, SubnetSpec
 
-CLUSTER_ROUTER = "ovn-cluster"
 OVN_MAX_AFFINITY_TIMEOUT_S = 65535
 PRIORITY_CLUSTER_INTERNAL = 31000
 PRIORITY_GATEWAY = 29000

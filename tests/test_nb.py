@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from ipam.cluster import parse_endpoint_slice, parse_pod, parse_service
 from ipam.nb import Northbound, Scope
 from ipam.nb_model import DesiredState
 from ipam.subnet import build_subnet
-from ipam.topology import ClusterView, NodeJoin, desired_state
+from ipam.topology import ClusterView, NodeJoin, desired_state, distributed_keys
 from podnet.ovn import OvnCentral, close_api, nb_api
 
 
@@ -32,6 +32,14 @@ def northbound(central: OvnCentral) -> Iterator[Northbound]:
     yield writer
     writer.reconcile(DesiredState())  # removes every row podnet owns
     close_api(api)
+
+
+def replica_sees(northbound: Northbound, check: Callable[[Any], bool]) -> None:
+    """Wait until the worker's IDL replica has caught up with a change made by hand."""
+    deadline = time.monotonic() + 10
+    while not check(northbound.api.tables):
+        assert time.monotonic() < deadline, "the IDL replica never saw the change"
+        time.sleep(0.02)
 
 
 def pod(name: str, ip: str, node: str = "node1") -> Any:
@@ -55,12 +63,12 @@ SLICE = parse_endpoint_slice({
 })
 
 
-def cluster(*pods: Any) -> DesiredState:
+def cluster(*pods: Any, with_service: bool = True) -> DesiredState:
     return desired_state(ClusterView(
         subnets=[build_subnet("apps", "10.20.0.0/24"), build_subnet("join", "100.64.0.0/16")],
         pods=list(pods),
         nodes=[NodeJoin("node1", (ipaddress.ip_address("100.64.0.2"),), "0a:58:64:40:00:02")],
-        services=[SERVICE], slices=[SLICE],
+        services=[SERVICE] if with_service else [], slices=[SLICE] if with_service else [],
     ))
 
 
@@ -102,6 +110,9 @@ def test_drift_is_repaired_and_foreign_rows_are_left_alone(
         central.nbctl("lsp-del", "web-a.default")
         central.nbctl("set", "Load_Balancer", "podnet/svc/default/web/tcp",
                       'vips={"10.96.0.10:80"="10.99.9.9:1"}')
+        replica_sees(northbound, lambda tables: any(
+            dict(row.vips).get("10.96.0.10:80") == "10.99.9.9:1"
+            for row in tables["Load_Balancer"].rows.values()))
         report = northbound.reconcile(cluster(pod("web-a", "10.20.0.5")))
         assert report.by_kind == {"switch_ports.created": 1, "load_balancers.updated": 1}
         assert "someone-elses" in central.nbctl("ls-list")
@@ -119,6 +130,26 @@ def test_a_scoped_step_touches_only_its_pods(northbound: Northbound, central: Ov
     ports = central.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split()
     assert {"web-b.default", "web-c.default"} <= set(ports)
     assert "web-a.default" not in ports
+
+
+def test_a_scoped_step_finds_its_service_and_gateway_rows_without_the_skeleton(
+    northbound: Northbound, central: OvnCentral
+) -> None:
+    northbound.reconcile(cluster(pod("web-a", "10.20.0.5")))
+    address_sets, policies = distributed_keys("apps", "node1")
+    scope = Scope(switch_ports=frozenset(), structure=False,
+                  load_balancers=frozenset({"podnet/svc/default/web/tcp"}),
+                  address_sets=frozenset(address_sets), policies=frozenset(policies))
+    # The service is deleted and node1 runs no pod of apps any more.
+    gone = northbound.reconcile(cluster(with_service=False), scope)
+    assert gone.by_kind == {"load_balancers.deleted": 1, "address_sets.deleted": 1,
+                            "policies.deleted": 1}
+    assert central.nbctl("get", "Load_Balancer_Group", "podnet-cluster-lbs",
+                         "load_balancer").strip() == "[]"
+    back = northbound.reconcile(cluster(pod("web-a", "10.20.0.5")), scope)
+    assert back.by_kind == {"load_balancers.created": 1, "address_sets.created": 1,
+                            "policies.created": 1}
+    assert northbound.reconcile(cluster(pod("web-a", "10.20.0.5"))).changes == 0
 
 
 def test_a_restarted_northbound_server_is_reconnected_and_converges(
