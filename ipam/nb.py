@@ -56,6 +56,10 @@ class NorthboundError(RuntimeError):
     """The NB database refused or could not take a reconcile step."""
 
 
+SCOPED_KINDS = ("switch_ports", "load_balancers", "address_sets", "policies")
+"""The kinds a ``Scope`` can limit to some keys (the rest is the skeleton)."""
+
+
 @dataclass(frozen=True)
 class Scope:
     """Identities a reconcile step may touch, per kind; ``None`` means all of that kind."""
@@ -68,7 +72,7 @@ class Scope:
     """Routers, router ports, switches and ACLs (the slow-changing skeleton)."""
 
     def allows(self, kind: str, key: str) -> bool:
-        if kind in ("switch_ports", "load_balancers", "address_sets", "policies"):
+        if kind in SCOPED_KINDS:
             keys: frozenset[str] | None = getattr(self, kind)
             return keys is None or key in keys
         return self.structure
@@ -129,6 +133,8 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         self.scope = scope
         self.max_changes = max_changes
         self.incomplete = False
+        self.left: dict[str, set[str]] = {}
+        """Keys per kind this transaction had no room for (see ``rest``)."""
         self.report = Report()
 
     def __str__(self) -> str:  # ovsdbapp puts commands in its error messages
@@ -147,8 +153,8 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             switches = self._sync_switches()
             self._sync_router_ports(routers)
         else:
-            routers = self._named_rows("Logical_Router", self.desired.routers)
-            switches = self._named_rows("Logical_Switch", self.desired.switches)
+            routers = self._named_rows("Logical_Router", {CLUSTER_ROUTER})
+            switches = self._named_rows("Logical_Switch", self._scoped_switch_names())
         self._sync_switch_ports(switches)
         if self.scope.structure:
             self._sync_acls(switches)
@@ -169,6 +175,13 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 if _ours(row):
                     found[name] = row
         return found
+
+    def _scoped_switch_names(self) -> set[str]:
+        """The switches a scoped step's ports are in, or are to move to."""
+        names = {port.switch for port in self.desired.switch_ports.values()}
+        for row in self._named_rows("Logical_Switch_Port", self.scope.switch_ports or ()).values():
+            names.add(dict(row.external_ids).get(SWITCH_KEY, ""))
+        return names
 
     def _keyed_rows(self, table: str, keys: Iterable[str]) -> dict[str, Row]:
         """podnet's rows of ``table`` whose ``podnet.io/key`` is one of ``keys``.
@@ -205,34 +218,50 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         """Create, update, delete by identity; returns the rows now in place."""
         rows: dict[str, Row] = {}
         for key, row in current.items():
-            if not self.scope.allows(kind, key):
-                rows[key] = row
-            elif key not in desired and self._room():
+            rows[key] = row
+            if key in desired or not self.scope.allows(kind, key):
+                continue
+            if self._room():
                 delete(row)
+                del rows[key]
                 self.report.count(kind, "deleted")
             else:
-                rows[key] = row
+                self._leave(kind, key)
         for key, want in desired.items():
             if not self.scope.allows(kind, key):
                 continue
             row = rows.get(key)
-            if row is None and self._room():
-                created = create(want)
-                if created is not None:
-                    rows[key] = created
-                    self.report.count(kind, "created")
-            elif row is not None and read(row) != want and self._room():
+            if row is not None and read(row) == want:
+                continue
+            if not self._room():
+                self._leave(kind, key)
+            elif row is not None:
                 update(row, want)
                 self.report.count(kind, "updated")
+            elif (created := create(want)) is not None:
+                rows[key] = created
+                self.report.count(kind, "created")
+            else:
+                self._leave(kind, key)
         return rows
 
     def _room(self) -> bool:
         """Whether this transaction may take one more change (else the step goes on in
         the next transaction: a cold start of thousands of rows commits in slices)."""
-        if self.report.changes < self.max_changes:
-            return True
+        return self.report.changes < self.max_changes
+
+    def _leave(self, kind: str, key: str) -> None:
         self.incomplete = True
-        return False
+        self.left.setdefault(kind, set()).add(key)
+
+    def rest(self) -> Scope:
+        """The scope of what this transaction left to the next one: only those keys, so
+        the slices after the first cost what they write, not another walk of every
+        table (the skeleton again only if some of it was left)."""
+        return Scope(
+            **{kind: frozenset(self.left.get(kind, ())) for kind in SCOPED_KINDS},
+            structure=any(kind not in SCOPED_KINDS for kind in self.left),
+        )
 
     def _insert(self, table: str, **columns: Any) -> Row:
         row = self.txn.insert(self._table(table))
@@ -339,7 +368,6 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
 
         def create(want: SwitchPort) -> Row:
             if want.switch not in switches:  # created in a later slice of the step
-                self.incomplete = True
                 return None
             row = self._insert(
                 "Logical_Switch_Port", name=want.name, addresses=list(want.addresses),
@@ -553,6 +581,7 @@ class Northbound:
             total.merge(command.report)
             if not command.incomplete or not command.report.changes:
                 return total
+            scope = command.rest()
 
     async def reconcile_async(self, desired: DesiredState, scope: Scope = FULL) -> Report:
         return await asyncio.to_thread(self.reconcile, desired, scope)

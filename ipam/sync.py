@@ -4,7 +4,8 @@ It follows Subnets, IPPools, Nodes, Pods, Services, EndpointSlices and StatefulS
 (from the Kubernetes API, or from a manifests folder when standalone) in ``Store``s and
 works in steps, one at a time:
 
-- an event marks what it touches as dirty; the next step binds or releases those pods'
+- an event marks what it touches as dirty; the next step re-reads only those objects
+  into the worker's index (``ipam.sync_index``), binds or releases those pods'
   addresses and writes their OVN rows in one scoped transaction, so the event path
   costs what the event touches, and a burst of events is coalesced into one step;
 - a full resync (at start, after every relist and periodically) registers subnets and
@@ -41,6 +42,7 @@ from ipam.records import Allocation
 from ipam.requests import ReserveRequest
 from ipam.store import Ipam
 from ipam.subnet import JOIN_CIDR, JOIN_SUBNET, SubnetSpec, build_subnet
+from ipam.sync_index import ClusterIndex, ObjectKey, pair_of
 from ipam.topology import (
     ClusterView,
     NodeJoin,
@@ -62,6 +64,8 @@ class ObjectStore(Protocol):
     """What the worker reads of a kind (``podnet.kube.Store`` fits)."""
 
     def objects(self) -> list[dict[str, Any]]: ...
+
+    def get(self, name: str, namespace: str = "") -> dict[str, Any] | None: ...
 
 
 V = TypeVar("V")
@@ -112,13 +116,14 @@ class SyncSettings:
 class Dirty:
     """What events touched since the last step."""
 
-    pods: set[tuple[str, str]] = field(default_factory=set)
+    pods: set[ObjectKey] = field(default_factory=set)
     services: set[str] = field(default_factory=set)
+    slices: set[ObjectKey] = field(default_factory=set)
     full: bool = True
 
     def take(self) -> Dirty:
-        taken = Dirty(self.pods, self.services, self.full)
-        self.pods, self.services, self.full = set(), set(), False
+        taken = Dirty(self.pods, self.services, self.slices, self.full)
+        self.pods, self.services, self.slices, self.full = set(), set(), set(), False
         return taken
 
 
@@ -153,7 +158,7 @@ class SyncWorker:
         self._routed: set[str] = set()  # pod uids patched routed=true
         self._parse: dict[str, ParseCache[Any]] = {
             kind: ParseCache(kind) for kind in ("Pod", "Service", "EndpointSlice")}
-        self._pod_index: dict[tuple[str, str], PodView] = {}
+        self.index = ClusterIndex()
         self._subnets: list[SubnetSpec] = []
         self._nodes: list[NodeJoin] = []
         self._gate = asyncio.Semaphore(64)
@@ -171,11 +176,8 @@ class SyncWorker:
             self.dirty.pods.add((str(metadata.get("namespace", "")), str(metadata["name"])))
         elif kind == "Service":
             self.dirty.services.add(f"{metadata.get('namespace')}/{metadata.get('name')}")
-        elif kind == "EndpointSlice":
-            labels = metadata.get("labels") or {}
-            service = labels.get("kubernetes.io/service-name")
-            if service:
-                self.dirty.services.add(f"{metadata.get('namespace')}/{service}")
+        elif kind == "EndpointSlice":  # its services are found when the step reads it
+            self.dirty.slices.add((str(metadata.get("namespace", "")), str(metadata["name"])))
         self._wake.set()
 
     async def run(self) -> None:
@@ -217,7 +219,7 @@ class SyncWorker:
         await self._register_subnets()
         self._subnets = await self.ipam.subnets()
         self._nodes = await self._node_joins()
-        pods = self._pods()
+        pods = self._reindex()
         report = StepReport(full=True, ovn=Report())
         report.bound = sum(await asyncio.gather(*(self._claim_gated(pod) for pod in pods)))
         report.released += await self._collect_garbage(pods)
@@ -225,7 +227,9 @@ class SyncWorker:
         replication_ids = {await self.ipam.mark_rebuilt(s.name) for s in self._subnets}
         if len(replication_ids) == 1:  # one Redis (not a cluster of shards)
             await self.ipam.set_epoch(replication_ids.pop())
-        view = self._view(pods)
+        view = ClusterView(self._subnets, [pod for pod in pods if not pod.deleting],
+                           self._nodes, list(self.index.services.values()),
+                           list(self.index.slices.values()))
         report.ovn = await self.northbound.reconcile_async(desired_state(view))
         report.routed = await self._mark_routed(pods, view)
         return report
@@ -236,20 +240,24 @@ class SyncWorker:
 
     async def _incremental(self, dirty: Dirty) -> StepReport:
         report = StepReport(full=False, ovn=Report())
-        before = self._pod_index
-        pods = self._pods()
-        live = self._pod_index
+        before = {key: self.index.put_pod(key, self._read("Pod", key, parse_pod))
+                  for key in dirty.pods}
+        live = self.index.pods
         for key in dirty.pods:
             pod = live.get(key)
             if pod is not None:
                 report.bound += await self._claim(pod)
-        report.released += await self._release_gone(dirty.pods, live)
-        view = self._view(pods)
-        pairs = {(view_.subnet, view_.node) for key in dirty.pods
-                 for view_ in (live.get(key), before.get(key)) if view_ is not None}
+        report.released += await self._release_gone(dirty.pods, before)
+        services = self._reread_services(dirty)
+        pairs = {pair_of(pod) for key in dirty.pods
+                 for pod in (live.get(key), before[key]) if pod is not None}
+        view = ClusterView(self._subnets, self.index.live_pods_in(pairs), self._nodes,
+                           [self.index.services[key] for key in services
+                            if key in self.index.services],
+                           self.index.slices_of(services))
         desired = desired_state(
             view, ports_for=frozenset(f"{ns}/{name}" for ns, name in dirty.pods),
-            services_for=frozenset(dirty.services), gateways_for=frozenset(pairs),
+            services_for=frozenset(services), gateways_for=frozenset(pairs), skeleton=False,
         )
         set_names: set[str] = set()
         policy_keys: set[str] = set()
@@ -259,7 +267,7 @@ class SyncWorker:
             policy_keys |= policy
         scope = Scope(
             switch_ports=frozenset(f"{name}.{ns}" for ns, name in dirty.pods),
-            load_balancers=frozenset(self._balancer_names(dirty.services)),
+            load_balancers=frozenset(self._balancer_names(services)),
             address_sets=frozenset(set_names),
             policies=frozenset(policy_keys),
             structure=False,
@@ -268,6 +276,20 @@ class SyncWorker:
         touched = [live[key] for key in dirty.pods if key in live]
         report.routed = await self._mark_routed(touched, view)
         return report
+
+    def _reread_services(self, dirty: Dirty) -> set[str]:
+        """Re-read the step's slices and services; returns every service they touch
+        (a slice that moved to another service touches both)."""
+        services = set(dirty.services)
+        for slice_key in dirty.slices:
+            fresh = self._read("EndpointSlice", slice_key, parse_endpoint_slice)
+            old = self.index.put_slice(slice_key, fresh)
+            services.update(view.service_key for view in (old, fresh) if view is not None)
+        for service in services:
+            namespace, _, name = service.partition("/")
+            self.index.put_service(service, self._read("Service", (namespace, name),
+                                                       parse_service))
+        return services
 
     def _balancer_names(self, services: Iterable[str]) -> list[str]:
         names = []
@@ -284,19 +306,31 @@ class SyncWorker:
         store = self.stores.get(kind)
         return store.objects() if store is not None else []
 
-    def _pods(self) -> list[PodView]:
-        pods = self._parse["Pod"].views(self._objects("Pod"), parse_pod)
-        self._pod_index = {(pod.namespace, pod.name): pod for pod in pods}
-        return pods
+    def _read(self, kind: str, key: ObjectKey,
+              parse: Callable[[dict[str, Any]], V]) -> V | None:
+        """One object's view as the store holds it now (``None``: gone or unusable)."""
+        store = self.stores.get(kind)
+        obj = store.get(key[1], key[0]) if store is not None else None
+        if obj is None:
+            return None
+        try:
+            return parse(obj)
+        except Unusable as exc:
+            log.debug("%s %s/%s skipped: %s", kind, *key, exc)
+            return None
 
-    def _view(self, pods: list[PodView]) -> ClusterView:
-        """The cluster as of now; subnets and node joins as of the last full step (any
-        change to them asks for a full step)."""
-        services = self._parse["Service"].views(self._objects("Service"), parse_service)
-        slices = self._parse["EndpointSlice"].views(
-            self._objects("EndpointSlice"), parse_endpoint_slice)
-        live = [pod for pod in pods if not pod.deleting]
-        return ClusterView(self._subnets, live, self._nodes, services, slices)
+    def _reindex(self) -> list[PodView]:
+        """Every pod, service and slice parsed anew into the index (a full step).
+        Subnets and node joins are re-read by full steps only: any change to them asks
+        for one."""
+        pods = self._parse["Pod"].views(self._objects("Pod"), parse_pod)
+        self.index = ClusterIndex.of(
+            pods,
+            self._parse["Service"].views(self._objects("Service"), parse_service),
+            self._parse["EndpointSlice"].views(
+                self._objects("EndpointSlice"), parse_endpoint_slice),
+        )
+        return pods
 
     # ------------------------------------------------------------- subnets, nodes
 
@@ -382,14 +416,17 @@ class SyncWorker:
         return int(released is not None)
 
     async def _release_gone(
-        self, keys_: Iterable[tuple[str, str]], live: Mapping[tuple[str, str], PodView]
+        self, keys_: Iterable[ObjectKey], before: Mapping[ObjectKey, PodView | None]
     ) -> int:
         """Release pods of the step that are gone from the store (deleted)."""
         released = 0
         for namespace, name in keys_:
-            if (namespace, name) in live:
+            if (namespace, name) in self.index.pods:
                 continue
-            for subnet in await self.ipam.subnet_names():
+            seen = before.get((namespace, name))
+            subnets = ([seen.subnet] if seen is not None and seen.subnet
+                       else await self.ipam.subnet_names())
+            for subnet in subnets:
                 allocation = await self.ipam.release(
                     subnet, "pod", f"{namespace}/{name}",
                     keep_sticky=self._keeps(namespace, name),

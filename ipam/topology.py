@@ -78,32 +78,40 @@ def desired_state(
     ports_for: frozenset[str] | None = None,
     services_for: frozenset[str] | None = None,
     gateways_for: frozenset[tuple[str, str]] | None = None,
+    skeleton: bool = True,
 ) -> DesiredState:
     """Every row podnet wants. For a step that touches only some objects, ``ports_for``
     (pod ``namespace/name`` keys), ``services_for`` (service keys) and ``gateways_for``
     ((subnet, node) pairs) limit the pod ports, load balancers and per-node gateway
-    rows computed."""
+    rows computed, and ``skeleton=False`` leaves out the router, switches, their
+    ports, ACLs and routes (rows that only a full step writes)."""
     state = DesiredState()
-    state.routers[CLUSTER_ROUTER] = Router(CLUSTER_ROUTER, owned("router"))
     subnets = {subnet.name: subnet for subnet in view.subnets}
-    for subnet in view.subnets:
-        _add_subnet(state, subnet)
-    for node in view.nodes:
-        _add_node_port(state, node)
+    if skeleton:
+        _add_skeleton(state, view)
     placed = [pod for pod in view.pods if has_port(pod, subnets, state.skipped)]
     for pod in placed:
         if ports_for is None or pod.key in ports_for:
             port = pod_port(pod)
             state.switch_ports[port.name] = port
-    _add_private_acls(state, view.subnets, subnets.get(JOIN_SUBNET))
     routed = placed if gateways_for is None else [
         pod for pod in placed if (pod.subnet, pod.node) in gateways_for]
     _add_gateway_policies(state, view.subnets, view.nodes, routed)
-    _add_default_routes(state, subnets.get(JOIN_SUBNET))
     services = [s for s in view.services if services_for is None or s.key in services_for]
     for balancer in service_load_balancers(services, view.slices, view.nodes):
         state.load_balancers[balancer.name] = balancer
     return state
+
+
+def _add_skeleton(state: DesiredState, view: ClusterView) -> None:
+    state.routers[CLUSTER_ROUTER] = Router(CLUSTER_ROUTER, owned("router"))
+    join = next((subnet for subnet in view.subnets if subnet.name == JOIN_SUBNET), None)
+    for subnet in view.subnets:
+        _add_subnet(state, subnet)
+    for node in view.nodes:
+        _add_node_port(state, node)
+    _add_private_acls(state, view.subnets, join)
+    _add_default_routes(state, join)
 
 
 def _add_default_routes(state: DesiredState, join: SubnetSpec | None) -> None:

@@ -663,12 +663,28 @@ def _own_connection(base: type[Any]) -> type[Any]:
     return PerInstance
 
 
+def _unyielding(base: type[Any]) -> type[Any]:
+    """``base``, an IDL that takes a whole update in one go.
+
+    ovsdbapp's IDL sleeps for zero seconds after every row of an update, for green
+    threads' sake. podnet has none; its IDL thread shares the GIL with the event loop,
+    and each of those sleeps may wait a whole switch interval for it: a 10,000-row
+    update took seconds.
+    """
+
+    class Unyielding(base):  # type: ignore[misc]
+        def cooperative_yield(self) -> None:
+            pass
+
+    return Unyielding
+
+
 def _api(remote: str, schema: str, api_class: type[Any], timeout_s: float) -> Any:
     from ovsdbapp.backend.ovs_idl import connection, idlutils
 
     helper = idlutils.get_schema_helper(remote, schema)
     helper.register_all()
-    idl = connection.OvsdbIdl(remote, helper)
+    idl = _unyielding(connection.OvsdbIdl)(remote, helper)
     return _own_connection(api_class)(connection.Connection(idl, timeout=timeout_s))
 
 
