@@ -38,7 +38,7 @@ from ipam.nb import Northbound
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import build_subnet
-from ipam.sync import KINDS, StepReport, SyncSettings, SyncWorker
+from ipam.sync import KINDS, Dirty, StepReport, SyncSettings, SyncWorker
 from podnet.daemons import RedisServer
 from podnet.kube import Store
 from podnet.ovn import OvnCentral, close_api, nb_api
@@ -62,13 +62,19 @@ class TimedWorker(SyncWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.committed: dict[str, float] = {}
+        self._services: set[str] = set()
+
+    def _reread_services(self, dirty: Dirty) -> set[str]:
+        services = super()._reread_services(dirty)
+        self._services = services
+        return services
 
     async def step(self) -> StepReport:
         pods = {f"pod:{ns}/{name}" for ns, name in self.dirty.pods}
-        services = {f"svc:{key}" for key in self.dirty.services}
+        self._services = set()
         report = await super().step()
         done = time.perf_counter()
-        for key in pods | services:
+        for key in pods | {f"svc:{key}" for key in self._services}:
             self.committed[key] = done
         return report
 
