@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -163,6 +164,9 @@ class SyncWorker:
         self._nodes: list[NodeJoin] = []
         self._gate = asyncio.Semaphore(64)
         self.last_report: StepReport | None = None
+        self.last_full_at = -math.inf
+        """When the last full step ended (``time.monotonic``): the next is due an
+        interval later, whoever took this one."""
         self.steps = 0
 
     # ------------------------------------------------------------------ events
@@ -182,16 +186,15 @@ class SyncWorker:
 
     async def run(self) -> None:
         """Steps until cancelled: on events, and a full resync every interval."""
-        last_full = 0.0
         while True:
-            timeout = max(0.0, last_full + self.settings.resync_interval_s - time.monotonic())
+            due = self.last_full_at + self.settings.resync_interval_s
+            timeout = max(0.0, due - time.monotonic())
             try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
             except TimeoutError:
                 self.dirty.full = True
             self._wake.clear()
-            full = self.dirty.full
             try:
                 await self.step()
             except (errors.IpamError, NorthboundError) as exc:
@@ -199,9 +202,6 @@ class SyncWorker:
                 self.dirty.full = True
                 await asyncio.sleep(1.0)
                 self._wake.set()
-                continue
-            if full:
-                last_full = time.monotonic()
 
     # ------------------------------------------------------------------- steps
 
@@ -209,6 +209,8 @@ class SyncWorker:
         started = time.perf_counter()
         dirty = self.dirty.take()
         report = await (self._full() if dirty.full else self._incremental(dirty))
+        if dirty.full:
+            self.last_full_at = time.monotonic()
         report.seconds = time.perf_counter() - started
         self.last_report = report
         self.steps += 1
