@@ -8,6 +8,12 @@ call waits one loop iteration and goes alone, so an idle caller loses nothing.
 Each call is still its own script, atomic on its own; a batch is only a transport.
 ``NOSCRIPT`` (the script cache emptied by a restart or failover) is answered by sending
 that call again through the script object, which loads the script.
+
+A script written to take many requests at once (one ``ARGV`` each, one reply each, each
+request handled as if it were a call of its own) can go further: ``call_merged`` packs
+the requests made in one turn for the same script and keys into one script call. Redis
+then parses one command and runs the script once for all of them, and the client packs
+and reads one command instead of many; the requests keep their own answers.
 """
 
 from __future__ import annotations
@@ -26,28 +32,72 @@ class _Call:
     script: AsyncScript
     keys: list[str]
     args: list[str]
-    future: asyncio.Future[Any]
+    futures: list[asyncio.Future[Any]]
+    """One future: a plain call, settled by the script's answer. Several (a merged
+    call, one argument each): settled by the matching items of the answer."""
+    merged: bool = False
+
+    def settle(self, result: Any) -> None:
+        if not self.merged:
+            if not self.futures[0].done():  # done: its caller was cancelled
+                self.futures[0].set_result(result)
+            return
+        if not isinstance(result, list) or len(result) != len(self.futures):
+            self.fail(redis.exceptions.ResponseError(
+                f"expected {len(self.futures)} replies from a merged script call"))
+            return
+        for future, item in zip(self.futures, result, strict=True):
+            if not future.done():
+                future.set_result(item)
+
+    def fail(self, exc: BaseException) -> None:
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(exc)
 
 
 class ScriptBatcher:
-    def __init__(self, client: aioredis.Redis, max_batch: int = 256) -> None:
+    def __init__(
+        self, client: aioredis.Redis, max_batch: int = 256, max_merge: int = 32
+    ) -> None:
         self._client = client
         self._max_batch = max_batch
+        self._max_merge = max_merge
+        """Most requests in one merged script call: Redis serves no one else while it
+        runs, so a bound keeps the wait it imposes on other callers short."""
         self._queue: list[_Call] = []
+        self._merging: dict[tuple[str, tuple[str, ...]], _Call] = {}
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def call(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        future = self._enqueue()
+        self._queue.append(_Call(script, keys, args, [future]))
+        return await future
+
+    async def call_merged(self, script: AsyncScript, keys: list[str], arg: str) -> Any:
+        """One request to a many-request script (see the module's docstring); returns
+        this request's reply."""
+        future = self._enqueue()
+        group = (script.sha, tuple(keys))
+        pending = self._merging.get(group)
+        if pending is None or len(pending.futures) >= self._max_merge:
+            pending = self._merging[group] = _Call(script, keys, [], [], merged=True)
+            self._queue.append(pending)
+        pending.args.append(arg)
+        pending.futures.append(future)
+        return await future
+
+    def _enqueue(self) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Call(script, keys, args, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return loop.create_future()
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._merging.clear()
         while self._queue:
             batch, self._queue = self._queue[:self._max_batch], self._queue[self._max_batch:]
             task = asyncio.ensure_future(self._send(batch))
@@ -65,20 +115,21 @@ class ScriptBatcher:
                 results = await pipe.execute(raise_on_error=False)
         except (redis.exceptions.RedisError, OSError) as exc:
             for call in batch:
-                if not call.future.done():
-                    call.future.set_exception(exc)
+                call.fail(exc)
             return
         for call, result in zip(batch, results, strict=True):
             if isinstance(result, redis.exceptions.NoScriptError):
                 await self._settle_alone(call)
             elif isinstance(result, Exception):
-                call.future.set_exception(result)
+                call.fail(result)
             else:
-                call.future.set_result(result)
+                call.settle(result)
 
     @staticmethod
     async def _settle_alone(call: _Call) -> None:
         try:
-            call.future.set_result(await call.script(keys=call.keys, args=call.args))
+            result = await call.script(keys=call.keys, args=call.args)
         except (redis.exceptions.RedisError, OSError) as exc:
-            call.future.set_exception(exc)
+            call.fail(exc)
+            return
+        call.settle(result)

@@ -166,6 +166,12 @@ class Ipam:
         call = self._batcher.call(self._scripts[script], keys, [str(a) for a in args])
         return await self._call(call)
 
+    async def _run_merged(self, script: str, subnet: str, request: str) -> Any:
+        """One request to a script that takes many (see ``ScriptBatcher.call_merged``):
+        the requests for ``subnet`` made in one loop turn share one script call."""
+        keys = [self.keys.subnet_base(subnet)]
+        return await self._call(self._batcher.call_merged(self._scripts[script], keys, request))
+
     async def ping(self) -> None:
         await self._call(self._redis.ping())
 
@@ -369,7 +375,7 @@ class Ipam:
                 request.sticky_key, namespace, name,
                 "1" if self.settings.require_rebuilt else "0",
             )
-            result = await self._run("reserve", subnet, UNIT_SEPARATOR.join(fields))
+            result = await self._run_merged("reserve", subnet, UNIT_SEPARATOR.join(fields))
             if result[0] != "mac_taken":
                 break
         outcome = result[0]

@@ -24,13 +24,17 @@ end
 
 -- The subnet's allocator config: per family the dynamic span ``size``, the offsets never
 -- handed out ``excl``, and ``pool``: offsets of IPPools, which only pool requests take.
+local function parse_config(config_json, pooled_json)
+  local config = cjson.decode(config_json)
+  local pooled = pooled_json and cjson.decode(pooled_json) or {}
+  for fam, fcfg in pairs(config) do fcfg.pool = pooled[fam] or {} end
+  return config
+end
+
 local function load_config()
   local meta = redis.call('HMGET', K_META, 'config', 'pooled')
   if not meta[1] then return nil end
-  local config = cjson.decode(meta[1])
-  local pooled = meta[2] and cjson.decode(meta[2]) or {}
-  for fam, fcfg in pairs(config) do fcfg.pool = pooled[fam] or {} end
-  return config
+  return parse_config(meta[1], meta[2])
 end
 
 -- Offsets beyond the dynamic span are longer than 15 digits; they are never walked,

@@ -1,29 +1,47 @@
--- reserve(token, ttl_ms, mac, mac_is_static, mode, payload, sticky, namespace, name,
---         require_rebuilt)
+-- reserve(request...): one ARGV per reservation, answered by one reply per reservation.
+-- A request is its fields joined by the unit separator (\31): token, ttl_ms, mac,
+-- mac_is_static, mode, payload, sticky, namespace, name, require_rebuilt; packed in one
+-- argument, it costs a client one argument instead of ten.
 -- mode: 'any' | 'static' (payload {fam: offset}) | 'pool' (payload [[[fam, lo, hi]...]...])
--- Nothing is written until every family and the MAC are settled, so a refusal leaves
--- no trace; a token already known returns its allocation unchanged (retry-safe).
--- The arguments arrive as one string, fields separated by the unit separator (\31):
--- one argument instead of ten halves what a client spends packing the call.
-local A = {}
-for field in string.gmatch(ARGV[1] .. '\31', '([^\31]*)\31') do A[#A + 1] = field end
-local token, ttl, mac, mac_static, mode, payload, sticky, ns, name =
-  A[1], tonumber(A[2]), A[3], A[4] == '1', A[5], A[6], A[7], A[8], A[9]
-local require_rebuilt = A[10] == '1'
+-- The requests of one call are made one after the other, each exactly as if it were a
+-- call of its own (a later one sees what an earlier one wrote), so a client may pack
+-- the reservations that arrive together into one call: what a call costs Redis beyond
+-- its reservations (the script run, the subnet's config and state, the clock, the
+-- counters) is paid once between them.
+-- Nothing of a reservation is written until every family and the MAC are settled, so a
+-- refusal leaves no trace; a token already known returns its allocation unchanged
+-- (retry-safe).
 
-local config = load_config()
-if not config then return {'unknown_subnet'} end
-local existing = get_record(token)
-if existing then return {'ok', cjson.encode(existing), 'existing'} end
+-- State shared by the requests of this call, read once. The cursors and counters are
+-- only read back through CURSOR and STATS here, so their writes wait for the end.
+local meta = redis.call('HMGET', K_META, 'config', 'pooled', 'fenced', 'rebuilt')
+local config = meta[1] and parse_config(meta[1], meta[2])
+local fenced = meta[3] == '1'
+local rebuilt_here = nil  -- whether meta 'rebuilt' names this Redis; asked when needed
+local now = nil
+local CURSOR, cursor_dirty = {}, {}
+local STATS = {}
 
-if redis.call('HGET', K_META, 'fenced') == '1' then return {'fenced'} end
--- Hand out nothing new until the index was rebuilt from the live pods on this very
--- Redis (a restart or failover may have lost reservations whose pods exist).
-if require_rebuilt and redis.call('HGET', K_META, 'rebuilt') ~= replication_id() then
-  return {'fenced'}
+local function count(field, by)
+  STATS[field] = (STATS[field] or 0) + (by or 1)
 end
 
-local now = now_ms()
+local function clock()
+  if not now then now = now_ms() end
+  return now
+end
+
+-- Hand out nothing new until the index was rebuilt from the live pods on this very
+-- Redis (a restart or failover may have lost reservations whose pods exist).
+local function rebuilt_on_this_redis()
+  if rebuilt_here == nil then rebuilt_here = meta[4] == replication_id() end
+  return rebuilt_here
+end
+
+local function cursor_of(fam)
+  if not CURSOR[fam] then CURSOR[fam] = tonumber(redis.call('HGET', K_CURSOR, fam) or '0') end
+  return CURSOR[fam]
+end
 
 local function owner_of(fam, off)
   local holder = redis.call('HGET', OWNER[fam], off)
@@ -32,33 +50,32 @@ local function owner_of(fam, off)
   return rec and cjson.encode(rec) or cjson.encode({t = holder})
 end
 
--- A StatefulSet ordinal's kept address moves to the new token.
-if sticky ~= '' then
+-- A StatefulSet ordinal's kept address moves to the new token; nil if none is kept.
+local function hand_over(sticky, token, ttl, ns, name)
   local held = redis.call('HGET', K_STICKY, sticky)
   local rec = held and get_record(held)
-  if rec then
-    drop_indexes(rec)
-    redis.call('HDEL', K_ALLOC, rec.t)
-    redis.call('ZREM', K_EXPIRY, rec.t)
-    for fam, off in pairs(rec.a) do redis.call('HSET', OWNER[fam], off, token) end
-    if rec.m then redis.call('HSET', K_MACS, rec.m, token) end
-    bump(rec.s, -1)
-    rec.t, rec.s, rec.u, rec.n, rec.p, rec.x = token, 'reserved', '', ns, name, now + ttl
-    put_record(rec)
-    redis.call('HSET', K_STICKY, sticky, token)
-    redis.call('ZADD', K_EXPIRY, rec.x, token)
-    if name ~= '' then redis.call('HSET', K_PODS, ns .. '/' .. name, token) end
-    bump('reserved')
-    return {'ok', cjson.encode(rec), 'sticky'}
-  end
+  if not rec then return nil end
+  drop_indexes(rec)
+  redis.call('HDEL', K_ALLOC, rec.t)
+  redis.call('ZREM', K_EXPIRY, rec.t)
+  for fam, off in pairs(rec.a) do redis.call('HSET', OWNER[fam], off, token) end
+  if rec.m then redis.call('HSET', K_MACS, rec.m, token) end
+  count(rec.s, -1)
+  rec.t, rec.s, rec.u, rec.n, rec.p, rec.x = token, 'reserved', '', ns, name, clock() + ttl
+  local text = cjson.encode(rec)
+  redis.call('HSET', K_ALLOC, token, text)
+  redis.call('HSET', K_STICKY, sticky, token)
+  redis.call('ZADD', K_EXPIRY, rec.x, token)
+  if name ~= '' then redis.call('HSET', K_PODS, ns .. '/' .. name, token) end
+  count('reserved')
+  return {'ok', text, 'sticky'}
 end
 
 -- Next never-used offset at or after the cursor (skipping exclusions and static
--- holders), without moving the cursor: the move is written only on success.
-local cursor_moves = {}
-local function next_fresh(fam)
+-- holders), without moving the cursor: the move (kept in moves) is made only on success.
+local function next_fresh(fam, moves)
   local fcfg = config[fam]
-  local cur = tonumber(redis.call('HGET', K_CURSOR, fam) or '0')
+  local cur = cursor_of(fam)
   while cur < fcfg.size do
     local skip_to = excluded_until(fcfg.excl, cur) or excluded_until(fcfg.pool, cur)
     if skip_to then
@@ -66,16 +83,15 @@ local function next_fresh(fam)
     elseif redis.call('HEXISTS', OWNER[fam], fmt(cur)) == 1 then
       cur = cur + 1
     else
-      cursor_moves[fam] = cur + 1
+      moves[fam] = cur + 1
       return fmt(cur)
     end
   end
-  cursor_moves[fam] = cur
+  moves[fam] = cur
   return nil
 end
 
-local popped = {}
-local function oldest_released(fam)
+local function oldest_released(fam, popped)
   while true do
     local first = redis.call('ZRANGE', FREE[fam], 0, 0)[1]
     if not first then return nil end
@@ -87,10 +103,6 @@ local function oldest_released(fam)
     end
     redis.call('ZREM', FREE[fam], first)  -- held or now pooled: never hand it out
   end
-end
-
-local function dynamic(fam)
-  return next_fresh(fam) or oldest_released(fam)
 end
 
 -- First free offset of a pool span, or nil.
@@ -109,70 +121,102 @@ local function free_in_span(fam, lo, hi)
   return nil
 end
 
-local chosen = {}
-if mode == 'static' then
-  for fam, off in pairs(cjson.decode(payload)) do
-    if not config[fam] then return {'bad_family', fam} end
-    local holder = owner_of(fam, off)
-    if holder then bump('conflicts'); return {'conflict', fam, off, holder} end
-    chosen[fam] = off
-  end
-elseif mode == 'pool' then
-  local entries = cjson.decode(payload)
-  local positions, used = 0, 0
-  for _, entry in ipairs(entries) do
-    local picks, complete = {}, true
-    for _, span in ipairs(entry) do
-      local fam, lo, hi = span[1], span[2], span[3]
-      local count = tonumber(hi) - tonumber(lo) + 1
-      positions = positions + count
-      local off = free_in_span(fam, lo, hi)
-      if off then picks[fam] = off else complete = false end
-      if not off then used = used + count end
+-- The offsets a static or pool request asks for: (chosen, nil) or (nil, refusal).
+local function requested(mode, payload)
+  local chosen = {}
+  if mode == 'static' then
+    for fam, off in pairs(cjson.decode(payload)) do
+      if not config[fam] then return nil, {'bad_family', fam} end
+      local holder = owner_of(fam, off)
+      if holder then count('conflicts'); return nil, {'conflict', fam, off, holder} end
+      chosen[fam] = off
     end
-    if complete then chosen = picks; break end
-  end
-  if next(chosen) == nil then
-    bump('exhausted')
-    return {'pool_exhausted', tostring(used), tostring(positions)}
-  end
-end
-
-for fam, _ in pairs(config) do
-  if not chosen[fam] then
-    local off = dynamic(fam)
-    if not off then
-      bump('exhausted')
-      return {'exhausted', fam, tostring(redis.call('HLEN', OWNER[fam]))}
+  elseif mode == 'pool' then
+    local positions, used = 0, 0
+    for _, entry in ipairs(cjson.decode(payload)) do
+      local picks, complete = {}, true
+      for _, span in ipairs(entry) do
+        local fam, lo, hi = span[1], span[2], span[3]
+        local size = tonumber(hi) - tonumber(lo) + 1
+        positions = positions + size
+        local off = free_in_span(fam, lo, hi)
+        if off then picks[fam] = off else complete = false end
+        if not off then used = used + size end
+      end
+      if complete then chosen = picks; break end
     end
-    chosen[fam] = off
+    if next(chosen) == nil then
+      count('exhausted')
+      return nil, {'pool_exhausted', tostring(used), tostring(positions)}
+    end
   end
+  return chosen, nil
 end
 
-if mac_static then
-  local holder = redis.call('HGET', K_MACS, mac)
-  if holder then
-    bump('conflicts')
-    local rec = get_record(holder)
-    return {'conflict', 'mac', mac, rec and cjson.encode(rec) or cjson.encode({t = holder})}
+local function reserve(request)
+  local A = {}
+  for field in string.gmatch(request .. '\31', '([^\31]*)\31') do A[#A + 1] = field end
+  local token, ttl, mac, mac_static, mode, payload, sticky, ns, name =
+    A[1], tonumber(A[2]), A[3], A[4] == '1', A[5], A[6], A[7], A[8], A[9]
+
+  if not config then return {'unknown_subnet'} end
+  local existing = redis.call('HGET', K_ALLOC, token)
+  if existing then return {'ok', existing, 'existing'} end
+  if fenced then return {'fenced'} end
+  if A[10] == '1' and not rebuilt_on_this_redis() then return {'fenced'} end
+
+  if sticky ~= '' then
+    local handed = hand_over(sticky, token, ttl, ns, name)
+    if handed then return handed end
   end
-elseif redis.call('HEXISTS', K_MACS, mac) == 1 then
-  return {'mac_taken'}
+
+  local chosen, refusal = requested(mode, payload)
+  if refusal then return refusal end
+  local moves, popped = {}, {}
+  for fam, _ in pairs(config) do
+    if not chosen[fam] then
+      local off = next_fresh(fam, moves) or oldest_released(fam, popped)
+      if not off then
+        count('exhausted')
+        return {'exhausted', fam, tostring(redis.call('HLEN', OWNER[fam]))}
+      end
+      chosen[fam] = off
+    end
+  end
+
+  if mac_static then
+    local holder = redis.call('HGET', K_MACS, mac)
+    if holder then
+      count('conflicts')
+      local rec = get_record(holder)
+      return {'conflict', 'mac', mac, rec and cjson.encode(rec) or cjson.encode({t = holder})}
+    end
+    redis.call('HSET', K_MACS, mac, token)
+  elseif redis.call('HSETNX', K_MACS, mac, token) == 0 then
+    return {'mac_taken'}
+  end
+
+  -- Commit (the MAC is already written: nothing can refuse from here on).
+  for fam, off in pairs(chosen) do
+    redis.call('HSET', OWNER[fam], off, token)
+    if popped[fam] == off or mode ~= 'any' then redis.call('ZREM', FREE[fam], off) end
+    if moves[fam] then CURSOR[fam], cursor_dirty[fam] = moves[fam], true end
+  end
+  local at = clock()
+  local rec = {t = token, s = 'reserved', a = chosen, m = mac, x = at + ttl, u = '',
+               n = ns, p = name, k = sticky, c = at}
+  local text = cjson.encode(rec)
+  redis.call('HSET', K_ALLOC, token, text)
+  redis.call('ZADD', K_EXPIRY, rec.x, token)
+  if sticky ~= '' then redis.call('HSET', K_STICKY, sticky, token) end
+  if name ~= '' then redis.call('HSET', K_PODS, ns .. '/' .. name, token) end
+  count('reserved')
+  count('allocations')
+  return {'ok', text, 'new'}
 end
 
--- Commit.
-for fam, off in pairs(chosen) do
-  redis.call('HSET', OWNER[fam], off, token)
-  if popped[fam] == off or mode ~= 'any' then redis.call('ZREM', FREE[fam], off) end
-  if cursor_moves[fam] then redis.call('HSET', K_CURSOR, fam, cursor_moves[fam]) end
-end
-redis.call('HSET', K_MACS, mac, token)
-local rec = {t = token, s = 'reserved', a = chosen, m = mac, x = now + ttl, u = '',
-             n = ns, p = name, k = sticky, c = now}
-put_record(rec)
-redis.call('ZADD', K_EXPIRY, rec.x, token)
-if sticky ~= '' then redis.call('HSET', K_STICKY, sticky, token) end
-if name ~= '' then redis.call('HSET', K_PODS, ns .. '/' .. name, token) end
-bump('reserved')
-bump('allocations')
-return {'ok', cjson.encode(rec), 'new'}
+local replies = {}
+for i = 1, #ARGV do replies[i] = reserve(ARGV[i]) end
+for fam, _ in pairs(cursor_dirty) do redis.call('HSET', K_CURSOR, fam, CURSOR[fam]) end
+for field, by in pairs(STATS) do redis.call('HINCRBY', K_STATS, field, by) end
+return replies
