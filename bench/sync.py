@@ -8,7 +8,8 @@ directory and measures, side by side:
 - cold start: the worker's first full step mirroring N pods in M subnets plus S
   services (with their EndpointSlices) into an empty NB, IPAM binds included;
 - pod events at a steady rate: time from the event reaching the worker to the
-  transaction holding the pod's port being committed, p50/p99;
+  transaction holding the pod's port being committed, p50/p99, in the steady state
+  after the cold start (northd caught up with it);
 - EndpointSlice changes: time from the event to the load balancer row committed;
 - the worker's peak RSS and the NB database file size at that scale;
 - the reference: the same kinds of rows written with ``ovn-nbctl``, one command per
@@ -209,6 +210,16 @@ async def _latencies(worker: TimedWorker, sent: dict[str, float]) -> list[float]
     return sorted(worker.committed.get(key, deadline) - at for key, at in sent.items())
 
 
+async def settle(central: OvnCentral) -> float:
+    """Wait for the steady state the event figures are about: northd has caught up
+    with the cold start (``--wait=sb``), and the worker's replica with northd's writes
+    back to NB (port status), which arrive for every new port."""
+    started = time.perf_counter()
+    await asyncio.to_thread(central.nbctl, "--wait=sb", "sync", timeout_s=120.0)
+    await asyncio.sleep(1.0)
+    return time.perf_counter() - started
+
+
 def reference_nbctl(central: OvnCentral, sample: int) -> float:
     """Seconds per object writing ports and load balancers with one ovn-nbctl each."""
     central.nbctl("ls-add", "ref-switch")
@@ -249,7 +260,8 @@ async def run(scale: Scale, workdir: Path) -> dict[str, float]:
         print(f"cold start: {cold_s:.2f} s, {cold.ovn.created} rows created, "
               f"{cold.bound} pods bound", flush=True)
         runner = asyncio.create_task(worker.run())
-        await asyncio.sleep(0.2)
+        settle_s = await settle(central)
+        print(f"settled in {settle_s:.2f} s (northd caught up with the cold start)", flush=True)
         pod_latencies = await pod_events(worker, ipam, stores, scale)
         lb_latencies = await slice_events(worker, stores, ips, scale)
         runner.cancel()

@@ -183,11 +183,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             names.add(dict(row.external_ids).get(SWITCH_KEY, ""))
         return names
 
-    def _keyed_rows(self, table: str, keys: Iterable[str]) -> dict[str, Row]:
-        """podnet's rows of ``table`` whose ``podnet.io/key`` is one of ``keys``.
-
-        The index is made on first use, in the connection thread that also keeps it
-        (the IDL re-indexes a row on every change, so it never goes stale)."""
+    def _key_index(self, table: str) -> Any:
         rows = self._table(table).rows
         index = rows.indexes.get(KEY_INDEX)
         if index is None:
@@ -195,6 +191,15 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             index.add_column("external_ids", key=_key_of)
             for row in rows.values():
                 index.add(row)
+        return index
+
+    def _keyed_rows(self, table: str, keys: Iterable[str]) -> dict[str, Row]:
+        """podnet's rows of ``table`` whose ``podnet.io/key`` is one of ``keys``.
+
+        The index is made on first use, in the connection thread that also keeps it
+        (the IDL re-indexes a row on every change, so it never goes stale)."""
+        rows = self._table(table).rows
+        index = self._key_index(table)
         found: dict[str, Row] = {}
         for key in keys:
             probe = rows.IndexEntry(external_ids={KEY: key})
@@ -438,6 +443,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     def _sync_policies(self, routers: Mapping[str, Row]) -> None:
         wanted = self.scope.policies
         if wanted is None:
+            self._key_index("Logical_Router_Policy")  # made by a full step, not an event's
             parent = {p.uuid: router for router in routers.values()
                       for p in _refs(router, "policies")}
             current = self._owned("Logical_Router_Policy",
