@@ -20,7 +20,6 @@ start's full resync.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import time
@@ -52,6 +51,7 @@ from ipam.topology import (
     distributed_keys,
     load_balancer_name,
 )
+from podnet.heap import settle_heap
 from podnet.manifests import Manifest, register_ipam_objects
 
 log = logging.getLogger(__name__)
@@ -140,20 +140,6 @@ class StepReport:
     seconds: float = 0.0
 
 
-def settle_heap() -> None:
-    """Collect garbage once, then freeze what is left out of the collector's sight.
-
-    The worker holds a large, long-lived heap (the NB replica, the index: millions of
-    objects at 10,000 pods), and every full collection walks all of it: pauses of
-    hundreds of milliseconds, at random, in the middle of event steps. Frozen after a
-    full step, that heap is skipped by later collections; the next full step, already
-    a long one, thaws it and pays the one full collection that frees any cycles.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-
-
 class SyncWorker:
     def __init__(
         self,
@@ -224,7 +210,7 @@ class SyncWorker:
         started = time.perf_counter()
         dirty = self.dirty.take()
         report = await (self._full() if dirty.full else self._incremental(dirty))
-        if dirty.full:
+        if dirty.full:  # the long-lived heap was rebuilt: see podnet.heap
             settle_heap()
             self.last_full_at = time.monotonic()
         report.seconds = time.perf_counter() - started

@@ -6,8 +6,9 @@ This is where the allocation lifecycle's promises are kept at the webhook's end:
   from the uid, so it gets the reservation the first attempt made, and even two copies
   racing on two replicas land on one; its answer is the one kept in the review memo.
   A fresh admission costs two Redis round trips: the reservation, then keeping the
-  answer (``SET NX``, which also tells a retry it is one); the memo is read only when
-  an admission would otherwise be refused, in case an earlier attempt was not;
+  answer (``SET NX``, whose script also hands a retry the kept answer; see
+  ``webhook.memo``); the memo is read only when an admission would otherwise be
+  refused, in case an earlier attempt was not;
 - a re-invoked webhook (the pod already carries ``podnet.io/reservation``) gets the
   same allocation back while the token is known; if it expired, the pod keeps its
   annotated address when that is still free;

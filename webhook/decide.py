@@ -130,22 +130,40 @@ def labels_of(pod: Mapping[str, Any]) -> dict[str, str]:
 
 
 def controller_of(pod: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The (kind, name) of the pod's controlling owner, if any."""
+    """The (kind, name) of the pod's controlling owner (else its first owner), if any."""
     owners = metadata_of(pod).get("ownerReferences")
     if not isinstance(owners, list):
         return None
-    refs = [o for o in owners if isinstance(o, Mapping) and o.get("kind") and o.get("name")]
-    chosen = next((o for o in refs if o.get("controller") is True), refs[0] if refs else None)
-    return (str(chosen["kind"]), str(chosen["name"])) if chosen else None
+    first: Mapping[str, Any] | None = None
+    for owner in owners:
+        if isinstance(owner, Mapping) and owner.get("kind") and owner.get("name"):
+            if owner.get("controller") is True:
+                return str(owner["kind"]), str(owner["name"])
+            first = first or owner
+    return (str(first["kind"]), str(first["name"])) if first else None
+
+
+def _label(pod: Mapping[str, Any], key: str) -> str:
+    """``labels_of(pod).get(key, "")``, without copying every label."""
+    labels = metadata_of(pod).get("labels")
+    value = labels.get(key) if isinstance(labels, Mapping) else None
+    return "" if value is None else str(value)
 
 
 def workload_of(pod: Mapping[str, Any], namespace: str, name: str) -> Workload:
-    owner = controller_of(pod)
+    return _workload(pod, namespace, name, controller_of(pod))
+
+
+def _workload(
+    pod: Mapping[str, Any], namespace: str, name: str, owner: tuple[str, str] | None
+) -> Workload:
+    """``workload_of`` for a pod whose ``controller_of`` is known (``decide`` needs it
+    twice, and every admission decides)."""
     if owner is None:
         generate = str(metadata_of(pod).get("generateName") or "")
         return Workload("pod", namespace, name or f"{generate}*")
     kind, owner_name = owner
-    template_hash = labels_of(pod).get("pod-template-hash", "")
+    template_hash = _label(pod, "pod-template-hash")
     if kind == "ReplicaSet" and template_hash and owner_name.endswith(f"-{template_hash}"):
         return Workload("Deployment", namespace, owner_name[: -len(template_hash) - 1])
     return Workload(kind, namespace, owner_name)
@@ -153,7 +171,10 @@ def workload_of(pod: Mapping[str, Any], namespace: str, name: str) -> Workload:
 
 def statefulset_ordinal(pod: Mapping[str, Any], name: str) -> tuple[str, int] | None:
     """(StatefulSet name, ordinal) for a StatefulSet's pod ``<sts>-<N>``."""
-    owner = controller_of(pod)
+    return _ordinal(controller_of(pod), name)
+
+
+def _ordinal(owner: tuple[str, str] | None, name: str) -> tuple[str, int] | None:
     if owner is None or owner[0] != "StatefulSet":
         return None
     match = _ORDINAL.match(name)
@@ -203,7 +224,8 @@ def decide(
     problem = annotations_problem(annotations)
     if problem is not None:
         raise Denial(problem, DENIED_BAD_REQUEST)
-    workload = workload_of(pod, namespace.name, name)
+    owner = controller_of(pod)
+    workload = _workload(pod, namespace.name, name, owner)
     named_pool = _named_pool(annotations, catalog, namespace.name)
     subnet = choose_subnet(annotations, named_pool, namespace, catalog)
     bound = None
@@ -211,7 +233,7 @@ def decide(
         bound = namespace_pool(
             catalog, namespace.name, subnet, explicit=bool(annotations.get(SWITCH_ANNOTATION))
         )
-    sts = statefulset_ordinal(pod, name)
+    sts = _ordinal(owner, name)
     sticky_key = f"{namespace.name}/{sts[0]}/{sts[1]}" if sts else ""
     mac = static_mac(annotations.get(MAC_ANNOTATION))
     request, pool_label = _request(

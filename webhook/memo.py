@@ -5,19 +5,46 @@ replica. The first answer is kept in Redis (``SET NX EX``) under ``<prefix>revie
 so the retry gets the same addresses and reserves nothing more. What is kept is the
 annotations and node selector, not the patch: the patch is rebuilt against the object
 the retry carries, so it always applies.
+
+Every admission keeps its answer, so ``put`` is on the hot path. It is a script
+(``SET NX EX``, else ``GET``: a retry learns the kept answer in the same round trip),
+and the puts made in one event-loop turn share one script call
+(``ScriptBatcher.call_merged``): under load, the client's cost per command and per
+round trip is most of a put's cost. Each put is still settled on its own, in order,
+and written before its caller gets an answer.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from ipam.batching import ScriptBatcher
 from ipam.errors import StoreUnavailable
+
+_SEPARATOR = "\x1f"
+_KEEP_FIRST = r"""
+local replies = {}
+for i, request in ipairs(ARGV) do
+  local ttl, answer, uid = string.match(request, '^(%d+)\31([^\31]*)\31(.*)$')
+  local key = KEYS[1] .. uid
+  if redis.call('SET', key, answer, 'NX', 'EX', ttl) then
+    replies[i] = ''
+  else
+    replies[i] = redis.call('GET', key) or ''
+  end
+end
+return replies
+"""
+"""KEYS[1] is the prefix of the review keys; each ARGV is one put: the TTL, the answer
+and the uid, joined by the unit separator (the answer is JSON, which escapes it; the
+uid comes last, so it may hold anything). In order, each put keeps its answer unless
+one is kept already, and replies '' when it kept its own, else the one kept before."""
 
 
 @dataclass(frozen=True)
@@ -28,13 +55,13 @@ class MemoEntry:
     node_selector: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(
+        return orjson.dumps(
             {"annotations": dict(self.annotations), "nodeSelector": dict(self.node_selector)}
-        )
+        ).decode()
 
     @classmethod
     def from_json(cls, text: str) -> MemoEntry:
-        data = json.loads(text)
+        data = orjson.loads(text)
         return cls(dict(data.get("annotations", {})), dict(data.get("nodeSelector", {})))
 
 
@@ -52,7 +79,10 @@ class RedisReviewMemo:
     def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int) -> None:
         self._redis = client
         self._prefix = prefix
-        self._ttl_s = ttl_s
+        self._ttl = str(ttl_s)
+        self._keys = [f"{prefix}review:"]
+        self._keep_first = client.register_script(_KEEP_FIRST)
+        self._batcher = ScriptBatcher(client)
 
     @classmethod
     def connect(cls, url: str, prefix: str, ttl_s: int, timeout_s: float) -> RedisReviewMemo:
@@ -73,14 +103,13 @@ class RedisReviewMemo:
         return MemoEntry.from_json(str(raw)) if raw else None
 
     async def put(self, uid: str, entry: MemoEntry) -> MemoEntry:
-        key = self.key(uid)
+        request = _SEPARATOR.join((self._ttl, entry.to_json(), uid))
+        call = self._batcher.call_merged(self._keep_first, self._keys, request)
         try:
-            if await self._redis.set(key, entry.to_json(), nx=True, ex=self._ttl_s):
-                return entry
-            raw = await self._redis.get(key)
+            kept = await call
         except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis unreachable: {exc}") from exc
-        return MemoEntry.from_json(str(raw)) if raw else entry
+        return MemoEntry.from_json(str(kept)) if kept else entry
 
     async def close(self) -> None:
         await self._redis.aclose()

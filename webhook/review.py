@@ -10,10 +10,11 @@ a 500.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
 
 from webhook.errors import MalformedReview
 
@@ -107,10 +108,14 @@ class AdmissionRequest:
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
-    """Parse a review request body, or raise ``MalformedReview`` saying what is wrong."""
+    """Parse a review request body, or raise ``MalformedReview`` saying what is wrong.
+
+    orjson parses a pod's review several times faster than ``json``; it is also stricter
+    (no ``NaN``, no lone surrogates), which kube-apiserver never sends.
+    """
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise MalformedReview(f"body is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise MalformedReview("body is not a JSON object")
@@ -181,7 +186,7 @@ def review_response(
     """The AdmissionReview to send back: a patch when allowed, a status when denied."""
     response: AdmissionResponseWire = {"uid": uid, "allowed": allowed}
     if allowed and patch_ops:
-        encoded = json.dumps(list(patch_ops), separators=(",", ":")).encode()
+        encoded = orjson.dumps(list(patch_ops))
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(encoded).decode("ascii")
     if not allowed or message:
