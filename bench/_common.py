@@ -57,6 +57,9 @@ class WorkerResult:
     """The address (or bit position) each operation got."""
     lags_s: list[float] = field(default_factory=list)
     """Open loop only: how late each request started after its scheduled time."""
+    service_s: list[float] = field(default_factory=list)
+    """Open loop only: each request's time from its start to its answer (its latency
+    without the generator's send lag)."""
     peak_pending: int = 0
     """Open loop only: most requests arrived and not yet answered at one time."""
 
