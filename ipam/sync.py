@@ -140,6 +140,14 @@ class StepReport:
     seconds: float = 0.0
 
 
+class StepObserver(Protocol):
+    """Told of every step's outcome (metrics, readiness); runs inline, so it must be cheap."""
+
+    def step_done(self, report: StepReport) -> None: ...
+
+    def step_failed(self, error: Exception) -> None: ...
+
+
 class SyncWorker:
     def __init__(
         self,
@@ -169,6 +177,7 @@ class SyncWorker:
         """When the last full step ended (``time.monotonic``): the next is due an
         interval later, whoever took this one."""
         self.steps = 0
+        self.observer: StepObserver | None = None
 
     # ------------------------------------------------------------------ events
 
@@ -200,6 +209,8 @@ class SyncWorker:
                 await self.step()
             except (errors.IpamError, NorthboundError) as exc:
                 log.warning("sync step failed, retrying: %s", exc)
+                if self.observer is not None:
+                    self.observer.step_failed(exc)
                 self.dirty.full = True
                 await asyncio.sleep(1.0)
                 self._wake.set()
@@ -216,6 +227,8 @@ class SyncWorker:
         report.seconds = time.perf_counter() - started
         self.last_report = report
         self.steps += 1
+        if self.observer is not None:
+            self.observer.step_done(report)
         log.debug("sync step: %s", report)
         return report
 

@@ -4,6 +4,9 @@ Objects come from the Kubernetes API (one list-then-watch ``Watcher`` per kind) 
 standalone, from a manifests folder re-read when a file changes. Either way they land
 in ``Store``s and every change marks the worker dirty; the worker's first step waits
 until every store has its first full list, so nothing is released for being unseen.
+
+The HTTP endpoint (``--listen``: ``/metrics``, ``/healthz``, ``/readyz``) starts before
+the NB connection, so a liveness probe is answered while a slow NB is being reached.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,12 +26,16 @@ from typing import Any
 
 from kubernetes.client import CoreV1Api
 
+from ipam.cli import parse_listen, url_of
 from ipam.nb import Northbound
 from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
 from ipam.store import Ipam
 from ipam.sync import KINDS, SyncSettings, SyncWorker
+from ipam.sync_http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
+from ipam.sync_metrics import SyncMetrics
 from podnet import kube
 from podnet.manifests import manifest_files, read_manifests
+from podnet.ovn import OvnError, SslFiles, close_api, nb_api, ssl_remotes
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +48,14 @@ class SyncOptions:
     sync: SyncSettings
     manifests: Path | None = None
     kube: kube.KubeSettings | None = None
+    ovn_nb_ssl: SslFiles | None = None
+    """Required when ``ovn_nb`` has ``ssl:`` remotes."""
+    http: HttpSettings | None = None
+    """Where to serve ``/metrics``, ``/healthz`` and ``/readyz`` (nowhere if None)."""
+
+
+class OptionError(ValueError):
+    """A command-line option is unusable; the message names the option and the value."""
 
 
 class ManifestStores:
@@ -118,15 +135,35 @@ def marking(worker: SyncWorker) -> Any:
 
 
 async def run_sync(options: SyncOptions, stop: asyncio.Event) -> None:
-    from podnet.ovn import close_api, nb_api
-
+    metrics = SyncMetrics()
     ipam = Ipam.connect(options.redis)
-    api = await asyncio.to_thread(nb_api, options.ovn_nb)
+    try:
+        async with _http_endpoint(options.http, metrics, ipam):
+            await _sync_with_nb(options, ipam, metrics, stop)
+    finally:
+        await ipam.close()
+
+
+@asynccontextmanager
+async def _http_endpoint(settings: HttpSettings | None, metrics: SyncMetrics,
+                         ipam: Ipam) -> AsyncIterator[None]:
+    if settings is None:
+        yield
+        return
+    async with serving(make_sync_app(metrics, ipam), settings) as (host, port):
+        log.info("metrics and probes on %s", url_of(host, port))
+        yield
+
+
+async def _sync_with_nb(options: SyncOptions, ipam: Ipam, metrics: SyncMetrics,
+                        stop: asyncio.Event) -> None:
+    api = await asyncio.to_thread(nb_api, options.ovn_nb, ssl_files=options.ovn_nb_ssl)
     try:
         if options.manifests is not None:
             source = ManifestStores(options.manifests)
             source.refresh()
             worker = SyncWorker(ipam, Northbound(api), source.stores, options.sync)
+            metrics.attach(worker)
             tasks = [asyncio.create_task(follow_manifests(source, worker, 2.0))]
             await _run_until(worker, tasks, stop)
             return
@@ -138,13 +175,13 @@ async def run_sync(options: SyncOptions, stop: asyncio.Event) -> None:
 
         stores = {kind: kube.Store() for kind in KINDS}
         worker = SyncWorker(ipam, Northbound(api), stores, options.sync, patch_pod=patch)
+        metrics.attach(worker)
         async with kube_watchers(client, stores, marking(worker)) as watchers:
             for watcher in watchers:
                 await watcher.store.wait_synced()
             log.info("all kinds listed; syncing")
             await _run_until(worker, [], stop)
     finally:
-        await ipam.close()
         await asyncio.to_thread(close_api, api)
 
 
@@ -159,19 +196,25 @@ async def _run_until(worker: SyncWorker, tasks: list[asyncio.Task[None]],
             await task
 
 
+SSL_OPTIONS = {
+    "--ovn-nb-private-key": "ovn_nb_private_key",
+    "--ovn-nb-certificate": "ovn_nb_certificate",
+    "--ovn-nb-ca-cert": "ovn_nb_ca_cert",
+}
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "sync", help="mirror allocations and Services into OVN; keep the IPAM true",
         description="Follow pods, services, endpointslices, nodes, Subnets and IPPools "
         "(Kubernetes API, or --manifests DIR standalone), bind and release addresses, and "
-        "write OVN's northbound database: switches, ports, router, load balancers.",
+        "write OVN's northbound database: switches, ports, router, load balancers. "
+        "Serves /metrics, /healthz and /readyz on --listen.",
     )
     parser.add_argument("--redis", default=DEFAULT_REDIS_URL, metavar="URL",
                         help="the IPAM's Redis (default %(default)s)")
     parser.add_argument("--prefix", default="podnet:", help="IPAM key prefix (default %(default)s)")
-    parser.add_argument("--ovn-nb", required=True, metavar="REMOTE[,REMOTE...]",
-                        help="OVN NB database: tcp:IP:PORT, ssl:IP:PORT or unix:PATH; "
-                        "several, comma-separated, for a clustered NB")
+    _add_ovn_nb_arguments(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--manifests", type=Path, metavar="DIR",
                         help="standalone: read objects from YAML files in DIR")
@@ -184,21 +227,79 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--release-grace", type=float, default=30.0, metavar="SECONDS",
                         help="free a vanished pod's address only this long after it was "
                         "bound (default %(default)s)")
+    parser.add_argument("--listen", type=parse_listen, default=DEFAULT_SYNC_LISTEN,
+                        metavar="HOST:PORT",
+                        help="serve /metrics, /healthz and /readyz here, IPv6 in brackets "
+                        f"(default {DEFAULT_SYNC_LISTEN})")
     parser.set_defaults(handler=_main)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _add_ovn_nb_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ovn-nb", required=True, metavar="REMOTE[,REMOTE...]",
+                        help="OVN NB database: tcp:IP:PORT, ssl:IP:PORT or unix:PATH; "
+                        "several, comma-separated, for a clustered NB; ssl: needs the "
+                        "three --ovn-nb-* files below")
+    ssl_help = {
+        "--ovn-nb-private-key": "TLS private key (as ovn-nbctl -p)",
+        "--ovn-nb-certificate": "its certificate, signed by a CA the NB trusts "
+                                "(as ovn-nbctl -c)",
+        "--ovn-nb-ca-cert": "the CA certificate that signed the NB's certificate "
+                            "(as ovn-nbctl -C)",
+    }
+    for option, text in ssl_help.items():
+        parser.add_argument(option, type=Path, metavar="FILE", help=text)
+
+
+def ssl_files_of(args: argparse.Namespace) -> SslFiles | None:
+    """The NB's TLS files, checked: each given one readable, all three for ssl: remotes."""
+    given = {option: getattr(args, dest) for option, dest in SSL_OPTIONS.items()}
+    for option, path in given.items():
+        if path is not None:
+            _check_readable(option, path)
+    key, certificate, ca_cert = given.values()
+    if key is not None and certificate is not None and ca_cert is not None:
+        return SslFiles(key, certificate, ca_cert)
+    missing = ", ".join(option for option, path in given.items() if path is None)
+    if ssl_remotes(args.ovn_nb):
+        raise OptionError(f"--ovn-nb {args.ovn_nb}: an ssl: remote needs "
+                          f"{', '.join(SSL_OPTIONS)}; missing {missing}")
+    if any(path is not None for path in given.values()):
+        raise OptionError(f"{missing} missing: the three TLS options go together")
+    return None
+
+
+def _check_readable(option: str, path: Path) -> None:
+    if not path.exists():
+        raise OptionError(f"{option} {path}: no such file")
+    if not path.is_file():
+        raise OptionError(f"{option} {path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        raise OptionError(f"{option} {path}: not readable by this user")
+
+
+def options_of(args: argparse.Namespace) -> SyncOptions:
+    """The worker's options from the command line; :class:`OptionError` if unusable."""
     if args.manifests is not None and not args.manifests.is_dir():
-        print(f"podnet: error: --manifests {args.manifests}: not a directory")
-        return 2
-    options = SyncOptions(
+        raise OptionError(f"--manifests {args.manifests}: not a directory")
+    host, port = args.listen
+    return SyncOptions(
         redis=RedisSettings(url=args.redis, prefix=args.prefix),
         ovn_nb=args.ovn_nb,
         sync=SyncSettings(resync_interval_s=args.resync_interval,
                           release_grace_s=args.release_grace),
         manifests=args.manifests,
         kube=kube.KubeSettings(args.kubeconfig, True if args.in_cluster else None),
+        ovn_nb_ssl=ssl_files_of(args),
+        http=HttpSettings(host, port),
     )
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        options = options_of(args)
+    except OptionError as exc:
+        print(f"podnet: error: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -209,7 +310,7 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except (kube.KubeError, OSError) as exc:
-        print(f"podnet: error: {exc}")
+    except (kube.KubeError, OvnError, OSError) as exc:
+        print(f"podnet: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -27,6 +27,8 @@ import contextlib
 import ipaddress
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -265,13 +267,16 @@ class OvnCentral:
     nb_port: int | None = field(default_factory=free_port)
     sb_port: int | None = field(default_factory=free_port)
     listen_host: str = "127.0.0.1"
+    nb_args: Sequence[str] = ()
+    """More ``ovsdb-server`` options for the NB, e.g. an ``--remote=pssl:...`` with its
+    ``--private-key``, ``--certificate`` and ``--ca-cert``."""
     nb: OvsDaemon = field(init=False)
     sb: OvsDaemon = field(init=False)
     northd: OvsDaemon = field(init=False)
 
     def __post_init__(self) -> None:
         self.directory = self.directory.resolve()
-        self.nb = self._db_server("ovnnb_db", self.nb_port)
+        self.nb = self._db_server("ovnnb_db", self.nb_port, self.nb_args)
         self.sb = self._db_server("ovnsb_db", self.sb_port)
         self.northd = OvsDaemon(
             "ovn-northd", "ovn-northd", self.directory,
@@ -279,13 +284,13 @@ class OvnCentral:
             env={"OVN_RUNDIR": str(self.directory)},
         )
 
-    def _db_server(self, name: str, port: int | None) -> OvsDaemon:
+    def _db_server(self, name: str, port: int | None, extra: Sequence[str] = ()) -> OvsDaemon:
         remotes = [f"--remote=punix:{self.directory / f'{name}.sock'}"]
         if port is not None:
             remotes.append(f"--remote=ptcp:{port}:{self.listen_host}")
         return OvsDaemon(
             name, "ovsdb-server", self.directory,
-            args=[*remotes, str(self.directory / f"{name}.db")],
+            args=[*remotes, *extra, str(self.directory / f"{name}.db")],
         )
 
     @property
@@ -679,23 +684,108 @@ def _unyielding(base: type[Any]) -> type[Any]:
     return Unyielding
 
 
-def _api(remote: str, schema: str, api_class: type[Any], timeout_s: float) -> Any:
-    from ovsdbapp.backend.ovs_idl import connection, idlutils
+@dataclass(frozen=True)
+class SslFiles:
+    """What ``ssl:`` remotes need, as ovn-nbctl's ``-p``, ``-c`` and ``-C``.
 
-    helper = idlutils.get_schema_helper(remote, schema)
+    python-ovs keeps these process-wide (class attributes of ``ovs.stream.Stream``), so
+    a process speaks TLS to OVSDB with one set of files at a time.
+    """
+
+    private_key: Path
+    certificate: Path
+    ca_cert: Path
+
+
+def ssl_remotes(remote: str) -> list[str]:
+    """The ``ssl:`` remotes of a comma-separated remote list."""
+    return [part.strip() for part in remote.split(",") if part.strip().startswith("ssl:")]
+
+
+def _use_ssl_files(remote: str, files: SslFiles | None) -> None:
+    """Hand ``files`` to python-ovs before any stream opens (required for ``ssl:``)."""
+    if files is None:
+        if ssl_remotes(remote):
+            raise OvnError(f"{remote}: an ssl: remote needs a private key, a certificate "
+                           "and a CA certificate")
+        return
+    from ovs.stream import Stream
+
+    Stream.ssl_set_private_key_file(str(files.private_key))
+    Stream.ssl_set_certificate_file(str(files.certificate))
+    Stream.ssl_set_ca_cert_file(str(files.ca_cert))
+
+
+def tls_problem(remote: str, files: SslFiles, timeout_s: float = 5.0) -> str | None:
+    """Why a TLS session with one ``ssl:HOST:PORT`` remote fails, or None if it works.
+
+    python-ovs reports a failed handshake as a bare errno; this repeats the handshake
+    with the same files and settings (no host name check, as python-ovs) to say why.
+    """
+    host, _, port = remote.removeprefix("ssl:").rpartition(":")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    try:
+        context.load_verify_locations(files.ca_cert)
+        context.load_cert_chain(files.certificate, files.private_key)
+        _handshake(context, host.strip("[]"), int(port), timeout_s)
+    except ssl.SSLCertVerificationError as exc:
+        return (f"{remote}: the server's certificate does not verify against the CA "
+                f"certificate {files.ca_cert}: {exc.verify_message}")
+    except ssl.SSLError as exc:
+        if "ALERT" in (exc.reason or ""):  # the server refused the session
+            return (f"{remote}: TLS failed (does the server trust the CA that signed "
+                    f"{files.certificate}?): {exc}")
+        return f"{remote}: TLS failed: {exc}"
+    except (OSError, ValueError) as exc:
+        return f"{remote}: {exc}"
+    return None
+
+
+def _handshake(context: ssl.SSLContext, host: str, port: int, timeout_s: float) -> None:
+    with (socket.create_connection((host, port), timeout_s) as raw,
+          context.wrap_socket(raw) as tls):
+        # A server that refuses our certificate says so after TLS 1.3's handshake, on
+        # the first read; a server that accepts it sends nothing until asked.
+        tls.settimeout(0.5)
+        with contextlib.suppress(TimeoutError):
+            tls.recv(1)
+
+
+def _schema_helper(remote: str, schema: str, files: SslFiles | None) -> Any:
+    """The server's schema, or an :class:`OvnError` that says why it could not be read."""
+    from ovsdbapp.backend.ovs_idl import idlutils
+
+    try:
+        return idlutils.get_schema_helper(remote, schema)
+    except Exception as exc:  # ovsdbapp raises a bare Exception
+        reasons = [tls_problem(part, files) for part in ssl_remotes(remote)] if files else []
+        detail = "; ".join(reason for reason in reasons if reason)
+        raise OvnError(f"cannot read the {schema} schema from {remote}: "
+                       f"{detail or exc}") from exc
+
+
+def _api(remote: str, schema: str, api_class: type[Any], timeout_s: float,
+         files: SslFiles | None = None) -> Any:
+    from ovsdbapp.backend.ovs_idl import connection
+
+    _use_ssl_files(remote, files)
+    helper = _schema_helper(remote, schema, files)
     helper.register_all()
     idl = _unyielding(connection.OvsdbIdl)(remote, helper)
     return _own_connection(api_class)(connection.Connection(idl, timeout=timeout_s))
 
 
-def nb_api(remote: str, timeout_s: float = 10.0) -> OvnNbApiIdlImpl:
+def nb_api(remote: str, timeout_s: float = 10.0,
+           ssl_files: SslFiles | None = None) -> OvnNbApiIdlImpl:
     """An ``OvnNbApiIdlImpl`` connected to the northbound DB at ``remote``.
 
-    Call :func:`close_api` when done: it stops the connection's thread.
+    ``ssl_files`` are required when ``remote`` has ``ssl:`` parts. Call
+    :func:`close_api` when done: it stops the connection's thread.
     """
     from ovsdbapp.schema.ovn_northbound import impl_idl
 
-    return _api(remote, "OVN_Northbound", impl_idl.OvnNbApiIdlImpl, timeout_s)
+    return _api(remote, "OVN_Northbound", impl_idl.OvnNbApiIdlImpl, timeout_s, ssl_files)
 
 
 def sb_api(remote: str, timeout_s: float = 10.0) -> OvnSbApiIdlImpl:

@@ -19,6 +19,7 @@ def lab_settings(state_dir: Path, manifests: Path, **overrides: object) -> LabSe
         "ipam_listen": f"127.0.0.1:{free_port()}",
         "apiserver_listen": f"127.0.0.1:{free_port()}",
         "webhook_listen": f"127.0.0.1:{free_port()}",
+        "sync_listen": f"127.0.0.1:{free_port()}",
         "manifests": (manifests,), "prefix": f"pl{uuid.uuid4().hex[:6]}", "wait_s": 30.0,
     }
     values.update(overrides)

@@ -353,6 +353,15 @@ def test_the_sync_worker_runs_podnet_sync() -> None:
     assert container["command"] == ["podnet"] and container["args"][0] == "sync"
 
 
+def test_the_sync_worker_is_probed_on_the_port_it_serves_metrics_on() -> None:
+    [container] = by_kind("Deployment", "podnet-sync")["spec"]["template"]["spec"]["containers"]
+    [listen] = [arg for arg in container["args"] if arg.startswith("--listen=")]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["metrics"] == int(listen.rpartition(":")[2])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
 def test_the_node_agent_is_privileged_on_the_host_network_and_installs_the_cni() -> None:
     spec = by_kind("DaemonSet", "podnet-agent")["spec"]["template"]["spec"]
     assert spec["hostNetwork"] is True and not spec.get("hostPID")

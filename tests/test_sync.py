@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,17 +63,17 @@ class Cluster:
                                       "Logical_Switch_Port").split())
 
 
-@pytest.fixture
-async def cluster(
-    central: OvnCentral, redis_settings: RedisSettings
-) -> AsyncIterator[Cluster]:
+@asynccontextmanager
+async def watched_worker(central: OvnCentral, redis: RedisSettings) -> AsyncIterator[Cluster]:
+    """A worker (not yet stepped) on the local API fixture holding a subnet and a node,
+    its watches synced; every row it wrote is removed afterwards."""
     with KubeApi() as api, api.client() as api_client:
         api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
                     "metadata": {"name": "apps"}, "spec": {"cidrBlock": "10.20.0.0/24"}})
         api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"},
                     "status": {"addresses": [{"type": "InternalIP",
                                               "address": "192.168.5.11"}]}})
-        ipam = Ipam.connect(redis_settings)
+        ipam = Ipam.connect(redis)
         northbound = Northbound(await asyncio.to_thread(nb_api, central.nb_remote))
         core = client.CoreV1Api(api_client)
 
@@ -83,18 +84,28 @@ async def cluster(
         worker = SyncWorker(ipam, northbound, stores,
                             SyncSettings(resync_interval_s=3600, release_grace_s=0),
                             patch_pod=patch)
-        async with kube_watchers(api_client, stores, marking(worker), FAST) as watchers:
-            for watcher in watchers:
-                await watcher.store.wait_synced(5)
-            await worker.step()  # registers the subnet before anything is admitted
-            runner = asyncio.create_task(worker.run())
-            try:
+        try:
+            async with kube_watchers(api_client, stores, marking(worker), FAST) as watchers:
+                for watcher in watchers:
+                    await watcher.store.wait_synced(5)
                 yield Cluster(api, ipam, worker, central)
-            finally:
-                runner.cancel()
-        northbound.reconcile(DesiredState())  # removes every row podnet owns
-        close_api(northbound.api)
-        await ipam.close()
+        finally:
+            await asyncio.to_thread(northbound.reconcile, DesiredState())
+            close_api(northbound.api)
+            await ipam.close()
+
+
+@pytest.fixture
+async def cluster(
+    central: OvnCentral, redis_settings: RedisSettings
+) -> AsyncIterator[Cluster]:
+    async with watched_worker(central, redis_settings) as started:
+        await started.worker.step()  # registers the subnet before anything is admitted
+        runner = asyncio.create_task(started.worker.run())
+        try:
+            yield started
+        finally:
+            runner.cancel()
 
 
 async def test_a_stored_pod_is_bound_gets_its_port_and_is_marked_routed(

@@ -88,7 +88,8 @@ def _settings(args: argparse.Namespace) -> LabSettings:
         state_dir=args.state_dir, redis_port=args.redis_port, ipam_listen=args.listen,
         manifests=tuple(args.manifests or (DEFAULT_MANIFESTS,)), nodes=args.nodes,
         wait_s=args.wait, apiserver_listen=base.apiserver_listen,
-        webhook_listen=base.webhook_listen, prefix=base.prefix,
+        webhook_listen=base.webhook_listen, sync_listen=base.sync_listen,
+        prefix=base.prefix,
         underlay_cidr=base.underlay_cidr, service_cidr=base.service_cidr,
     )
 

@@ -34,6 +34,8 @@ class LabSettings:
     manifests: tuple[Path, ...] = (DEFAULT_MANIFESTS,)
     apiserver_listen: str = "127.0.0.1:18080"
     webhook_listen: str = "127.0.0.1:18443"
+    sync_listen: str = "127.0.0.1:9477"
+    """The sync worker's ``/metrics``, ``/healthz`` and ``/readyz``."""
     nodes: int = 2
     prefix: str = "podnet"
     """Names of network namespaces (``<prefix>-<node>``), the underlay bridge, veths."""

@@ -312,7 +312,8 @@ def _start_sync(settings: LabSettings, processes: Mapping[str, BackgroundProcess
         process.stop()
     if _start(process, python("podnet.cli", "sync", "--kubeconfig",
                               str(settings.kubeconfig("sync")), "--ovn-nb", central.nb_remote,
-                              "--redis", settings.redis.url, "--release-grace", "5")):
+                              "--redis", settings.redis.url, "--release-grace", "5",
+                              "--listen", settings.sync_listen)):
         _wait_alive(process)
 
 
