@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 KINDS = ("Subnet", "IPPool", "Node", "Pod", "Service", "EndpointSlice", "StatefulSet")
 NODE_KEY_PREFIX = "node/"
+ROUTED_PATCHES_AT_ONCE = 4
+"""API calls marking pods routed in flight at once (each takes one of the default
+executor's threads, which the NB transactions also use)."""
 
 PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
 
@@ -172,6 +175,7 @@ class SyncWorker:
         self._subnets: list[SubnetSpec] = []
         self._nodes: list[NodeJoin] = []
         self._gate = asyncio.Semaphore(64)
+        self._patches = asyncio.Semaphore(ROUTED_PATCHES_AT_ONCE)
         self.last_report: StepReport | None = None
         self.last_full_at = -math.inf
         """When the last full step ended (``time.monotonic``): the next is due an
@@ -494,20 +498,24 @@ class SyncWorker:
     # ------------------------------------------------------------ routed mark
 
     async def _mark_routed(self, pods: Iterable[PodView], view: ClusterView) -> int:
-        """Annotate ``routed=true`` on pods whose port now exists."""
+        """Annotate ``routed=true`` on pods whose port now exists. The patches of a step
+        go out a few at a time: a burst of new pods must not wait in line for one API
+        round trip each."""
         if self.patch_pod is None:
             return 0
         subnets = {subnet.name for subnet in view.subnets}
-        patched = 0
-        for pod in pods:
-            if (pod.routed or pod.uid in self._routed or not pod.ips or pod.terminal
-                    or pod.deleting or pod.subnet not in subnets):
-                continue
+        due = [pod for pod in pods
+               if not (pod.routed or pod.uid in self._routed or not pod.ips or pod.terminal
+                       or pod.deleting or pod.subnet not in subnets)]
+        return sum(await asyncio.gather(*(self._patch_routed(pod) for pod in due)))
+
+    async def _patch_routed(self, pod: PodView) -> int:
+        assert self.patch_pod is not None
+        async with self._patches:
             try:
                 await self.patch_pod(pod.namespace, pod.name, {keys.ROUTED: "true"})
             except Exception as exc:  # the pod may be gone meanwhile; the next step retries
                 log.info("pod %s: could not mark routed: %s", pod.key, exc)
-                continue
-            self._routed.add(pod.uid)
-            patched += 1
-        return patched
+                return 0
+        self._routed.add(pod.uid)
+        return 1
