@@ -73,20 +73,7 @@ class NotFound(LookupError):
 
 def subnet_detail_json(usage: SubnetUsage) -> JsonObject:
     """A subnet's utilisation with the spec fields that decide who gets its addresses."""
-    spec = usage.spec
-    return {
-        **usage.to_json(),
-        "excludeIps": list(spec.exclude_ips),
-        "namespaces": list(spec.namespaces),
-        "private": spec.private,
-        "allowSubnets": list(spec.allow_subnets),
-        "natOutgoing": spec.nat_outgoing,
-        "gatewayType": spec.gateway_type,
-        "gatewayNode": spec.gateway_node,
-        "disableInterConnection": spec.disable_inter_connection,
-        "nodeSelector": dict(spec.node_selector),
-        "default": spec.default,
-    }
+    return {**usage.to_json(), **usage.spec.policy_fields()}
 
 
 async def subnet_usages(ipam: Ipam) -> list[SubnetUsage]:

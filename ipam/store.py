@@ -600,18 +600,7 @@ def _config_change(
 def _subnet_object(spec: SubnetSpec) -> dict[str, Any]:
     """A Subnet object equivalent to ``spec`` (stored so other processes can parse it)."""
     body: dict[str, Any] = {
-        "cidrBlock": spec.cidr_block,
-        "gateway": spec.gateway,
-        "excludeIps": list(spec.exclude_ips),
-        "namespaces": list(spec.namespaces),
-        "private": spec.private,
-        "allowSubnets": list(spec.allow_subnets),
-        "natOutgoing": spec.nat_outgoing,
-        "gatewayType": spec.gateway_type,
-        "gatewayNode": spec.gateway_node,
-        "disableInterConnection": spec.disable_inter_connection,
-        "nodeSelector": dict(spec.node_selector),
-        "default": spec.default,
+        "cidrBlock": spec.cidr_block, "gateway": spec.gateway, **spec.policy_fields(),
     }
     return {
         "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": spec.name},

@@ -187,6 +187,22 @@ class SubnetSpec:
     def allocator_config(self) -> dict[str, Any]:
         return {str(layout.family): layout.allocator_config() for layout in self.families}
 
+    def policy_fields(self) -> dict[str, Any]:
+        """The Subnet ``spec`` fields besides the CIDR and gateway (who gets the subnet's
+        addresses and how they leave), in Kube-OVN's names."""
+        return {
+            "excludeIps": list(self.exclude_ips),
+            "namespaces": list(self.namespaces),
+            "private": self.private,
+            "allowSubnets": list(self.allow_subnets),
+            "natOutgoing": self.nat_outgoing,
+            "gatewayType": self.gateway_type,
+            "gatewayNode": self.gateway_node,
+            "disableInterConnection": self.disable_inter_connection,
+            "nodeSelector": dict(self.node_selector),
+            "default": self.default,
+        }
+
 
 def default_subnet() -> SubnetSpec:
     """``ovn-default`` as podnet creates it when nothing else is configured."""
