@@ -252,7 +252,8 @@ async def run(scale: Scale, workdir: Path) -> dict[str, float]:
         ips = await populate(ipam, stores, scale)
         api = await asyncio.to_thread(nb_api, central.nb_remote)
         worker = TimedWorker(ipam, Northbound(api), stores,
-                             SyncSettings(resync_interval_s=3600, release_grace_s=3600))
+                             SyncSettings(resync_interval_s=3600, release_grace_s=3600,
+                                          settle_heap=True))
         rss_before = peak_rss_mb()
         started = time.perf_counter()
         cold = await worker.step()

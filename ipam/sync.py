@@ -115,6 +115,10 @@ class SyncSettings:
     """A bound address whose pod is gone is freed only this long after it was made."""
     ensure_builtin_subnets: bool = True
     """Create ``join`` (and ``ovn-default`` when no subnet is default) if missing."""
+    settle_heap: bool = False
+    """After every full step, collect garbage once and freeze the heap (``podnet.heap``):
+    what a worker process wants, and ``podnet sync`` turns on. It acts on the whole
+    process, so a worker embedded in another program (a test) leaves it off."""
 
 
 @dataclass
@@ -225,7 +229,7 @@ class SyncWorker:
         started = time.perf_counter()
         dirty = self.dirty.take()
         report = await (self._full() if dirty.full else self._incremental(dirty))
-        if dirty.full:  # the long-lived heap was rebuilt: see podnet.heap
+        if dirty.full and self.settings.settle_heap:  # the long-lived heap was rebuilt
             settle_heap()
             self.last_full_at = time.monotonic()
         report.seconds = time.perf_counter() - started

@@ -286,7 +286,7 @@ def options_of(args: argparse.Namespace) -> SyncOptions:
         redis=RedisSettings(url=args.redis, prefix=args.prefix),
         ovn_nb=args.ovn_nb,
         sync=SyncSettings(resync_interval_s=args.resync_interval,
-                          release_grace_s=args.release_grace),
+                          release_grace_s=args.release_grace, settle_heap=True),
         manifests=args.manifests,
         kube=kube.KubeSettings(args.kubeconfig, True if args.in_cluster else None),
         ovn_nb_ssl=ssl_files_of(args),

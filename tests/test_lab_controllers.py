@@ -171,9 +171,9 @@ async def test_pods_spread_over_the_nodes_and_become_running(lab: Lab) -> None:
     pods = await lab.until(lambda: len(lab.pods()) == 4 and all(map(pod_ready, lab.pods()))
                            and lab.pods())
     assert Counter(p["spec"]["nodeName"] for p in pods) == {"node-1": 2, "node-2": 2}
-    deployment_status = await lab.until(
-        lambda: lab.api.get("Deployment", "web", "default")["status"].get("readyReplicas") == 4
-        and lab.api.get("Deployment", "web", "default")["status"])
+    deployment_status = await lab.until(  # no status at all until the controller's first
+        lambda: lab.api.get("Deployment", "web", "default").get("status", {})
+        .get("readyReplicas") == 4 and lab.api.get("Deployment", "web", "default")["status"])
     assert deployment_status["replicas"] == 4
 
 

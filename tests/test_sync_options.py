@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ipam.sync import SyncSettings
 from ipam.sync_http import HttpSettings
 from ipam.sync_main import OptionError, SyncOptions, options_of
 from podnet.cli import build_parser, main
@@ -61,6 +62,11 @@ def test_a_tcp_remote_needs_no_tls_and_the_endpoint_listens_on_9477_by_default()
     options = parsed("--ovn-nb", "tcp:192.0.2.1:6641")
     assert options.ovn_nb_ssl is None
     assert options.http == HttpSettings("0.0.0.0", 9477)
+
+
+def test_the_daemon_freezes_its_heap_after_full_steps_while_an_embedded_worker_does_not() -> None:
+    assert parsed("--ovn-nb", "tcp:192.0.2.1:6641").sync.settle_heap
+    assert not SyncSettings().settle_heap
 
 
 def test_the_command_exits_2_with_the_reason_before_connecting(

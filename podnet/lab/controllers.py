@@ -402,8 +402,12 @@ class ControllerManager:
                 await watcher.store.wait_synced()
             log.info("controllers: all kinds listed; reconciling")
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                # cancellation that lands as the event is set, and this loop then ran on
+                # after its task was cancelled, holding its owner's shutdown forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.resync_s)
+                    async with asyncio.timeout(self.settings.resync_s):
+                        await self._wake.wait()
                 self._wake.clear()
                 await self.reconcile()
         finally:
