@@ -466,8 +466,13 @@ class Watcher:
         self._task = asyncio.create_task(self.run(), name=f"watch-{self.kind}")
 
     async def stop(self) -> None:
+        """Stop within ``stop_timeout_s``: the thread is told to stop and its connection
+        shut, but the loop side does not wait for the thread's last word (a read that
+        the shutdown fails to interrupt would otherwise hold its owner's shutdown until
+        the server ends the watch); undelivered events are dropped."""
         self._halt()
         if self._task is not None:
+            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
