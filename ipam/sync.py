@@ -53,6 +53,7 @@ from ipam.topology import (
 )
 from podnet.heap import settle_heap
 from podnet.manifests import Manifest, register_ipam_objects
+from podnet.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ class SyncWorker:
     async def run(self) -> None:
         """Steps until cancelled: on events, and a full resync every interval."""
         while True:
+            raise_if_cancelled()
             due = self.last_full_at + self.settings.resync_interval_s
             timeout = max(0.0, due - time.monotonic())
             try:

@@ -48,6 +48,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from podnet.tasks import raise_if_cancelled
+
 log = logging.getLogger(__name__)
 
 KubeObject = dict[str, Any]
@@ -456,6 +458,7 @@ class Watcher:
         try:
             while (item := await queue.get()) is not _STOPPED:
                 await self._deliver(item)
+                raise_if_cancelled()  # a handler's library may have swallowed it
         finally:
             self._halt()
             await asyncio.to_thread(thread.join, self.settings.stop_timeout_s)

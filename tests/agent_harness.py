@@ -51,7 +51,7 @@ from podnet.ovn import (
 )
 from tests.kube_api import KubeApi
 from tests.ovn_fixtures import netns_node, token
-from tests.waiting import eventually
+from tests.waiting import cancelled, eventually
 from webhook.patch import allocation_annotations
 
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
@@ -403,9 +403,7 @@ async def lab(tmp: Path, redis_url: str) -> AsyncIterator[Lab]:
                     yield the_lab
                 finally:
                     await the_lab.close()
-                    runner.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await runner
+                    await cancelled(runner)
     finally:
         await asyncio.to_thread(northbound.reconcile, DesiredState())
         await asyncio.to_thread(close_api, northbound.api)

@@ -29,6 +29,7 @@ from podnet.lab.controllers import (
 from podnet.lab.kubelet import AttachError, Attachment
 from podnet.lab.objects import pod_ready, spec_of, status_of
 from podnet.lab.selectors import misfit
+from tests.waiting import cancelled
 
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
                           stop_timeout_s=2.0)
@@ -129,8 +130,7 @@ async def running(api: ApiServer, kubelet: RunningWithoutNetwork | None) -> Asyn
         try:
             yield Lab(api, manager, kubelet or RunningWithoutNetwork())
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancelled(task)
 
 
 @pytest.fixture

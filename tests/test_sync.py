@@ -22,7 +22,7 @@ from ipam.sync_main import kube_watchers, marking
 from podnet import kube
 from podnet.ovn import OvnCentral, close_api, nb_api
 from tests.kube_api import KubeApi
-from tests.waiting import eventually
+from tests.waiting import cancelled, eventually
 
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
                           stop_timeout_s=2.0)
@@ -105,7 +105,7 @@ async def cluster(
         try:
             yield started
         finally:
-            runner.cancel()
+            await cancelled(runner)
 
 
 async def test_a_stored_pod_is_bound_gets_its_port_and_is_marked_routed(

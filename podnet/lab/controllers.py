@@ -84,6 +84,7 @@ from podnet.lab.objects import (
 )
 from podnet.lab.rest import Rest, RestError
 from podnet.lab.selectors import equality_selector_matches, labels_of, misfit
+from podnet.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -402,6 +403,7 @@ class ControllerManager:
                 await watcher.store.wait_synced()
             log.info("controllers: all kinds listed; reconciling")
             while True:
+                raise_if_cancelled()
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
                 # cancellation that lands as the event is set, and this loop then ran on
                 # after its task was cancelled, holding its owner's shutdown forever.
