@@ -37,6 +37,7 @@ from ipam.settings import IpamSettings
 from ipam.store import Ipam
 from podnet.heap import settle_heap
 from podnet.kube import KubeError, kube_client
+from podnet.tasks import raise_if_cancelled
 from webhook.admit import AdmitContext, Answer, CatalogCache, admit_pod
 from webhook.errors import ConfigError, MalformedArgs, MalformedReview
 from webhook.extender import (
@@ -297,6 +298,7 @@ async def _every(seconds: float, step: Callable[[], Awaitable[object]], what: st
         await asyncio.sleep(seconds)
         try:
             await step()
+            raise_if_cancelled()  # redis-py may have swallowed it (see podnet.tasks)
         except errors.IpamError as exc:
             log.warning("%s failed, retrying in %ss: %s", what, seconds, exc)
 
