@@ -231,8 +231,9 @@ class SyncWorker:
         started = time.perf_counter()
         dirty = self.dirty.take()
         report = await (self._full() if dirty.full else self._incremental(dirty))
-        if dirty.full and self.settings.settle_heap:  # the long-lived heap was rebuilt
-            settle_heap()
+        if dirty.full:
+            if self.settings.settle_heap:  # the long-lived heap was rebuilt
+                settle_heap()
             self.last_full_at = time.monotonic()
         report.seconds = time.perf_counter() - started
         self.last_report = report

@@ -124,6 +124,15 @@ async def test_a_stored_pod_is_bound_gets_its_port_and_is_marked_routed(
     assert {"node-node1", "apps-ovn-cluster"} <= cluster.ports()
 
 
+async def test_a_running_worker_without_events_waits_for_its_next_resync(
+    cluster: Cluster,
+) -> None:
+    await asyncio.sleep(0.2)  # the wake-up the initial list left behind
+    steps = cluster.worker.steps
+    await asyncio.sleep(0.5)
+    assert cluster.worker.steps == steps
+
+
 async def test_a_deleted_pod_releases_its_address_and_loses_its_port(cluster: Cluster) -> None:
     await cluster.admit("web-1")
     await eventually(lambda: "web-1.default" in cluster.ports())
