@@ -148,14 +148,15 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
 
     def run_idl(self, txn: Any) -> None:
         self.txn = txn
+        ports = self._in_scope("Logical_Switch_Port", self.scope.switch_ports)
         if self.scope.structure:
             routers = self._sync_routers()
             switches = self._sync_switches()
             self._sync_router_ports(routers)
         else:
             routers = self._named_rows("Logical_Router", {CLUSTER_ROUTER})
-            switches = self._named_rows("Logical_Switch", self._scoped_switch_names())
-        self._sync_switch_ports(switches)
+            switches = self._named_rows("Logical_Switch", self._switches_of(ports))
+        self._sync_switch_ports(switches, ports)
         if self.scope.structure:
             self._sync_acls(switches)
         self._sync_address_sets()
@@ -176,11 +177,16 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                     found[name] = row
         return found
 
-    def _scoped_switch_names(self) -> set[str]:
+    def _in_scope(self, table: str, names: frozenset[str] | None) -> dict[str, Row]:
+        """podnet's rows of a named kind: every one (``None``), else those named."""
+        if names is None:
+            return self._owned(table, lambda r: r.name)
+        return self._named_rows(table, names)
+
+    def _switches_of(self, ports: Mapping[str, Row]) -> set[str]:
         """The switches a scoped step's ports are in, or are to move to."""
         names = {port.switch for port in self.desired.switch_ports.values()}
-        for row in self._named_rows("Logical_Switch_Port", self.scope.switch_ports or ()).values():
-            names.add(dict(row.external_ids).get(SWITCH_KEY, ""))
+        names.update(dict(row.external_ids).get(SWITCH_KEY, "") for row in ports.values())
         return names
 
     def _key_index(self, table: str) -> Any:
@@ -198,11 +204,10 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
 
         The index is made on first use, in the connection thread that also keeps it
         (the IDL re-indexes a row on every change, so it never goes stale)."""
-        rows = self._table(table).rows
         index = self._key_index(table)
         found: dict[str, Row] = {}
         for key in keys:
-            probe = rows.IndexEntry(external_ids={KEY: key})
+            probe = self._table(table).rows.IndexEntry(external_ids={KEY: key})
             for row in index.irange(probe, probe):
                 if _ours(row):
                     found[key] = row
@@ -349,16 +354,13 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
 
     # ---------------------------------------------------------------- ports, ACLs
 
-    def _sync_switch_ports(self, switches: Mapping[str, Row]) -> None:
-        wanted = self.scope.switch_ports
-        if wanted is None:  # a full step reads the true parent of every port
+    def _sync_switch_ports(self, switches: Mapping[str, Row], current: Mapping[str, Row]) -> None:
+        if self.scope.switch_ports is None:  # a full step reads the true parent of every port
             parents = {p.uuid: sw for sw in switches.values() for p in _refs(sw, "ports")}
-            current = self._owned("Logical_Switch_Port", lambda r: r.name)
 
             def parent_of(row: Row) -> Row | None:
                 return parents.get(row.uuid)
-        else:  # a scoped step looks its ports up by name and trusts their switch marker
-            current = self._named_rows("Logical_Switch_Port", wanted)
+        else:  # a scoped step trusts its ports' switch marker
 
             def parent_of(row: Row) -> Row | None:
                 return switches.get(dict(row.external_ids).get(SWITCH_KEY, ""))
@@ -427,11 +429,9 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     # ---------------------------------------------------------------- routing
 
     def _sync_address_sets(self) -> None:
-        wanted = self.scope.address_sets
-        current = (self._owned("Address_Set", lambda r: r.name) if wanted is None
-                   else self._named_rows("Address_Set", wanted))
         self._diff(
-            "address_sets", current, self.desired.address_sets,
+            "address_sets", self._in_scope("Address_Set", self.scope.address_sets),
+            self.desired.address_sets,
             read=lambda r: AddressSet(r.name, tuple(sorted(r.addresses)), _dict(r.external_ids)),
             create=lambda w: self._insert("Address_Set", name=w.name,
                                           addresses=list(w.addresses),
@@ -524,16 +524,14 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             group.delvalue("load_balancer", row)
             row.delete()
 
-        wanted = self.scope.load_balancers
-        current = (self._owned("Load_Balancer", lambda r: r.name) if wanted is None
-                   else self._named_rows("Load_Balancer", wanted))
         rows = self._diff(
-            "load_balancers", current, self.desired.load_balancers,
+            "load_balancers", self._in_scope("Load_Balancer", self.scope.load_balancers),
+            self.desired.load_balancers,
             read=lambda r: LoadBalancer(r.name, r.protocol[0] if r.protocol else "",
                                         _dict(r.vips), _dict(r.external_ids), _dict(r.options)),
             create=create, update=self._update_load_balancer, delete=delete,
         )
-        if wanted is not None:
+        if self.scope.load_balancers is not None:
             return  # membership of the rest, and the holders, are the full step's
         members = {row.uuid for row in _refs(group, "load_balancer")}
         in_place = {row.uuid: row for row in rows.values()}
