@@ -26,6 +26,10 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
 
+UNIT_SEPARATOR = "\x1f"
+"""Joins a request's fields into one script argument (no field can hold it: names,
+tokens and MACs are printable, and JSON escapes control characters)."""
+
 
 @dataclass(frozen=True)
 class _Call:

@@ -27,7 +27,7 @@ from redis.backoff import ExponentialBackoff
 
 from ipam import errors
 from ipam.addresses import IPAddress, merge_intervals, parse_ip, subtract_intervals
-from ipam.batching import ScriptBatcher
+from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
 from ipam.mac import MAC_ANNOTATION, random_mac
 from ipam.metrics import IpamMetrics
 from ipam.pool import IPPoolSpec, Pool, pooled_intervals
@@ -47,9 +47,6 @@ _SUFFIXES = (
     "macs", "pods", "uids", "sticky", "stats",
 )
 _MAC_ATTEMPTS = 8
-UNIT_SEPARATOR = "\x1f"
-"""Joins the reserve script's fields into one argument (no field can hold it: names,
-tokens and MACs are printable, and JSON escapes control characters)."""
 T = TypeVar("T")
 ReleaseBy = Literal["token", "pod", "uid", "sticky"]
 

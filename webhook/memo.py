@@ -24,10 +24,9 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from ipam.batching import ScriptBatcher
+from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
 from ipam.errors import StoreUnavailable
 
-_SEPARATOR = "\x1f"
 _KEEP_FIRST = r"""
 local replies = {}
 for i, request in ipairs(ARGV) do
@@ -103,7 +102,7 @@ class RedisReviewMemo:
         return MemoEntry.from_json(str(raw)) if raw else None
 
     async def put(self, uid: str, entry: MemoEntry) -> MemoEntry:
-        request = _SEPARATOR.join((self._ttl, entry.to_json(), uid))
+        request = UNIT_SEPARATOR.join((self._ttl, entry.to_json(), uid))
         call = self._batcher.call_merged(self._keep_first, self._keys, request)
         try:
             kept = await call
