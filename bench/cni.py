@@ -43,16 +43,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import percentile
-from ipam.nb import Northbound
 from ipam.requests import ReserveRequest
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from ipam.sync import KINDS, SyncSettings, SyncWorker
 from node_agent import protocol
 from node_agent.install import install_cni
 from podnet.daemons import RedisServer
-from podnet.kube import Store
-from podnet.ovn import OvnCentral, OvnError, OvsNode, close_api, nb_api
+from podnet.ovn import OvnCentral, OvnError, OvsNode
+from podnet_plumbing.kube import Store
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.nb import Northbound
+from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 from webhook.patch import allocation_annotations
 
 NODE = "bench-node"

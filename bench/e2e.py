@@ -47,13 +47,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import percentile
-from podnet import kube
 from podnet.daemons import free_port
 from podnet.lab import LabSettings, down, up
 from podnet.lab.checks import CHECK_PORT, Check, Host, Listener, run_checks
 from podnet.lab.kubelet import sandbox_name
 from podnet.lab.objects import metadata, pod_ips, pod_ready, spec_of
 from podnet.lab.rest import Rest
+from podnet_plumbing import kube
 
 NAMESPACE = "bench"
 MANIFESTS = f"""\

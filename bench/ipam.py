@@ -40,7 +40,7 @@ Closed-loop latency is mostly queueing (in flight / throughput); the open-loop f
 is the one to read as "how long does admission wait for an address".
 
 Every worker process, once warmed up, takes the garbage-collector policy of the webhook
-that calls the IPAM in production (``podnet.heap.settle_heap``: start-up garbage
+that calls the IPAM in production (``podnet_plumbing.heap.settle_heap``: start-up garbage
 collected, the start-up heap frozen, rarer young collections), so that the first full
 collections of a fresh interpreter, which a long-running server has long behind it, do
 not land in the measured run; the collector stays on throughout.
@@ -104,7 +104,7 @@ from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import build_subnet
 from podnet.daemons import RedisServer, require_binary
-from podnet.heap import settle_heap
+from podnet_plumbing.heap import settle_heap
 from webhook.server import YOUNG_GC_THRESHOLD
 
 RAW_LUA = (

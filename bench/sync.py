@@ -35,14 +35,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import Row, percentile, render_table
-from ipam.nb import Northbound
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import build_subnet
-from ipam.sync import KINDS, Dirty, StepReport, SyncSettings, SyncWorker
 from podnet.daemons import RedisServer
-from podnet.kube import Store
-from podnet.ovn import OvnCentral, close_api, nb_api
+from podnet.ovn import OvnCentral
+from podnet_plumbing.kube import Store
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.nb import Northbound
+from podnet_sync.worker import KINDS, Dirty, StepReport, SyncSettings, SyncWorker
 
 NODES = 10
 

@@ -22,3 +22,6 @@ RESERVATION = "podnet.io/reservation"
 
 AGENT_READY_LABEL = "podnet.io/agent-ready"
 """Node label the node agent sets to ``true`` once it serves CNI on that node."""
+
+WRITTEN = (ALLOCATED, IP_ADDRESS, MAC_ADDRESS, CIDR, GATEWAY, LOGICAL_SWITCH, RESERVATION)
+"""The keys the webhook writes at admission: podnet's, not the pod owner's, from then on."""

@@ -41,9 +41,10 @@ from ipam.api import (
     subnet_detail,
     subnet_list,
 )
+from ipam.register import Registration, register_ipam_objects
 from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
 from ipam.store import Ipam
-from podnet.manifests import Manifest, Registration, read_manifests, register_ipam_objects
+from podnet_plumbing.manifests import Manifest, read_manifests
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 import secrets
 
+from ipam import annotations as keys
 from ipam.errors import MalformedValue
 
-MAC_ANNOTATION = "ovn.kubernetes.io/mac_address"
 _MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 
 
-def normalize_mac(value: str, field: str = MAC_ANNOTATION) -> str:
+def normalize_mac(value: str, field: str = keys.MAC_ADDRESS) -> str:
     """Lower-case, colon-separated; refuses malformed, multicast and all-zero MACs."""
     cleaned = value.strip().lower()
     if not _MAC.match(cleaned):

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipam import annotations as keys
 from ipam.addresses import Family, IPAddress, merge_intervals, parse_span, split_list
 from ipam.errors import ExcludedAddress, GatewayAddress, MalformedValue, OutsideSubnet
 from ipam.subnet import (
@@ -26,8 +27,6 @@ from ipam.subnet import (
     parse_node_selector,
     validate_name,
 )
-
-POOL_ANNOTATION = "ovn.kubernetes.io/ip_pool"
 
 
 @dataclass(frozen=True)
@@ -147,8 +146,8 @@ def parse_pool_annotation(value: str, subnet: SubnetSpec) -> Pool:
     else:
         groups = [[item] for item in split_list(value)]
     if not groups:
-        raise MalformedValue(POOL_ANNOTATION, value, "lists no address")
-    entries = tuple(_entry(POOL_ANNOTATION, group, subnet) for group in groups)
+        raise MalformedValue(keys.IP_POOL, value, "lists no address")
+    entries = tuple(_entry(keys.IP_POOL, group, subnet) for group in groups)
     return Pool("", subnet.name, entries)
 
 

@@ -7,15 +7,15 @@ the gateway. Only "is it already taken" is left to the atomic script.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ipam import annotations as keys
 from ipam.addresses import IPAddress, parse_ip, split_list
 from ipam.errors import ExcludedAddress, GatewayAddress, MalformedValue, OutsideSubnet
 from ipam.mac import normalize_mac
 from ipam.pool import Pool
 from ipam.subnet import SubnetSpec
-
-IP_ANNOTATION = "ovn.kubernetes.io/ip_address"
 
 
 @dataclass(frozen=True)
@@ -24,17 +24,30 @@ class ReserveRequest:
 
     ``sticky_key`` (``namespace/statefulset/ordinal``) keeps the allocation for the
     next pod of the same ordinal; a kept allocation is handed over before anything
-    else is considered.
+    else is considered. ``offsets`` are ``static_ips`` as offsets into the subnet,
+    when the caller has already checked them (:func:`static_request`).
     """
 
     static_ips: tuple[IPAddress, ...] = ()
     mac: str | None = None
     pool: Pool | None = None
     sticky_key: str = ""
-    field: str = IP_ANNOTATION
+    field: str = keys.IP_ADDRESS
+    offsets: Mapping[str, str] | None = None
 
 
-def parse_static_ips(value: str, field: str = IP_ANNOTATION) -> tuple[IPAddress, ...]:
+def static_request(
+    subnet: SubnetSpec, addresses: tuple[IPAddress, ...], *, mac: str | None = None,
+    sticky_key: str = "", field: str = keys.IP_ADDRESS,
+) -> ReserveRequest:
+    """A request for ``addresses`` of ``subnet``, checked once, offsets carried along."""
+    return ReserveRequest(
+        static_ips=addresses, mac=mac, sticky_key=sticky_key, field=field,
+        offsets=static_offsets(subnet, addresses, field),
+    )
+
+
+def parse_static_ips(value: str, field: str = keys.IP_ADDRESS) -> tuple[IPAddress, ...]:
     """``10.16.0.15`` or ``10.16.0.15,fd00:10:16::f``; at most one per family."""
     items = split_list(value)
     if not items:
@@ -47,7 +60,7 @@ def parse_static_ips(value: str, field: str = IP_ANNOTATION) -> tuple[IPAddress,
 
 
 def static_offsets(
-    subnet: SubnetSpec, addresses: tuple[IPAddress, ...], field: str = IP_ANNOTATION
+    subnet: SubnetSpec, addresses: tuple[IPAddress, ...], field: str = keys.IP_ADDRESS
 ) -> dict[str, str]:
     """The offsets to reserve for static ``addresses``, or the typed error why not."""
     offsets: dict[str, str] = {}

@@ -27,8 +27,9 @@ from redis.backoff import ExponentialBackoff
 
 from ipam import errors
 from ipam.addresses import IPAddress, merge_intervals, parse_ip, subtract_intervals
+from ipam.annotations import MAC_ADDRESS, RESERVATION
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
-from ipam.mac import MAC_ANNOTATION, random_mac
+from ipam.mac import random_mac
 from ipam.metrics import IpamMetrics
 from ipam.pool import IPPoolSpec, Pool, pooled_intervals
 from ipam.records import (
@@ -351,18 +352,21 @@ class Ipam:
 
     async def reserve(
         self,
-        subnet: str,
+        subnet: SubnetSpec | str,
         token: str,
         request: ReserveRequest | None = None,
         *,
         namespace: str = "",
         name: str = "",
-        ttl_s: float | None = None,
     ) -> Allocation:
-        """Reserve addresses (and a MAC) under ``token``; retrying returns the same."""
+        """Reserve addresses (and a MAC) under ``token``; retrying returns the same.
+
+        ``subnet`` is the spec when the caller holds it (the webhook's plan does), else
+        its name; the reservation lives ``IpamSettings.reservation_ttl_s`` unless bound.
+        """
         request = request or ReserveRequest()
-        spec = await self.subnet(subnet)
-        ttl_ms = int(1000 * (self.settings.reservation_ttl_s if ttl_s is None else ttl_s))
+        spec = subnet if isinstance(subnet, SubnetSpec) else await self.subnet(subnet)
+        ttl_ms = int(1000 * self.settings.reservation_ttl_s)
         mode, payload = _mode_payload(spec, request)
         started = time.perf_counter()
         for _ in range(_MAC_ATTEMPTS):
@@ -372,11 +376,11 @@ class Ipam:
                 request.sticky_key, namespace, name,
                 "1" if self.settings.require_rebuilt else "0",
             )
-            result = await self._run_merged("reserve", subnet, UNIT_SEPARATOR.join(fields))
+            result = await self._run_merged("reserve", spec.name, UNIT_SEPARATOR.join(fields))
             if result[0] != "mac_taken":
                 break
         outcome = result[0]
-        self.metrics.observe("reserve", outcome, time.perf_counter() - started, subnet)
+        self.metrics.observe("reserve", outcome, time.perf_counter() - started, spec.name)
         if outcome == "ok":
             return allocation_from_raw(decode_raw(result[1]), spec)
         raise await self._reserve_error(spec, request, result)
@@ -393,7 +397,7 @@ class Ipam:
         if outcome == "conflict":
             holder = allocation_from_raw(decode_raw(result[3]), spec)
             if result[1] == "mac":
-                return errors.AllocationConflict(MAC_ANNOTATION, result[2], holder.owner)
+                return errors.AllocationConflict(MAC_ADDRESS, result[2], holder.owner)
             layout = spec.layout(4 if result[1] == "4" else 6)
             value = str(layout.address_at(int(result[2]))) if layout else result[2]
             return errors.AllocationConflict(request.field, value, holder.owner)
@@ -418,7 +422,7 @@ class Ipam:
             raise errors.UnknownReservation(token)
         allocation = allocation_from_raw(decode_raw(result[1]), spec)
         if result[0] == "conflict":
-            raise errors.AllocationConflict("podnet.io/reservation", token, allocation.owner)
+            raise errors.AllocationConflict(RESERVATION, token, allocation.owner)
         return allocation
 
     async def release(
@@ -566,7 +570,10 @@ async def open_ipam(
 
 def _mode_payload(spec: SubnetSpec, request: ReserveRequest) -> tuple[str, str]:
     if request.static_ips:
-        return "static", json.dumps(static_offsets(spec, request.static_ips, request.field))
+        offsets = request.offsets
+        if offsets is None:
+            offsets = static_offsets(spec, request.static_ips, request.field)
+        return "static", json.dumps(offsets)
     if request.pool is not None:
         return "pool", json.dumps(request.pool.lua_entries())
     return "any", ""

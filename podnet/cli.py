@@ -16,9 +16,9 @@ from podnet import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from ipam import cli as ipam_cli
-    from ipam import sync_main
     from node_agent import cli as agent_cli
     from podnet import lab
+    from podnet_sync import main as sync_main
     from webhook import cli as webhook_cli
 
     parser = argparse.ArgumentParser(

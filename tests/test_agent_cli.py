@@ -20,17 +20,18 @@ from typing import Any
 
 import pytest
 
-from ipam.nb import Northbound
-from ipam.nb_model import DesiredState
 from ipam.requests import ReserveRequest
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from ipam.sync import KINDS, SyncSettings, SyncWorker
 from node_agent.install import install_cni
 from podnet.cli import build_parser
 from podnet.daemons import RedisServer
-from podnet.kube import Store
-from podnet.ovn import OvnCentral, OvsNode, close_api, nb_api
+from podnet.ovn import OvnCentral, OvsNode
+from podnet_plumbing.kube import Store
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.nb import Northbound
+from podnet_sync.nb_model import DesiredState
+from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 from tests.agent_harness import cni_env, in_netns, run
 from tests.ovn_fixtures import netns_node, running_node, token
 from tests.waiting import eventually

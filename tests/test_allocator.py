@@ -14,7 +14,7 @@ from ipam import errors
 from ipam.pool import parse_pool_annotation
 from ipam.requests import ReserveRequest, parse_static_ips
 from ipam.settings import IpamSettings, RedisSettings
-from ipam.store import Ipam
+from ipam.store import Ipam, open_ipam
 from ipam.subnet import build_subnet
 
 
@@ -123,10 +123,13 @@ async def test_release_by_pod_uid_or_token_is_idempotent(ipam: Ipam) -> None:
     assert (await ipam.usage("s")).families[0].used == 0
 
 
-async def test_reservations_whose_pod_never_appears_expire(ipam: Ipam) -> None:
+async def test_reservations_whose_pod_never_appears_expire(
+    ipam: Ipam, redis_settings: RedisSettings
+) -> None:
     await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
-    stale = await ipam.reserve("s", "stale", ttl_s=0.05)
-    kept = await ipam.reserve("s", "kept", ttl_s=60)
+    async with open_ipam(redis_settings, IpamSettings(reservation_ttl_s=0.05)) as hasty:
+        stale = await hasty.reserve("s", "stale")
+    kept = await ipam.reserve("s", "kept")
     await ipam.bind("s", "kept", uid="u", namespace="ns", name="p")
     await asyncio.sleep(0.1)
     assert await ipam.expire("s") == ["stale"]

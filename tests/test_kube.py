@@ -1,4 +1,4 @@
-"""podnet.kube against the official client and the local API fixture (tests/kube_api.py).
+"""podnet_plumbing.kube against the official client and the local API fixture (tests/kube_api.py).
 
 The watcher is the piece everything Kubernetes-facing stands on, so these tests break
 its connection on purpose: dropped watches, compacted history (410 Gone, both as an
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from podnet.kube import (
+from podnet_plumbing.kube import (
     Backoff,
     BackoffSettings,
     Change,

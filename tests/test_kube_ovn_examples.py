@@ -29,7 +29,7 @@ import yaml
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import parse_subnet
-from podnet.manifests import load_documents
+from podnet_plumbing.manifests import load_documents
 from tests.test_webhook_server import Harness, annotations_of, patch_of, review
 from tests.tls import client_context, make_certificate
 from webhook.compat import Verdict, check_object

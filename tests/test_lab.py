@@ -179,8 +179,9 @@ def test_up_attaches_pods_proves_connectivity_traces_and_down_leaves_nothing(
 async def test_a_subnet_overlapping_the_built_in_default_is_a_problem_not_a_crash(
     ipam: object, tmp_path: Path
 ) -> None:
+    from ipam.register import register_ipam_objects
     from ipam.store import Ipam
-    from podnet.manifests import read_manifests, register_ipam_objects
+    from podnet_plumbing.manifests import read_manifests
 
     assert isinstance(ipam, Ipam)
     (tmp_path / "s.yaml").write_text(

@@ -23,13 +23,13 @@ from kubernetes.client.exceptions import ApiException
 
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from podnet import kube
 from podnet.daemons import free_port
 from podnet.lab.admission import WebhookAdmission, denial, review_request, rule_matches
 from podnet.lab.apiserver import ApiServer, Attributes
 from podnet.lab.certs import Certificates
 from podnet.lab.controllers import ControllerManager, ControllerSettings
 from podnet.lab.up import webhook_configurations
+from podnet_plumbing import kube
 from webhook.server import running_webhook
 from webhook.settings import ServerSettings
 

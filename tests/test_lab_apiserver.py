@@ -20,10 +20,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from podnet import kube
 from podnet.daemons import BackgroundProcess, free_port
 from podnet.lab.apiserver import ApiServer, ApiState, Attributes, read_state, write_state
 from podnet.lab.objects import KubeObject, write_kubeconfig
+from podnet_plumbing import kube
 
 
 def core(api: client.ApiClient) -> Any:

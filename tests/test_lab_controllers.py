@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from podnet import kube
 from podnet.lab.apiserver import ApiServer
 from podnet.lab.controllers import (
     ControllerManager,
@@ -29,6 +28,7 @@ from podnet.lab.controllers import (
 from podnet.lab.kubelet import AttachError, Attachment
 from podnet.lab.objects import pod_ready, spec_of, status_of
 from podnet.lab.selectors import misfit
+from podnet_plumbing import kube
 from tests.waiting import cancelled
 
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from ipam.cluster import parse_endpoint_slice, parse_pod, parse_service
-from ipam.nb import Northbound, Scope
-from ipam.nb_model import DesiredState
 from ipam.subnet import build_subnet
-from ipam.topology import ClusterView, NodeJoin, desired_state, distributed_keys
-from podnet.ovn import OvnCentral, close_api, nb_api
+from podnet.ovn import OvnCentral
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.cluster import parse_endpoint_slice, parse_pod, parse_service
+from podnet_sync.nb import Northbound, Scope
+from podnet_sync.nb_model import DesiredState
+from podnet_sync.topology import ClusterView, NodeJoin, desired_state, distributed_keys
 
 
 @pytest.fixture(scope="module")

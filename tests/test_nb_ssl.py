@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ipam.nb import Northbound
-from ipam.nb_model import DesiredState
 from podnet.daemons import free_port
-from podnet.ovn import OvnCentral, OvnError, SslFiles, close_api, nb_api
+from podnet.ovn import OvnCentral
+from podnet_plumbing.ovsdb import OvsdbError, SslFiles, close_api, nb_api
+from podnet_sync.nb import Northbound
+from podnet_sync.nb_model import DesiredState
 from tests.test_nb import cluster, pod
 from tests.tls import make_ca, make_signed
 
@@ -80,7 +81,7 @@ def test_a_client_trusting_another_ca_fails_at_once_naming_the_ca(
 ) -> None:
     wrong = SslFiles(pki.client.private_key, pki.client.certificate, pki.stranger_ca[0])
     started = time.monotonic()
-    with pytest.raises(OvnError, match="does not verify against the CA certificate") as caught:
+    with pytest.raises(OvsdbError, match="does not verify against the CA certificate") as caught:
         nb_api(ssl_central.remote, timeout_s=5, ssl_files=wrong)
     assert str(pki.stranger_ca[0]) in str(caught.value)
     assert time.monotonic() - started < 10
@@ -91,7 +92,7 @@ def test_a_client_certificate_the_server_does_not_trust_fails_with_the_tls_alert
 ) -> None:
     cert, key = make_signed(tmp_path, "stranger-client", pki.stranger_ca)
     started = time.monotonic()
-    with pytest.raises(OvnError, match=f"{ssl_central.remote}: TLS failed .*alert"):
+    with pytest.raises(OvsdbError, match=f"{ssl_central.remote}: TLS failed .*alert"):
         nb_api(ssl_central.remote, timeout_s=5, ssl_files=SslFiles(key, cert, pki.client.ca_cert))
     assert time.monotonic() - started < 10
 
@@ -99,5 +100,5 @@ def test_a_client_certificate_the_server_does_not_trust_fails_with_the_tls_alert
 def test_an_ssl_remote_without_files_is_refused_before_connecting(
     ssl_central: SslCentral,
 ) -> None:
-    with pytest.raises(OvnError, match="ssl: remote needs a private key"):
+    with pytest.raises(OvsdbError, match="ssl: remote needs a private key"):
         nb_api(ssl_central.remote)

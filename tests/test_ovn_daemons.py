@@ -19,15 +19,14 @@ from podnet.ovn import (
     OvnError,
     OvsNode,
     Underlay,
-    close_api,
     link_exists,
     log_tail,
-    nb_api,
     netns_exists,
     process_running,
     run,
     wait_for,
 )
+from podnet_plumbing.ovsdb import close_api, nb_api
 from tests.ovn_fixtures import (
     NetnsPod,
     PodFactory,

@@ -12,15 +12,16 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from ipam.nb import Northbound
-from ipam.nb_model import DesiredState
 from ipam.requests import ReserveRequest
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from ipam.sync import KINDS, SyncSettings, SyncWorker
-from ipam.sync_main import kube_watchers, marking
-from podnet import kube
-from podnet.ovn import OvnCentral, close_api, nb_api
+from podnet.ovn import OvnCentral
+from podnet_plumbing import kube
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.main import kube_watchers, marking
+from podnet_sync.nb import Northbound
+from podnet_sync.nb_model import DesiredState
+from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 from tests.kube_api import KubeApi
 from tests.waiting import cancelled, eventually
 

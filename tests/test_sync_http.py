@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ipam.cli import url_of
 from ipam.settings import RedisSettings
-from ipam.sync import SyncWorker
-from ipam.sync_http import HttpSettings, make_sync_app, serving
-from ipam.sync_metrics import SyncMetrics
 from podnet.daemons import RedisServer
 from podnet.ovn import OvnCentral
+from podnet_sync.http import HttpSettings, make_sync_app, serving
+from podnet_sync.metrics import SyncMetrics
+from podnet_sync.worker import SyncWorker
 from tests.test_sync import Cluster, watched_worker
 from tests.waiting import eventually
 

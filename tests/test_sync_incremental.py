@@ -12,13 +12,14 @@ from typing import Any
 
 import pytest
 
-from ipam.nb import Northbound
-from ipam.nb_model import DesiredState
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from ipam.sync import KINDS, SyncSettings, SyncWorker
-from podnet import kube
-from podnet.ovn import OvnCentral, close_api, nb_api
+from podnet.ovn import OvnCentral
+from podnet_plumbing import kube
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.nb import Northbound
+from podnet_sync.nb_model import DesiredState
+from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 
 SUBNETS = {"apps": "10.20.0.0/24", "data": "10.30.0.0/24"}
 NODES = ("node1", "node2")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from ipam.cluster import Endpoint, EndpointPort, EndpointSliceView, PodView
-from ipam.sync_index import ClusterIndex
+from podnet_sync.cluster import Endpoint, EndpointPort, EndpointSliceView, PodView
+from podnet_sync.index import ClusterIndex
 
 
 def pod(name: str, node: str = "node1", subnet: str = "apps", deleting: bool = False) -> PodView:

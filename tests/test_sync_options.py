@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ipam.sync import SyncSettings
-from ipam.sync_http import HttpSettings
-from ipam.sync_main import OptionError, SyncOptions, options_of
 from podnet.cli import build_parser, main
-from podnet.ovn import SslFiles
+from podnet_plumbing.ovsdb import SslFiles
+from podnet_sync.http import HttpSettings
+from podnet_sync.main import OptionError, SyncOptions, options_of
+from podnet_sync.worker import SyncSettings
 
 SSL_REMOTE = "ssl:192.0.2.1:6641,ssl:192.0.2.2:6641"
 

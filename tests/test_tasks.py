@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from podnet.tasks import raise_if_cancelled
+from podnet_plumbing.tasks import raise_if_cancelled
 
 
 async def test_a_loop_that_checks_ends_although_its_cancellation_was_swallowed() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from ipam.cluster import parse_endpoint_slice, parse_pod, parse_service
 from ipam.subnet import build_subnet
-from ipam.topology import ClusterView, NodeJoin, desired_state
+from podnet_sync.cluster import parse_endpoint_slice, parse_pod, parse_service
+from podnet_sync.topology import ClusterView, NodeJoin, desired_state
 
 SUBNETS = [
     build_subnet("ovn-default", "10.16.0.0/16", nat_outgoing=True),

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
+from ipam import annotations as keys
 from ipam.pool import IPPoolSpec
 from ipam.subnet import build_subnet, default_subnet
 from webhook.decide import Catalog, NamespaceInfo
 from webhook.errors import MalformedArgs
 from webhook.extender import (
     AGENT_READY_CONDITION,
-    AGENT_READY_LABEL,
     Node,
     Placement,
     filter_nodes,
@@ -29,7 +29,7 @@ from webhook.extender import (
 )
 from webhook.settings import WebhookSettings
 
-READY = {AGENT_READY_LABEL: "true"}
+READY = {keys.AGENT_READY_LABEL: "true"}
 CATALOG = Catalog(
     (
         default_subnet(),
@@ -86,7 +86,7 @@ def test_a_node_with_the_agent_ready_label_passes() -> None:
 
 
 def test_a_node_without_the_label_fails_naming_the_label() -> None:
-    result = run_filter(pod(), node("node-1"), node("node-2", {AGENT_READY_LABEL: "false"}))
+    result = run_filter(pod(), node("node-1"), node("node-2", {keys.AGENT_READY_LABEL: "false"}))
     assert result["NodeNames"] == []
     assert result["FailedNodes"] == {
         "node-1": "podnet node agent is not ready (label podnet.io/agent-ready is missing)",

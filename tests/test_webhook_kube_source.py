@@ -14,7 +14,7 @@ import pytest
 
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from podnet.kube import BackoffSettings, WatchSettings
+from podnet_plumbing.kube import BackoffSettings, WatchSettings
 from tests.kube_api import RESOURCES, KubeApi
 from tests.test_webhook_server import annotations_of, patch_of, pod, review
 from tests.waiting import eventually

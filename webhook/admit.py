@@ -28,13 +28,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipam import annotations as keys
 from ipam import errors
 from ipam.records import Allocation
 from ipam.store import Ipam
 from webhook.decide import Catalog, NamespaceInfo, Plan, Skip, decide, without_podnet_annotations
 from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial, MalformedReview
 from webhook.memo import MemoEntry, ReviewMemo
-from webhook.patch import SWITCH_ANNOTATION, allocation_annotations, build_patch
+from webhook.patch import allocation_annotations, build_patch
 from webhook.review import AdmissionRequest, AdmissionReviewWire, review_response
 from webhook.settings import WebhookSettings
 
@@ -183,7 +184,7 @@ async def _kept(memo: ReviewMemo, uid: str) -> MemoEntry | None:
 async def _drop_stray(ipam: Ipam, plan: Plan, allocation: Allocation, kept: MemoEntry) -> None:
     """An earlier attempt of this review answered from another subnet (the catalog
     changed in between): the reservation just made under the same token is not used."""
-    if kept.annotations.get(SWITCH_ANNOTATION) == plan.subnet.name:
+    if kept.annotations.get(keys.LOGICAL_SWITCH) == plan.subnet.name:
         return  # same token, same subnet: the very allocation the earlier attempt made
     with contextlib.suppress(errors.IpamError):  # else it expires with its TTL
         await ipam.release(plan.subnet.name, "token", allocation.token)
@@ -218,7 +219,7 @@ async def _allocate(
         return existing, plan
     token = context.token_for(request.uid)
     try:
-        return await _reserve(ipam, plan, token, settings), plan
+        return await _reserve(ipam, plan, token), plan
     except errors.AllocationConflict:
         if not plan.reservation:
             raise
@@ -228,13 +229,12 @@ async def _allocate(
     fresh = decide(without_podnet_annotations(pod), namespace, catalog, settings, request.name)
     if isinstance(fresh, Skip):
         raise Denial(f"pod {plan.namespace}/{plan.name} can no longer be admitted: {fresh.reason}")
-    return await _reserve(ipam, fresh, token, settings), fresh
+    return await _reserve(ipam, fresh, token), fresh
 
 
-async def _reserve(ipam: Ipam, plan: Plan, token: str, settings: WebhookSettings) -> Allocation:
+async def _reserve(ipam: Ipam, plan: Plan, token: str) -> Allocation:
     return await ipam.reserve(
-        plan.subnet.name, token, plan.request, namespace=plan.namespace, name=plan.name,
-        ttl_s=settings.reservation_ttl_s,
+        plan.subnet, token, plan.request, namespace=plan.namespace, name=plan.name
     )
 
 

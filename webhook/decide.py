@@ -17,34 +17,19 @@ that names no address or pool, in a namespace that IPPools bind (``IPPool.spec
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ipam import annotations as keys
+from ipam import names
 from ipam.addresses import IPAddress
-from ipam.mac import MAC_ANNOTATION
-from ipam.pool import (
-    POOL_ANNOTATION,
-    IPPoolSpec,
-    Pool,
-    looks_like_pool_name,
-    parse_pool_annotation,
-)
-from ipam.requests import (
-    IP_ANNOTATION,
-    ReserveRequest,
-    parse_static_ips,
-    static_mac,
-    static_offsets,
-)
+from ipam.pool import IPPoolSpec, Pool, looks_like_pool_name, parse_pool_annotation
+from ipam.requests import ReserveRequest, parse_static_ips, static_mac, static_request
 from ipam.subnet import DEFAULT_SUBNET, SubnetSpec
 from webhook.compat import annotations_problem
 from webhook.errors import DENIED_BAD_REQUEST, Denial
-from webhook.patch import RESERVATION_ANNOTATION, SWITCH_ANNOTATION, WRITTEN_ANNOTATIONS
 from webhook.settings import WebhookSettings
-
-_ORDINAL = re.compile(r"^(?P<base>.+)-(?P<ordinal>0|[1-9][0-9]*)$")
 
 
 @dataclass(frozen=True)
@@ -150,15 +135,11 @@ def _label(pod: Mapping[str, Any], key: str) -> str:
     return "" if value is None else str(value)
 
 
-def workload_of(pod: Mapping[str, Any], namespace: str, name: str) -> Workload:
-    return _workload(pod, namespace, name, controller_of(pod))
-
-
 def _workload(
     pod: Mapping[str, Any], namespace: str, name: str, owner: tuple[str, str] | None
 ) -> Workload:
-    """``workload_of`` for a pod whose ``controller_of`` is known (``decide`` needs it
-    twice, and every admission decides)."""
+    """The workload a pod belongs to, from its ``controller_of`` (worked out once by
+    ``decide``, which needs it twice)."""
     if owner is None:
         generate = str(metadata_of(pod).get("generateName") or "")
         return Workload("pod", namespace, name or f"{generate}*")
@@ -169,18 +150,11 @@ def _workload(
     return Workload(kind, namespace, owner_name)
 
 
-def statefulset_ordinal(pod: Mapping[str, Any], name: str) -> tuple[str, int] | None:
-    """(StatefulSet name, ordinal) for a StatefulSet's pod ``<sts>-<N>``."""
-    return _ordinal(controller_of(pod), name)
-
-
 def _ordinal(owner: tuple[str, str] | None, name: str) -> tuple[str, int] | None:
     if owner is None or owner[0] != "StatefulSet":
         return None
-    match = _ORDINAL.match(name)
-    if match is None or match.group("base") != owner[1]:
-        return None
-    return owner[1], int(match.group("ordinal"))
+    ordinal = names.statefulset_ordinal(name, owner[1])
+    return None if ordinal is None else (owner[1], ordinal)
 
 
 def skip_reason(
@@ -202,7 +176,7 @@ def without_podnet_annotations(pod: Mapping[str, Any]) -> dict[str, Any]:
     metadata = dict(metadata_of(pod))
     kept = {
         key: value for key, value in annotations_of(pod).items()
-        if key == SWITCH_ANNOTATION or key not in WRITTEN_ANNOTATIONS
+        if key == keys.LOGICAL_SWITCH or key not in keys.WRITTEN
     }
     metadata["annotations"] = kept
     return {**pod, "metadata": metadata}
@@ -229,13 +203,13 @@ def decide(
     named_pool = _named_pool(annotations, catalog, namespace.name)
     subnet = choose_subnet(annotations, named_pool, namespace, catalog)
     bound = None
-    if IP_ANNOTATION not in annotations and not annotations.get(POOL_ANNOTATION, "").strip():
+    if keys.IP_ADDRESS not in annotations and not annotations.get(keys.IP_POOL, "").strip():
         bound = namespace_pool(
-            catalog, namespace.name, subnet, explicit=bool(annotations.get(SWITCH_ANNOTATION))
+            catalog, namespace.name, subnet, explicit=bool(annotations.get(keys.LOGICAL_SWITCH))
         )
     sts = _ordinal(owner, name)
-    sticky_key = f"{namespace.name}/{sts[0]}/{sts[1]}" if sts else ""
-    mac = static_mac(annotations.get(MAC_ANNOTATION))
+    sticky_key = names.sticky_key(namespace.name, *sts) if sts else ""
+    mac = static_mac(annotations.get(keys.MAC_ADDRESS))
     request, pool_label = _request(
         annotations, subnet=subnet, named_pool=named_pool or bound, sts=sts,
         sticky_key=sticky_key, mac=mac,
@@ -251,7 +225,7 @@ def decide(
         subnet=subnet,
         request=request,
         node_selector=selector,
-        reservation=annotations.get(RESERVATION_ANNOTATION, ""),
+        reservation=annotations.get(keys.RESERVATION, ""),
         pool_label=pool_label,
     )
 
@@ -259,16 +233,16 @@ def decide(
 def _named_pool(
     annotations: Mapping[str, str], catalog: Catalog, namespace: str
 ) -> IPPoolSpec | None:
-    value = annotations.get(POOL_ANNOTATION, "").strip()
-    if IP_ANNOTATION in annotations or not value or not looks_like_pool_name(value):
+    value = annotations.get(keys.IP_POOL, "").strip()
+    if keys.IP_ADDRESS in annotations or not value or not looks_like_pool_name(value):
         return None
     pool = catalog.pool(value)
     if pool is None:
-        raise Denial(f"{POOL_ANNOTATION} {value}: IPPool {value} does not exist",
+        raise Denial(f"{keys.IP_POOL} {value}: IPPool {value} does not exist",
                      DENIED_BAD_REQUEST)
     if pool.namespaces and namespace not in pool.namespaces:
         raise Denial(
-            f"{POOL_ANNOTATION} {value}: IPPool {value} is not open to namespace {namespace} "
+            f"{keys.IP_POOL} {value}: IPPool {value} is not open to namespace {namespace} "
             f"(spec.namespaces: {', '.join(pool.namespaces)})", DENIED_BAD_REQUEST,
         )
     return pool
@@ -281,25 +255,25 @@ def choose_subnet(
     catalog: Catalog,
 ) -> SubnetSpec:
     """The pod's subnet, by the order in the module docstring."""
-    requested = annotations.get(SWITCH_ANNOTATION, "").strip()
+    requested = annotations.get(keys.LOGICAL_SWITCH, "").strip()
     if requested:
         if named_pool is not None and named_pool.subnet != requested:
             raise Denial(
-                f"{POOL_ANNOTATION} {named_pool.name}: IPPool {named_pool.name} belongs to "
-                f"subnet {named_pool.subnet}, but {SWITCH_ANNOTATION} asks for {requested}",
+                f"{keys.IP_POOL} {named_pool.name}: IPPool {named_pool.name} belongs to "
+                f"subnet {named_pool.subnet}, but {keys.LOGICAL_SWITCH} asks for {requested}",
                 DENIED_BAD_REQUEST,
             )
-        return _known(catalog, requested, f"{SWITCH_ANNOTATION} {requested}")
+        return _known(catalog, requested, f"{keys.LOGICAL_SWITCH} {requested}")
     if named_pool is not None:
         return _known(catalog, named_pool.subnet, f"IPPool {named_pool.name} spec.subnet")
     bound = next((s for s in catalog.subnets if namespace.name in s.namespaces), None)
     if bound is not None:
         return bound
-    by_annotation = namespace.annotations.get(SWITCH_ANNOTATION, "").strip()
+    by_annotation = namespace.annotations.get(keys.LOGICAL_SWITCH, "").strip()
     if by_annotation:
         return _known(
             catalog, by_annotation,
-            f"namespace {namespace.name} annotation {SWITCH_ANNOTATION} {by_annotation}",
+            f"namespace {namespace.name} annotation {keys.LOGICAL_SWITCH} {by_annotation}",
         )
     return _known(catalog, catalog.default_name, "the default subnet")
 
@@ -323,8 +297,8 @@ def namespace_pool(
             names = ", ".join(f"{pool.name} (subnet {pool.subnet})" for pool in bound)
             raise Denial(
                 f"namespace {namespace} is bound to IPPool {names} by spec.namespaces, but "
-                f"its pods get subnet {subnet.name}; set {SWITCH_ANNOTATION} or "
-                f"{POOL_ANNOTATION} on the pod to choose",
+                f"its pods get subnet {subnet.name}; set {keys.LOGICAL_SWITCH} or "
+                f"{keys.IP_POOL} on the pod to choose",
                 DENIED_BAD_REQUEST,
             )
         return None
@@ -363,12 +337,10 @@ def _request(
     sticky_key: str,
     mac: str | None,
 ) -> tuple[ReserveRequest, str]:
-    static = annotations.get(IP_ANNOTATION)
+    static = annotations.get(keys.IP_ADDRESS)
     if static is not None:
-        addresses = parse_static_ips(static)
-        static_offsets(subnet, addresses)
-        return ReserveRequest(static_ips=addresses, mac=mac), "ip_pool"
-    pool_text = annotations.get(POOL_ANNOTATION, "").strip()
+        return static_request(subnet, parse_static_ips(static), mac=mac), "ip_pool"
+    pool_text = annotations.get(keys.IP_POOL, "").strip()
     if not pool_text and named_pool is None:
         return ReserveRequest(mac=mac, sticky_key=sticky_key), "ip_pool"
     pool = named_pool.resolve(subnet) if named_pool else parse_pool_annotation(pool_text, subnet)
@@ -394,9 +366,8 @@ def _pool_position(
         layout = subnet.layout(family)
         if layout is not None:
             addresses.append(layout.address_at(offset))
-    static_offsets(subnet, tuple(addresses), POOL_ANNOTATION)
-    return ReserveRequest(
-        static_ips=tuple(addresses), mac=mac, sticky_key=sticky_key, field=POOL_ANNOTATION
+    return static_request(
+        subnet, tuple(addresses), mac=mac, sticky_key=sticky_key, field=keys.IP_POOL
     )
 
 

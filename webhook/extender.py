@@ -39,7 +39,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from ipam.pool import POOL_ANNOTATION, IPPoolSpec, looks_like_pool_name
+from ipam import annotations as keys
+from ipam.pool import IPPoolSpec, looks_like_pool_name
 from ipam.subnet import SubnetSpec
 from webhook.decide import (
     Catalog,
@@ -52,7 +53,6 @@ from webhook.decide import (
 from webhook.errors import Denial, MalformedArgs
 from webhook.settings import WebhookSettings
 
-AGENT_READY_LABEL = "podnet.io/agent-ready"
 AGENT_READY_CONDITION = "PodnetAgentReady"
 GATEWAY_SCORE = 10
 DEFAULT_SCORE = 5
@@ -195,7 +195,7 @@ def gateway_nodes(subnet: SubnetSpec) -> frozenset[str]:
 
 
 def _pool_named(annotations: Mapping[str, str], catalog: Catalog) -> IPPoolSpec | None:
-    value = annotations.get(POOL_ANNOTATION, "").strip()
+    value = annotations.get(keys.IP_POOL, "").strip()
     return catalog.pool(value) if value and looks_like_pool_name(value) else None
 
 
@@ -230,11 +230,11 @@ def agent_problem(node: Node) -> str | None:
         if condition == "True":
             return None
         return f"podnet node agent is not ready (condition {AGENT_READY_CONDITION} is {condition})"
-    label = node.labels.get(AGENT_READY_LABEL)
+    label = node.labels.get(keys.AGENT_READY_LABEL)
     if label == "true":
         return None
     shown = "missing" if label is None else f"{label!r}"
-    return f"podnet node agent is not ready (label {AGENT_READY_LABEL} is {shown})"
+    return f"podnet node agent is not ready (label {keys.AGENT_READY_LABEL} is {shown})"
 
 
 def node_problem(node: Node, placement: Placement) -> str | None:

@@ -4,7 +4,7 @@ In a cluster the webhook's configuration is the cluster's own objects, not a fol
 ``KubeSource`` keeps the promise ``ManifestSource`` keeps (``namespace(name)``,
 ``refresh(ipam)``, ``problems``, ``loaded``), so the server treats both alike:
 
-- three watchers (``podnet.kube``) keep local copies of Namespaces, Subnets and IPPools;
+- three watchers (``podnet_plumbing.kube``) keep local copies of Namespaces, Subnets and IPPools;
   ``namespace(name)`` answers from memory, with no API call on the admission path;
 - ``refresh(ipam)`` registers Subnets and IPPools into the IPAM the same way the
   manifests folder does (``webhook.manifests.register``: one bad object is reported and
@@ -31,8 +31,8 @@ from kubernetes import client
 
 from ipam import errors
 from ipam.store import Ipam
-from podnet.kube import EventHandler, Snapshot, Watcher, WatchEvent, WatchSettings, lister
-from podnet.manifests import Manifest
+from podnet_plumbing.kube import EventHandler, Snapshot, Watcher, WatchEvent, WatchSettings, lister
+from podnet_plumbing.manifests import Manifest
 from webhook.decide import NamespaceInfo
 from webhook.manifests import ManifestSet, register
 

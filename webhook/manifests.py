@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ipam.register import register_ipam_objects
 from ipam.store import Ipam
-from podnet.manifests import Manifest, manifest_files, read_manifests, register_ipam_objects
+from podnet_plumbing.manifests import Manifest, manifest_files, read_manifests
 from webhook.decide import NamespaceInfo
 
 log = logging.getLogger(__name__)

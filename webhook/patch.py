@@ -17,21 +17,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from ipam.mac import MAC_ANNOTATION
+from ipam import annotations as keys
 from ipam.records import Allocation
-from ipam.requests import IP_ANNOTATION
 from ipam.subnet import SubnetSpec
 from webhook.review import PatchOp
 
-ALLOCATED_ANNOTATION = "ovn.kubernetes.io/allocated"
-CIDR_ANNOTATION = "ovn.kubernetes.io/cidr"
-GATEWAY_ANNOTATION = "ovn.kubernetes.io/gateway"
-SWITCH_ANNOTATION = "ovn.kubernetes.io/logical_switch"
-RESERVATION_ANNOTATION = "podnet.io/reservation"
-WRITTEN_ANNOTATIONS = (
-    ALLOCATED_ANNOTATION, IP_ANNOTATION, MAC_ANNOTATION, CIDR_ANNOTATION,
-    GATEWAY_ANNOTATION, SWITCH_ANNOTATION, RESERVATION_ANNOTATION,
-)
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
@@ -43,13 +33,13 @@ def escape(segment: str) -> str:
 def allocation_annotations(allocation: Allocation, subnet: SubnetSpec) -> dict[str, str]:
     """What podnet writes into the pod for ``allocation``."""
     return {
-        ALLOCATED_ANNOTATION: "true",
-        IP_ANNOTATION: ",".join(allocation.ip_strings()),
-        MAC_ANNOTATION: allocation.mac,
-        CIDR_ANNOTATION: subnet.cidr_block,
-        GATEWAY_ANNOTATION: subnet.gateway,
-        SWITCH_ANNOTATION: subnet.name,
-        RESERVATION_ANNOTATION: allocation.token,
+        keys.ALLOCATED: "true",
+        keys.IP_ADDRESS: ",".join(allocation.ip_strings()),
+        keys.MAC_ADDRESS: allocation.mac,
+        keys.CIDR: subnet.cidr_block,
+        keys.GATEWAY: subnet.gateway,
+        keys.LOGICAL_SWITCH: subnet.name,
+        keys.RESERVATION: allocation.token,
     }
 
 

@@ -198,6 +198,3 @@ def review_response(
         response["warnings"] = list(warnings)
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
 
-
-def allowed_unchanged(uid: str) -> AdmissionReviewWire:
-    return review_response(uid, True)

@@ -35,9 +35,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ipam import errors
 from ipam.settings import IpamSettings
 from ipam.store import Ipam
-from podnet.heap import settle_heap
-from podnet.kube import KubeError, kube_client
-from podnet.tasks import raise_if_cancelled
+from podnet_plumbing.heap import settle_heap
+from podnet_plumbing.kube import KubeError, kube_client
+from podnet_plumbing.tasks import raise_if_cancelled
 from webhook.admit import AdmitContext, Answer, CatalogCache, admit_pod
 from webhook.errors import ConfigError, MalformedArgs, MalformedReview
 from webhook.extender import (
@@ -298,7 +298,7 @@ async def _every(seconds: float, step: Callable[[], Awaitable[object]], what: st
         await asyncio.sleep(seconds)
         try:
             await step()
-            raise_if_cancelled()  # redis-py may have swallowed it (see podnet.tasks)
+            raise_if_cancelled()  # redis-py may have swallowed it (see podnet_plumbing.tasks)
         except errors.IpamError as exc:
             log.warning("%s failed, retrying in %ss: %s", what, seconds, exc)
 

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from ipam import errors
-from podnet import kube
 from podnet.daemons import DaemonError
 from podnet.lab.settings import DEFAULT_MANIFESTS, DEFAULT_STATE_DIR, LabSettings
 from podnet.lab.up import _processes, down, status_report, up
+from podnet_plumbing import kube
 
 __all__ = [
     "DEFAULT_MANIFESTS", "DEFAULT_STATE_DIR", "LabSettings", "_processes", "down", "register",

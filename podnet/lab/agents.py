@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ipam.annotations import AGENT_READY_LABEL
+from ipam import annotations as keys
 from podnet.daemons import BackgroundProcess, DaemonError
 from podnet.lab.kubelet import NodeRuntime
 from podnet.lab.nodes import LabNode
@@ -83,7 +83,7 @@ def agent_ready(rest: Rest, node: str) -> bool:
     """Whether the node carries its agent's ready label."""
     found = rest.get("Node", node)
     labels = ((found or {}).get("metadata") or {}).get("labels") or {}
-    return labels.get(AGENT_READY_LABEL) == "true"
+    return labels.get(keys.AGENT_READY_LABEL) == "true"
 
 
 def wait_ready(processes: Sequence[tuple[str, BackgroundProcess]],

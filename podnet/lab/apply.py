@@ -18,9 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from podnet.kube import KubeError
 from podnet.lab.rest import Rest, RestError
-from podnet.manifests import Manifest, ManifestProblem
+from podnet_plumbing.kube import KubeError
+from podnet_plumbing.manifests import Manifest, ManifestProblem
 
 PHASES: tuple[tuple[str, ...], ...] = (
     ("Namespace",),

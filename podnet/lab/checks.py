@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ipam import annotations as keys
 from ipam.cli import Table, format_table
 from podnet.lab.objects import (
     key_of,
@@ -207,7 +208,7 @@ def pod_host(pod: Mapping[str, Any], sandbox: Callable[[Mapping[str, Any]], str]
     namespace, name = key_of(pod)
     return Host(f"{namespace}/{name}", sandbox(pod), ipv4[0],
                 str(spec_of(pod).get("nodeName") or ""),
-                str(annotations.get("ovn.kubernetes.io/logical_switch") or ""))
+                str(annotations.get(keys.LOGICAL_SWITCH) or ""))
 
 
 def service_targets(services: Iterable[Mapping[str, Any]],

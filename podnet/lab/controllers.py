@@ -31,7 +31,7 @@ server with the official client, so every pod is admitted by the real webhook:
   with the matching pods (ready when ``Running`` with an IP) and the Service's ports,
   target ports resolved (named ports through the pod's container ports).
 
-Each controller reads local copies of the objects (``podnet.kube.Watcher`` stores) and
+Each controller reads local copies of the objects (``podnet_plumbing.kube.Watcher`` stores) and
 works in passes: an event wakes the manager, a pass reconciles everything from the
 copies. What a pass wrote is overlaid on the copies until the watch has delivered it
 (``View``), so a pass never acts twice on a stale copy; every action is idempotent, so
@@ -60,7 +60,7 @@ from typing import Any, Protocol, TypeVar, cast
 import aiohttp
 from kubernetes import client
 
-from podnet import kube
+from ipam import names
 from podnet.lab.kubelet import Attachment, Kubelet
 from podnet.lab.objects import (
     REPLICA_FAILURE,
@@ -84,7 +84,8 @@ from podnet.lab.objects import (
 )
 from podnet.lab.rest import Rest, RestError
 from podnet.lab.selectors import equality_selector_matches, labels_of, misfit
-from podnet.tasks import raise_if_cancelled
+from podnet_plumbing import kube
+from podnet_plumbing.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -791,11 +792,7 @@ def surplus(pods: Sequence[KubeObject], count: int) -> list[KubeObject]:
 
 
 def ordinal_of(pod: Mapping[str, Any], statefulset: Mapping[str, Any]) -> int | None:
-    prefix = f"{name_of(statefulset)}-"
-    suffix = name_of(pod).removeprefix(prefix)
-    if not name_of(pod).startswith(prefix) or not suffix.isdigit():
-        return None
-    return int(suffix)
+    return names.statefulset_ordinal(name_of(pod), name_of(statefulset))
 
 
 def statefulset_pod(statefulset: Mapping[str, Any], ordinal: int) -> KubeObject:

@@ -1,7 +1,7 @@
 """The lab's simulated nodes: each a network namespace with its own Open vSwitch and
 ovn-controller, all joined by an underlay bridge over which Geneve runs.
 
-ARCHITECTURE §8 lists what makes this work here: one userspace datapath per network
+docs/lab.md lists what makes this work here: one userspace datapath per network
 namespace, so one node per namespace (``<prefix>-node-N``); its daemons' sockets and
 pidfiles in ``<state>/nodes/node-N``; a veth from the namespace to the Linux bridge
 ``<prefix>-underlay`` in the host, whose node end sits on the node's netdev ``br-phy``

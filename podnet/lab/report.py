@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ipam import annotations as keys
 from ipam.cli import Table, format_table
 from podnet.lab.checks import CheckResult, results_table
 from podnet.lab.objects import (
@@ -75,11 +76,11 @@ def pod_row(pod: Mapping[str, Any], ready_s: float | None, attaching: bool) -> P
     annotations = metadata(pod).get("annotations") or {}
     namespace, name = key_of(pod)
     ips = pod_ips(pod) or [ip for ip in str(
-        annotations.get("ovn.kubernetes.io/ip_address") or "").split(",") if ip]
+        annotations.get(keys.IP_ADDRESS) or "").split(",") if ip]
     return PodRow(
         namespace=namespace, name=name, node=str(spec_of(pod).get("nodeName") or ""),
-        subnet=str(annotations.get("ovn.kubernetes.io/logical_switch") or ""),
-        ip=",".join(ips), mac=str(annotations.get("ovn.kubernetes.io/mac_address") or ""),
+        subnet=str(annotations.get(keys.LOGICAL_SWITCH) or ""),
+        ip=",".join(ips), mac=str(annotations.get(keys.MAC_ADDRESS) or ""),
         status=pod_status(pod, attaching), ready_s=ready_s, uid=uid_of(pod),
     )
 

@@ -19,8 +19,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from podnet.kube import MERGE_PATCH, KubeError, NotFound
 from podnet.lab.objects import RESOURCES, KubeObject, Resource
+from podnet_plumbing.kube import MERGE_PATCH, KubeError, NotFound
 
 TIMEOUT_S = 30.0
 

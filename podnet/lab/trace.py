@@ -33,12 +33,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from podnet import kube
+from ipam import annotations as keys
+from ipam import names
 from podnet.daemons import BackgroundProcess
 from podnet.lab.objects import key_of, metadata
 from podnet.lab.rest import Rest
 from podnet.lab.settings import LabSettings
 from podnet.ovn import OvnCentral, OvnError, run
+from podnet_plumbing import kube
 
 ACL_TABLE = re.compile(r"^ls_(in|out)_acl(_after_lb|_eval|_action)?$")
 ACL_PRIORITY_OFFSET = 1000
@@ -355,7 +357,7 @@ def trace_packet(sb_remote: str, datapath: str, packet: Packet) -> tuple[TraceSu
 
 def address_of(annotations: Mapping[str, str], family: int) -> str:
     """The pod's address of one IP family, from the webhook's annotations."""
-    for ip in str(annotations.get("ovn.kubernetes.io/ip_address") or "").split(","):
+    for ip in str(annotations.get(keys.IP_ADDRESS) or "").split(","):
         if ip and ipaddress.ip_address(ip).version == family:
             return ip
     return ""
@@ -420,14 +422,14 @@ def _packet(central: OvnCentral, pod: Mapping[str, Any], destination: str, port:
     except ValueError as exc:
         raise TraceError(f"{destination} is not an IP address or NAMESPACE/POD") from exc
     annotations = _annotations(pod)
-    subnet = str(annotations.get("ovn.kubernetes.io/logical_switch") or "")
-    mac = str(annotations.get("ovn.kubernetes.io/mac_address") or "")
+    subnet = str(annotations.get(keys.LOGICAL_SWITCH) or "")
+    mac = str(annotations.get(keys.MAC_ADDRESS) or "")
     if not subnet or not mac:
         raise TraceError(f"pod {'/'.join(key_of(pod))} has no address from podnet yet")
     source = _pod_address(pod, family)
     eth_dst = _neighbour_mac(annotations, destination, pods) or _gateway_mac(central, subnet)
     namespace, name = key_of(pod)
-    return Packet(f"{name}.{namespace}", mac, eth_dst, source, destination, port), subnet
+    return Packet(names.pod_port(name, namespace), mac, eth_dst, source, destination, port), subnet
 
 
 def _neighbour_mac(annotations: Mapping[str, str], destination: str,
@@ -435,13 +437,13 @@ def _neighbour_mac(annotations: Mapping[str, str], destination: str,
     """The MAC of the pod holding ``destination`` when it is on the source's own subnet
     (the source then sends to it directly), else ""."""
     address = ipaddress.ip_address(destination)
-    cidrs = str(annotations.get("ovn.kubernetes.io/cidr") or "").split(",")
+    cidrs = str(annotations.get(keys.CIDR) or "").split(",")
     if not any(c and address in ipaddress.ip_network(c, strict=False) for c in cidrs):
         return ""
     for pod in pods:
         theirs = _annotations(pod)
-        if destination in str(theirs.get("ovn.kubernetes.io/ip_address") or "").split(","):
-            return str(theirs.get("ovn.kubernetes.io/mac_address") or "")
+        if destination in str(theirs.get(keys.IP_ADDRESS) or "").split(","):
+            return str(theirs.get(keys.MAC_ADDRESS) or "")
     return ""
 
 

@@ -54,13 +54,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ipam import annotations as keys
 from ipam import errors
-from ipam.annotations import AGENT_READY_LABEL
 from ipam.api import subnet_list
 from ipam.cli import format_table, subnets_table
 from ipam.store import open_ipam
 from ipam.subnet import DEFAULT_SUBNET, JOIN_SUBNET
-from podnet import kube
 from podnet.daemons import BackgroundProcess, DaemonError
 from podnet.lab import agents
 from podnet.lab.apply import PHASES, Applied, apply_phase, in_phases
@@ -98,8 +97,9 @@ from podnet.lab.objects import (
 from podnet.lab.report import Report, pod_row, workload_problems
 from podnet.lab.rest import Rest
 from podnet.lab.settings import LabSettings
-from podnet.manifests import Manifest, ManifestProblem, read_manifests
 from podnet.ovn import OvnCentral, OvnError, netns_delete, netns_exists
+from podnet_plumbing import kube
+from podnet_plumbing.manifests import Manifest, ManifestProblem, read_manifests
 
 PROCESSES = ("redis", "apiserver", "webhook", "ipam-endpoint", "sync", "controllers")
 """The lab's own processes; each node adds its agent, ``agent-<node>``."""
@@ -294,12 +294,12 @@ def node_agents(settings: LabSettings, nodes: Sequence[LabNode], rest: Rest,
         started.append((node.name, process))
     agents.wait_ready(started, lambda node: agents.agent_ready(rest, node))
     progress.note("every node ready: join port installed, routes and SNAT in place "
-                  f"(label {AGENT_READY_LABEL}=true)")
+                  f"(label {keys.AGENT_READY_LABEL}=true)")
     return {node.name: agents.runtime_of(node) for node in nodes}
 
 
 def _forget_readiness(rest: Rest, node: str) -> None:
-    rest.patch("Node", node, {"metadata": {"labels": {AGENT_READY_LABEL: None}}})
+    rest.patch("Node", node, {"metadata": {"labels": {keys.AGENT_READY_LABEL: None}}})
 
 
 def _start_sync(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
@@ -606,7 +606,7 @@ def _read_cluster(rest: Rest) -> dict[str, list[dict[str, Any]]]:
 
 def _progress_line(pods: Sequence[Mapping[str, Any]]) -> str:
     live = [p for p in pods if not terminal(p)]
-    addressed = sum(1 for p in live if "ovn.kubernetes.io/ip_address" in (
+    addressed = sum(1 for p in live if keys.IP_ADDRESS in (
         (p.get("metadata") or {}).get("annotations") or {}))
     scheduled = sum(1 for p in live if spec_of(p).get("nodeName"))
     ready = sum(1 for p in live if pod_ready(p))

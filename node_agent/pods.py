@@ -1,6 +1,6 @@
 """Where the agent learns a pod's network: the Kubernetes API, or the IPAM standalone.
 
-With a cluster, an informer (``podnet.kube.Watcher``) keeps this node's pods in a
+With a cluster, an informer (``podnet_plumbing.kube.Watcher``) keeps this node's pods in a
 ``Store``; an ADD waits, bounded, until its pod is allocated (the webhook's annotations)
 and routed (the sync worker's ``ovn.kubernetes.io/routed=true``, meaning the OVN port
 exists). It waits on the informer's change notifications, not by polling the API, and
@@ -32,7 +32,7 @@ from node_agent.network import (
     from_annotations,
     routed,
 )
-from podnet import kube
+from podnet_plumbing import kube
 
 log = logging.getLogger(__name__)
 

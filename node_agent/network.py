@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ipam import annotations as keys
+from ipam import names
 from ipam.subnet import SubnetSpec
 from node_agent.qos import Bandwidth, InvalidRate, bandwidth_from_annotations
 
@@ -41,7 +42,7 @@ class PodNetwork:
 
     @property
     def port_name(self) -> str:
-        return f"{self.name}.{self.namespace}"
+        return names.pod_port(self.name, self.namespace)
 
     @property
     def key(self) -> str:

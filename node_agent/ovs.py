@@ -31,6 +31,7 @@ from ovsdbapp.backend.ovs_idl import command, connection, idlutils, transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from node_agent.qos import Bandwidth, QosPlan
+from podnet_plumbing.ovsdb import own_connection
 
 log = logging.getLogger(__name__)
 
@@ -420,17 +421,9 @@ class _Transaction(transaction.Transaction):  # type: ignore[misc]
         txn.expected_ifaces = set()
 
 
-class _Api(impl_idl.OvsdbIdl):  # type: ignore[misc]
-    """ovsdbapp's Open_vSwitch API, keeping its connection per instance (ovsdbapp keeps
-    the first one on the class, which two agents in one process must not share)."""
-
-    @property
-    def ovsdb_connection(self) -> Any:
-        return self._podnet_connection
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, value: Any) -> None:
-        self._podnet_connection = value
+class _Api(own_connection(impl_idl.OvsdbIdl)):  # type: ignore[misc]
+    """ovsdbapp's Open_vSwitch API with its connection per instance (two agents in one
+    process must not share one) and transactions that do not wait for vswitchd."""
 
     def create_transaction(self, check_error: bool = False, log_errors: bool = True,
                            **kwargs: Any) -> Any:

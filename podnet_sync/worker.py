@@ -5,7 +5,7 @@ It follows Subnets, IPPools, Nodes, Pods, Services, EndpointSlices and StatefulS
 works in steps, one at a time:
 
 - an event marks what it touches as dirty; the next step re-reads only those objects
-  into the worker's index (``ipam.sync_index``), binds or releases those pods'
+  into the worker's index (``podnet_sync.index``), binds or releases those pods'
   addresses and writes their OVN rows in one scoped transaction, so the event path
   costs what the event touches, and a burst of events is coalesced into one step;
 - a full resync (at start, after every relist and periodically) registers subnets and
@@ -28,8 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from ipam import annotations as keys
-from ipam import errors
-from ipam.cluster import (
+from ipam import errors, names
+from ipam.records import Allocation
+from ipam.register import register_ipam_objects
+from ipam.requests import ReserveRequest
+from ipam.store import Ipam
+from ipam.subnet import JOIN_CIDR, JOIN_SUBNET, SubnetSpec, build_subnet
+from podnet_plumbing.heap import settle_heap
+from podnet_plumbing.manifests import Manifest
+from podnet_plumbing.tasks import raise_if_cancelled
+from podnet_sync.cluster import (
     PodView,
     ServiceView,
     Unusable,
@@ -38,27 +46,19 @@ from ipam.cluster import (
     parse_pod,
     parse_service,
 )
-from ipam.nb import Northbound, NorthboundError, Report, Scope
-from ipam.records import Allocation
-from ipam.requests import ReserveRequest
-from ipam.store import Ipam
-from ipam.subnet import JOIN_CIDR, JOIN_SUBNET, SubnetSpec, build_subnet
-from ipam.sync_index import ClusterIndex, ObjectKey, pair_of
-from ipam.topology import (
+from podnet_sync.index import ClusterIndex, ObjectKey, pair_of
+from podnet_sync.nb import Northbound, NorthboundError, Report, Scope
+from podnet_sync.topology import (
     ClusterView,
     NodeJoin,
     desired_state,
     distributed_keys,
     load_balancer_name,
 )
-from podnet.heap import settle_heap
-from podnet.manifests import Manifest, register_ipam_objects
-from podnet.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
 KINDS = ("Subnet", "IPPool", "Node", "Pod", "Service", "EndpointSlice", "StatefulSet")
-NODE_KEY_PREFIX = "node/"
 ROUTED_PATCHES_AT_ONCE = 4
 """API calls marking pods routed in flight at once (each takes one of the default
 executor's threads, which the NB transactions also use)."""
@@ -67,7 +67,7 @@ PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
 
 
 class ObjectStore(Protocol):
-    """What the worker reads of a kind (``podnet.kube.Store`` fits)."""
+    """What the worker reads of a kind (``podnet_plumbing.kube.Store`` fits)."""
 
     def objects(self) -> list[dict[str, Any]]: ...
 
@@ -117,7 +117,7 @@ class SyncSettings:
     ensure_builtin_subnets: bool = True
     """Create ``join`` (and ``ovn-default`` when no subnet is default) if missing."""
     settle_heap: bool = False
-    """After every full step, collect garbage once and freeze the heap (``podnet.heap``):
+    """After every full step, collect garbage once and freeze the heap (``podnet_plumbing.heap``):
     what a worker process wants, and ``podnet sync`` turns on. It acts on the whole
     process, so a worker embedded in another program (a test) leaves it off."""
 
@@ -290,11 +290,11 @@ class SyncWorker:
         set_names: set[str] = set()
         policy_keys: set[str] = set()
         for subnet, node in pairs:
-            names, policy = distributed_keys(subnet, node)
-            set_names |= names
+            address_sets, policy = distributed_keys(subnet, node)
+            set_names |= address_sets
             policy_keys |= policy
         scope = Scope(
-            switch_ports=frozenset(f"{name}.{ns}" for ns, name in dirty.pods),
+            switch_ports=frozenset(names.pod_port(name, ns) for ns, name in dirty.pods),
             load_balancers=frozenset(self._balancer_names(services)),
             address_sets=frozenset(set_names),
             policies=frozenset(policy_keys),
@@ -385,7 +385,7 @@ class SyncWorker:
             allocation = await self.ipam.lookup_token(token, JOIN_SUBNET)
             if allocation is None and create:
                 allocation = await self.ipam.reserve(
-                    JOIN_SUBNET, token, ReserveRequest(sticky_key=NODE_KEY_PREFIX + node.name)
+                    JOIN_SUBNET, token, ReserveRequest(sticky_key=names.node_sticky_key(node.name))
                 )
                 await self.ipam.release(JOIN_SUBNET, "token", token, keep_sticky=True)
             if allocation is not None:
@@ -418,7 +418,8 @@ class SyncWorker:
 
     async def _restore(self, pod: PodView) -> None:
         """The pod is the durable record: put its address back under its token."""
-        sticky = f"{pod.namespace}/{pod.statefulset}/{pod.ordinal}" if pod.statefulset else ""
+        sticky = (names.sticky_key(pod.namespace, pod.statefulset, pod.ordinal)
+                  if pod.statefulset else "")
         request = ReserveRequest(static_ips=pod.ips, mac=pod.mac or None, sticky_key=sticky)
         await self.ipam.reserve(pod.subnet, pod.reservation, request,
                                 namespace=pod.namespace, name=pod.name)
@@ -466,9 +467,8 @@ class SyncWorker:
         return released
 
     def _keeps(self, namespace: str, name: str) -> bool:
-        statefulset, _, ordinal = name.rpartition("-")
-        return bool(statefulset) and ordinal.isdigit() and self._ordinal_wanted(
-            namespace, statefulset, int(ordinal))
+        split = names.split_ordinal(name)
+        return split is not None and self._ordinal_wanted(namespace, *split)
 
     async def _collect_garbage(self, pods: list[PodView]) -> int:
         """Free what no live pod holds: bound to a vanished pod (after the grace period),
@@ -495,12 +495,11 @@ class SyncWorker:
             return allocation.uid not in live_uids and allocation.since_ms < cutoff_ms
         if allocation.state != "kept":
             return False  # reservations expire by their TTL
-        key = allocation.sticky_key
-        if key.startswith(NODE_KEY_PREFIX):
-            return key[len(NODE_KEY_PREFIX):] not in nodes
-        namespace, statefulset, ordinal = [*key.split("/"), "", "", ""][:3]
-        return not (ordinal.isdigit() and self._ordinal_wanted(
-            namespace, statefulset, int(ordinal)))
+        owner = names.parse_sticky_key(allocation.sticky_key)
+        if isinstance(owner, names.NodeKey):
+            return owner.node not in nodes
+        return owner is None or not self._ordinal_wanted(
+            owner.namespace, owner.statefulset, owner.ordinal)
 
     # ------------------------------------------------------------ routed mark
 

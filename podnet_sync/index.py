@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from ipam.cluster import EndpointSliceView, PodView, ServiceView
+from podnet_sync.cluster import EndpointSliceView, PodView, ServiceView
 
 ObjectKey = tuple[str, str]
 """(namespace, name)."""

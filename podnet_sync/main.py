@@ -27,15 +27,15 @@ from typing import Any
 from kubernetes.client import CoreV1Api
 
 from ipam.cli import parse_listen, url_of
-from ipam.nb import Northbound
 from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
 from ipam.store import Ipam
-from ipam.sync import KINDS, SyncSettings, SyncWorker
-from ipam.sync_http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
-from ipam.sync_metrics import SyncMetrics
-from podnet import kube
-from podnet.manifests import manifest_files, read_manifests
-from podnet.ovn import OvnError, SslFiles, close_api, nb_api, ssl_remotes
+from podnet_plumbing import kube
+from podnet_plumbing.manifests import manifest_files, read_manifests
+from podnet_plumbing.ovsdb import OvsdbError, SslFiles, close_api, nb_api, ssl_remotes
+from podnet_sync.http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
+from podnet_sync.metrics import SyncMetrics
+from podnet_sync.nb import Northbound
+from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def _main(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except (kube.KubeError, OvnError, OSError) as exc:
+    except (kube.KubeError, OvsdbError, OSError) as exc:
         print(f"podnet: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ipam import names
 from node_agent import errors
 from node_agent.qos import Bandwidth
 
@@ -39,8 +40,8 @@ class PodRef:
 
     @property
     def port_name(self) -> str:
-        """The pod's OVN logical switch port (ARCHITECTURE §5)."""
-        return f"{self.name}.{self.namespace}"
+        """The pod's OVN logical switch port."""
+        return names.pod_port(self.name, self.namespace)
 
 
 @dataclass(frozen=True)

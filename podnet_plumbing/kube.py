@@ -48,7 +48,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from podnet.tasks import raise_if_cancelled
+from podnet_plumbing.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The OVN northbound rows podnet owns, as plain values.
 
-Desired state is built from these (``ipam.topology``) and the NB adapter diffs them
+Desired state is built from these (``podnet_sync.topology``) and the NB adapter diffs them
 against what the database holds. Rows are compared by value, so a diff is a set
 operation; every row carries ``external_ids`` marking podnet as its owner, which is how
 a reconcile finds what to delete and never touches a row someone else made.

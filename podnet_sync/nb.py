@@ -26,7 +26,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command as ovsdb_command
 from ovsdbapp.backend.ovs_idl import idlutils
 
-from ipam.nb_model import (
+from podnet_sync.nb_model import (
     CLUSTER_ROUTER,
     KIND_KEY,
     LB_GROUP,

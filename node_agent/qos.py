@@ -3,7 +3,7 @@ limits and the datapath.
 
 A pod's ``ovn.kubernetes.io/ingress_rate`` limits traffic *to* the pod and
 ``egress_rate`` traffic *from* it, both in Mbit/s. What enforces each depends on the
-datapath (ARCHITECTURE §8, measured on the userspace datapath):
+datapath (measured on the userspace datapath; see docs/node-agent.md):
 
 - to the pod: an OVS ``QoS`` of type ``linux-htb`` with ``max-rate`` on the pod's port.
   OVS shapes what it sends into the port; this works on both datapaths.

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ipam.api import get_healthz
 from ipam.store import Ipam
-from ipam.sync_metrics import SyncMetrics
+from podnet_sync.metrics import SyncMetrics
 
 Route = Callable[[web.Request], Awaitable[web.Response]]
 DEFAULT_SYNC_LISTEN = "0.0.0.0:9477"

@@ -1,7 +1,7 @@
 """The node's part of the cluster gateway, as a pure plan: routes, SNAT, policy routing.
 
 OVN's router sends a pod's traffic for outside the cluster to a node's join address
-(ARCHITECTURE §5; the sync worker writes the router policies): to the pod's own node
+(docs/architecture.md; the sync worker writes the router policies): to the pod's own node
 for a ``distributed`` subnet, to the subnet's gateway node for a ``centralized`` one.
 The packet comes up ``ovn0`` and the node routes it on. This module decides, from the
 subnets alone, what the node needs for that:

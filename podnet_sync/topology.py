@@ -1,7 +1,7 @@
 """Desired OVN state as a pure function of subnets, pods, nodes and services.
 
-Names follow the contract of ARCHITECTURE §5: router ``ovn-cluster``; a switch per
-subnet joined by router port ``ovn-cluster-<subnet>`` and switch port
+Names follow the contract in docs/architecture.md (spelled in ``ipam.names``): router
+``ovn-cluster``; a switch per subnet joined by router port ``ovn-cluster-<subnet>`` and switch port
 ``<subnet>-ovn-cluster``; pod ports ``<pod>.<namespace>``; the ``join`` switch with a
 port ``node-<node>`` per node; a ``Load_Balancer`` per service and protocol.
 
@@ -20,9 +20,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ipam import names
 from ipam.addresses import IPAddress
-from ipam.cluster import EndpointSliceView, PodView, ServicePort, ServiceView
-from ipam.nb_model import (
+from ipam.subnet import JOIN_SUBNET, SubnetSpec
+from podnet_sync.cluster import EndpointSliceView, PodView, ServicePort, ServiceView
+from podnet_sync.nb_model import (
     CLUSTER_ROUTER,
     SWITCH_KEY,
     Acl,
@@ -39,7 +41,6 @@ from ipam.nb_model import (
     owned,
     pairs,
 )
-from ipam.subnet import JOIN_SUBNET, SubnetSpec
 
 OVN_MAX_AFFINITY_TIMEOUT_S = 65535
 PRIORITY_CLUSTER_INTERNAL = 31000
@@ -59,7 +60,7 @@ class NodeJoin:
 
     @property
     def port_name(self) -> str:
-        return f"node-{self.name}"
+        return names.node_port(self.name)
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,7 @@ def _distributed_policy(
 
 
 def load_balancer_name(service: ServiceView, protocol: str) -> str:
-    return f"podnet/svc/{service.namespace}/{service.name}/{protocol.lower()}"
+    return names.load_balancer(service.namespace, service.name, protocol)
 
 
 def _vip(ip: IPAddress, port: int) -> str:

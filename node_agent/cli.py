@@ -100,7 +100,7 @@ async def run_agent(args: argparse.Namespace, stop: asyncio.Event) -> None:
     if args.standalone:
         pods = IpamPods(ipam)
     else:
-        from podnet import kube
+        from podnet_plumbing import kube
 
         kube_api = kube.kube_client(args.kubeconfig, True if args.in_cluster else None)
         pods = KubePods(kube_api, settings.node_name)

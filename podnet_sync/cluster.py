@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ipam import annotations as keys
+from ipam import names
 from ipam.addresses import IPAddress
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -66,7 +67,7 @@ class PodView:
 
     @property
     def port_name(self) -> str:
-        return f"{self.name}.{self.namespace}"
+        return names.pod_port(self.name, self.namespace)
 
     @property
     def key(self) -> str:
@@ -109,9 +110,9 @@ def statefulset_of(metadata: Mapping[str, Any]) -> tuple[str, int]:
     for owner in owners if isinstance(owners, list) else []:
         if isinstance(owner, Mapping) and owner.get("kind") == "StatefulSet":
             sts = str(owner.get("name", ""))
-            suffix = name[len(sts) + 1:] if name.startswith(sts + "-") else ""
-            if suffix.isdigit():
-                return sts, int(suffix)
+            ordinal = names.statefulset_ordinal(name, sts)
+            if ordinal is not None:
+                return sts, ordinal
     return "", -1
 
 

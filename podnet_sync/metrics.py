@@ -3,7 +3,7 @@
 The worker runs unattended: whether its steps succeed, how long they take and how much
 they change in OVN and the IPAM is what tells an operator it keeps up, and a worker
 that has never finished a full resync (or whose last step failed) must not count as
-ready. Every step reports here inline (see ``ipam.sync.StepObserver``), so recording
+ready. Every step reports here inline (see ``podnet_sync.worker.StepObserver``), so recording
 is a handful of counter increments on label children looked up in advance; the index
 sizes are read only when scraped.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ipam.sync import StepReport, SyncWorker
+from podnet_sync.worker import StepReport, SyncWorker
 
 _STEP_KINDS = ("full", "event")
 _ADDRESS_ACTIONS = ("bound", "released", "expired")
