@@ -74,6 +74,18 @@ class AllocationConflict(IpamError):
         super().__init__(f"{field} {value} is already used by {owner}")
 
 
+class StickyHeld(IpamError):
+    """A StatefulSet ordinal's address is still held by a pod that may be live."""
+
+    def __init__(self, sticky_key: str, owner: str) -> None:
+        self.sticky_key = sticky_key
+        self.owner = owner
+        super().__init__(
+            f"the address of StatefulSet ordinal {sticky_key} is still held by {owner}; "
+            "it moves to a new pod once that pod is gone (retry shortly)"
+        )
+
+
 class Exhausted(IpamError):
     """No free address left in a subnet or pool; says how many are in use."""
 

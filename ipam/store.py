@@ -401,6 +401,10 @@ class Ipam:
             layout = spec.layout(4 if result[1] == "4" else 6)
             value = str(layout.address_at(int(result[2]))) if layout else result[2]
             return errors.AllocationConflict(request.field, value, holder.owner)
+        if outcome == "sticky_held":
+            holder = allocation_from_raw(decode_raw(result[2]), spec)
+            held_by = f"{holder.owner} ({holder.state})"
+            return errors.StickyHeld(result[1], held_by)
         if outcome == "exhausted":
             layout = spec.layout(4 if result[1] == "4" else 6)
             total = layout.usable if layout else 0

@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -219,6 +220,35 @@ async def patch_pod_annotations(
         raise api_error(exc, f"patching pod {namespace}/{name}") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise KubeError(f"patching pod {namespace}/{name}: {exc}") from exc
+
+
+async def record_event(
+    api: client.CoreV1Api, involved: Mapping[str, str], reason: str, message: str, *,
+    component: str, event_type: str = "Warning", timeout_s: float = 10.0,
+) -> None:
+    """Create a core/v1 Event about ``involved`` (its kind, namespace, name, uid), as
+    ``kubectl describe`` shows it. The message is cut to the API's 1 KiB limit."""
+    namespace = involved["namespace"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body: Any = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+        "involvedObject": {"apiVersion": "v1", **involved},
+        "reason": reason, "message": message[:1024], "type": event_type,
+        "source": {"component": component}, "reportingComponent": component,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+
+    def call() -> None:
+        api.create_namespaced_event(namespace, body, _preload_content=False,
+                                    _request_timeout=timeout_s)
+
+    try:
+        await asyncio.to_thread(call)
+    except ApiException as exc:
+        raise api_error(exc, f"recording event {reason} on {namespace}/{involved['name']}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise KubeError(f"recording event {reason}: {exc}") from exc
 
 
 # ------------------------------------------------------------------ store

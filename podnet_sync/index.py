@@ -54,12 +54,12 @@ class ClusterIndex:
             self._pairs[pair_of(old)].pop(key, None)
         if pod is not None:
             self.pods[key] = pod
-            if not pod.deleting:
-                self._pairs[pair_of(pod)][key] = pod
+            self._pairs[pair_of(pod)][key] = pod
         return old
 
-    def live_pods_in(self, pairs: Iterable[Pair]) -> list[PodView]:
-        """The pods not being deleted, of these (subnet, node) pairs."""
+    def stored_pods_in(self, pairs: Iterable[Pair]) -> list[PodView]:
+        """The stored pods of these (subnet, node) pairs, those being deleted included:
+        a pod keeps its port through its grace period."""
         return [pod for pair in pairs for pod in self._pairs.get(pair, {}).values()]
 
     # ----------------------------------------------------------------- services

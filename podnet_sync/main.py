@@ -32,6 +32,7 @@ from ipam.store import Ipam
 from podnet_plumbing import kube
 from podnet_plumbing.manifests import manifest_files, read_manifests
 from podnet_plumbing.ovsdb import OvsdbError, SslFiles, close_api, nb_api, ssl_remotes
+from podnet_sync.cluster import PodView
 from podnet_sync.http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
 from podnet_sync.metrics import SyncMetrics
 from podnet_sync.nb import Northbound
@@ -173,8 +174,15 @@ async def _sync_with_nb(options: SyncOptions, ipam: Ipam, metrics: SyncMetrics,
         async def patch(namespace: str, name: str, annotations: Mapping[str, str]) -> object:
             return await kube.patch_pod_annotations(core, namespace, name, annotations)
 
+        async def report(pod: PodView, reason: str, message: str) -> object:
+            involved = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name,
+                        "uid": pod.uid}
+            await kube.record_event(core, involved, reason, message, component="podnet-sync")
+            return None
+
         stores = {kind: kube.Store() for kind in KINDS}
-        worker = SyncWorker(ipam, Northbound(api), stores, options.sync, patch_pod=patch)
+        worker = SyncWorker(ipam, Northbound(api), stores, options.sync, patch_pod=patch,
+                            report_pod=report)
         metrics.attach(worker)
         async with kube_watchers(client, stores, marking(worker)) as watchers:
             for watcher in watchers:

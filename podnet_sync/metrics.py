@@ -57,6 +57,9 @@ class SyncMetrics:
                                  "or expired, by action.", "action")
         self.routed = counter("routed_patches", "Pods annotated routed=true.")
         self.failures = counter("step_failures", "Steps that failed (retried as a full one).")
+        self.pod_failures = counter(
+            "pod_failures", "Pods whose address could not be bound in a step (each reported "
+            "as an Event on the pod and retried with backoff; the step went on).")
         self.last_full = Gauge(
             "podnet_sync_last_full_success_timestamp_seconds",
             "Unix time the last full step succeeded.", registry=self.registry)
@@ -81,6 +84,8 @@ class SyncMetrics:
                 self._addresses[action].inc(count)
         if report.routed:
             self.routed.inc(report.routed)
+        if report.failed:
+            self.pod_failures.inc(report.failed)
         if report.full:
             self.full_succeeded = True
             self.last_full.set(time.time())

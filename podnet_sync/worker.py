@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from ipam import annotations as keys
@@ -64,6 +64,11 @@ ROUTED_PATCHES_AT_ONCE = 4
 executor's threads, which the NB transactions also use)."""
 
 PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
+PodReporter = Callable[[PodView, str, str], Awaitable[object]]
+"""Tells a pod's owner about a problem with it: (pod, reason, message), as an Event."""
+
+RETRY_INITIAL_S = 1.0
+RETRY_MAX_S = 60.0
 
 
 class ObjectStore(Protocol):
@@ -145,6 +150,8 @@ class StepReport:
     released: int = 0
     expired: int = 0
     routed: int = 0
+    failed: int = 0
+    """Pods whose step failed (each reported on the pod and retried with backoff)."""
     seconds: float = 0.0
 
 
@@ -164,15 +171,22 @@ class SyncWorker:
         stores: Mapping[str, ObjectStore],
         settings: SyncSettings | None = None,
         patch_pod: PodPatcher | None = None,
+        report_pod: PodReporter | None = None,
     ) -> None:
         self.ipam = ipam
         self.northbound = northbound
         self.stores = stores
         self.settings = settings or SyncSettings()
         self.patch_pod = patch_pod
+        self.report_pod = report_pod
         self.dirty = Dirty()
         self._wake = asyncio.Event()
-        self._bound: dict[str, str] = {}  # pod uid -> token, bound by this worker
+        self._bound: dict[str, Allocation] = {}
+        """Pod uid -> the IPAM record bound to it: the truth its OVN port is built from.
+        Event steps trust it; every full step checks it against the store."""
+        self._failures: dict[str, int] = {}  # pod uid -> consecutive failed attempts
+        self._reported: dict[tuple[str, str], str] = {}  # (uid, reason) -> last message
+        self._reports: set[asyncio.Task[None]] = set()
         self._routed: set[str] = set()  # pod uids patched routed=true
         self._parse: dict[str, ParseCache[Any]] = {
             kind: ParseCache(kind) for kind in ("Pod", "Service", "EndpointSlice")}
@@ -249,22 +263,26 @@ class SyncWorker:
         self._nodes = await self._node_joins()
         pods = self._reindex()
         report = StepReport(full=True, ovn=Report())
-        report.bound = sum(await asyncio.gather(*(self._claim_gated(pod) for pod in pods)))
+        records = await self._records_by_token()
+        claims = await asyncio.gather(
+            *(self._claim_gated(pod, records.get(pod.reservation)) for pod in pods))
+        report.bound = sum(claim for claim in claims if claim > 0)
+        report.failed = sum(1 for claim in claims if claim < 0)
         report.released += await self._collect_garbage(pods)
         report.expired = await self.ipam.expire_all()
         replication_ids = {await self.ipam.mark_rebuilt(s.name) for s in self._subnets}
         if len(replication_ids) == 1:  # one Redis (not a cluster of shards)
             await self.ipam.set_epoch(replication_ids.pop())
-        view = ClusterView(self._subnets, [pod for pod in pods if not pod.deleting],
+        view = ClusterView(self._subnets, self._as_recorded(pods),
                            self._nodes, list(self.index.services.values()),
                            list(self.index.slices.values()))
         report.ovn = await self.northbound.reconcile_async(desired_state(view))
         report.routed = await self._mark_routed(pods, view)
         return report
 
-    async def _claim_gated(self, pod: PodView) -> int:
+    async def _claim_gated(self, pod: PodView, record: Allocation | None) -> int:
         async with self._gate:
-            return await self._claim(pod)
+            return await self._claim_confined(pod, record, checked=True)
 
     async def _incremental(self, dirty: Dirty) -> StepReport:
         report = StepReport(full=False, ovn=Report())
@@ -274,12 +292,15 @@ class SyncWorker:
         for key in dirty.pods:
             pod = live.get(key)
             if pod is not None:
-                report.bound += await self._claim(pod)
+                claim = await self._claim_confined(pod, None, checked=False)
+                report.bound += max(claim, 0)
+                report.failed += int(claim < 0)
         report.released += await self._release_gone(dirty.pods, before)
         services = self._reread_services(dirty)
         pairs = {pair_of(pod) for key in dirty.pods
                  for pod in (live.get(key), before[key]) if pod is not None}
-        view = ClusterView(self._subnets, self.index.live_pods_in(pairs), self._nodes,
+        view = ClusterView(self._subnets, self._as_recorded(self.index.stored_pods_in(pairs)),
+                           self._nodes,
                            [self.index.services[key] for key in services
                             if key in self.index.services],
                            self.index.slices_of(services))
@@ -395,38 +416,126 @@ class SyncWorker:
 
     # ------------------------------------------------------------------ IPAM
 
-    async def _claim(self, pod: PodView) -> int:
+    async def _records_by_token(self) -> dict[str, Allocation]:
+        """Every allocation in the store, by token: what a full step checks claims
+        against, so that it never trusts its own memory of what it bound."""
+        records: dict[str, Allocation] = {}
+        for subnet in await self.ipam.subnet_names():
+            async for allocation in self.ipam.all_allocations(subnet):
+                records[allocation.token] = allocation
+        return records
+
+    async def _claim_confined(
+        self, pod: PodView, record: Allocation | None, *, checked: bool
+    ) -> int:
+        """``_claim`` with a failure confined to the pod: reported on it and retried
+        with backoff, while the step goes on for every other pod. -1 when it failed."""
+        try:
+            claimed = await self._claim(pod, record, checked=checked)
+        except errors.StoreUnavailable:
+            raise  # not about this pod: the whole step is retried
+        except errors.IpamError as exc:
+            self._pod_failed(pod, "AddressNotBound", str(exc))
+            return -1
+        self._failures.pop(pod.uid, None)
+        return claimed
+
+    async def _claim(self, pod: PodView, record: Allocation | None, *, checked: bool) -> int:
         """Bind a live pod's reservation (rebuilding it from the pod if the index lost it);
-        release a finished one. Returns 1 when it bound."""
+        release a finished one. Returns 1 when it bound.
+
+        ``checked``: ``record`` is what the store holds for the pod's token now (a full
+        step); otherwise (an event step) what this worker bound before is trusted.
+        """
         if not pod.subnet or not pod.reservation or pod.host_network:
             return 0
         if pod.terminal:
             await self._release_pod(pod)
             return 0
-        if self._bound.get(pod.uid) == pod.reservation:
-            return 0
+        if checked:
+            if record is not None and record.state == "bound" and record.uid == pod.uid:
+                self._bound[pod.uid] = record
+                return 0
+        else:
+            known = self._bound.get(pod.uid)
+            if known is not None and known.token == pod.reservation:
+                return 0
         try:
-            await self.ipam.bind(pod.subnet, pod.reservation, uid=pod.uid,
-                                 namespace=pod.namespace, name=pod.name)
+            allocation = await self.ipam.bind(pod.subnet, pod.reservation, uid=pod.uid,
+                                              namespace=pod.namespace, name=pod.name)
         except errors.UnknownReservation:
-            await self._restore(pod)
-        except errors.AllocationConflict as exc:
-            log.warning("pod %s: %s", pod.key, exc)
-            return 0
-        self._bound[pod.uid] = pod.reservation
+            allocation = await self._restore(pod)
+        self._bound[pod.uid] = allocation
         return 1
 
-    async def _restore(self, pod: PodView) -> None:
+    async def _restore(self, pod: PodView) -> Allocation:
         """The pod is the durable record: put its address back under its token."""
         sticky = (names.sticky_key(pod.namespace, pod.statefulset, pod.ordinal)
                   if pod.statefulset else "")
         request = ReserveRequest(static_ips=pod.ips, mac=pod.mac or None, sticky_key=sticky)
         await self.ipam.reserve(pod.subnet, pod.reservation, request,
                                 namespace=pod.namespace, name=pod.name)
-        await self.ipam.bind(pod.subnet, pod.reservation, uid=pod.uid,
-                             namespace=pod.namespace, name=pod.name)
+        allocation = await self.ipam.bind(pod.subnet, pod.reservation, uid=pod.uid,
+                                          namespace=pod.namespace, name=pod.name)
         log.info("pod %s: address %s restored from the pod", pod.key,
                  ",".join(map(str, pod.ips)))
+        return allocation
+
+    def _as_recorded(self, pods: Iterable[PodView]) -> list[PodView]:
+        """The pods as OVN must see them: with the addresses, MAC and subnet of the IPAM
+        record bound to their UID, never those of their (editable) annotations. A pod
+        the IPAM has not bound gets no port."""
+        views = []
+        for pod in pods:
+            record = self._bound.get(pod.uid)
+            if record is None or pod.terminal or pod.host_network:
+                continue
+            recorded = replace(pod, subnet=record.subnet, ips=record.ips, mac=record.mac)
+            if (pod.subnet, pod.ips, pod.mac.lower()) != (
+                    record.subnet, record.ips, record.mac.lower()):
+                self._report(pod, "AnnotationsIgnored", (
+                    f"the pod's annotations say subnet {pod.subnet or '-'}, address "
+                    f"{','.join(map(str, pod.ips)) or '-'}, MAC {pod.mac or '-'}; podnet keeps "
+                    f"what its IPAM holds for the pod: subnet {record.subnet}, address "
+                    f"{','.join(record.ip_strings())}, MAC {record.mac}"))
+            views.append(recorded)
+        return views
+
+    # ---------------------------------------------------------- per-pod problems
+
+    def _pod_failed(self, pod: PodView, reason: str, message: str) -> None:
+        """Report a failed attempt on the pod and mark it for a retry after a backoff."""
+        attempts = self._failures.get(pod.uid, 0) + 1
+        self._failures[pod.uid] = attempts
+        delay = min(RETRY_INITIAL_S * 2 ** (attempts - 1), RETRY_MAX_S)
+        log.warning("pod %s: %s (attempt %d; retrying in %.0f s)", pod.key, message,
+                    attempts, delay)
+        self._report(pod, reason, message)
+        asyncio.get_running_loop().call_later(delay, self._retry, (pod.namespace, pod.name))
+
+    def _retry(self, key: ObjectKey) -> None:
+        self.dirty.pods.add(key)
+        self._wake.set()
+
+    def _report(self, pod: PodView, reason: str, message: str) -> None:
+        """A Warning Event on the pod, once per reason and message."""
+        if self._reported.get((pod.uid, reason)) == message:
+            return
+        self._reported[(pod.uid, reason)] = message
+        if reason == "AnnotationsIgnored":
+            log.warning("pod %s: %s", pod.key, message)
+        if self.report_pod is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._send_report(pod, reason, message))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
+
+    async def _send_report(self, pod: PodView, reason: str, message: str) -> None:
+        assert self.report_pod is not None
+        try:
+            await self.report_pod(pod, reason, message)
+        except Exception as exc:  # an Event is best effort; the log line above stays
+            log.info("pod %s: could not record event %s: %s", pod.key, reason, exc)
 
     def _ordinal_wanted(self, namespace: str, statefulset: str, ordinal: int) -> bool:
         for obj in self._objects("StatefulSet"):
@@ -437,38 +546,32 @@ class SyncWorker:
         return False
 
     async def _release_pod(self, pod: PodView) -> int:
+        """Release what the pod's UID holds (keeping a wanted StatefulSet ordinal's)."""
         keep = bool(pod.statefulset) and self._ordinal_wanted(
             pod.namespace, pod.statefulset, pod.ordinal)
-        released = await self.ipam.release(pod.subnet, "uid", pod.uid, keep_sticky=keep)
-        self._bound.pop(pod.uid, None)
+        record = self._bound.pop(pod.uid, None)
+        subnet = record.subnet if record is not None else pod.subnet
+        released = await self.ipam.release(subnet, "uid", pod.uid, keep_sticky=keep)
         self._routed.discard(pod.uid)
+        self._failures.pop(pod.uid, None)
+        for key in [key for key in self._reported if key[0] == pod.uid]:
+            del self._reported[key]
         return int(released is not None)
 
     async def _release_gone(
         self, keys_: Iterable[ObjectKey], before: Mapping[ObjectKey, PodView | None]
     ) -> int:
-        """Release pods of the step that are gone from the store (deleted)."""
+        """Release pods of the step that are gone from the store (deleted), by UID: a
+        pod re-created under the same name meanwhile keeps its own address. A pod this
+        worker never saw is left to the next full step's garbage collection."""
         released = 0
-        for namespace, name in keys_:
-            if (namespace, name) in self.index.pods:
+        for key in keys_:
+            seen = before.get(key)
+            current = self.index.pods.get(key)
+            if seen is None or not seen.uid or (current is not None and current.uid == seen.uid):
                 continue
-            seen = before.get((namespace, name))
-            subnets = ([seen.subnet] if seen is not None and seen.subnet
-                       else await self.ipam.subnet_names())
-            for subnet in subnets:
-                allocation = await self.ipam.release(
-                    subnet, "pod", f"{namespace}/{name}",
-                    keep_sticky=self._keeps(namespace, name),
-                )
-                if allocation is not None:
-                    self._bound.pop(allocation.uid, None)
-                    self._routed.discard(allocation.uid)
-                    released += 1
+            released += await self._release_pod(seen)
         return released
-
-    def _keeps(self, namespace: str, name: str) -> bool:
-        split = names.split_ordinal(name)
-        return split is not None and self._ordinal_wanted(namespace, *split)
 
     async def _collect_garbage(self, pods: list[PodView]) -> int:
         """Free what no live pod holds: bound to a vanished pod (after the grace period),

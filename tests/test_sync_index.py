@@ -24,22 +24,22 @@ def test_a_pod_that_moves_to_another_node_leaves_its_old_pair() -> None:
     index = ClusterIndex.of([pod("a"), pod("b")], [], [])
     old = index.put_pod(("default", "a"), pod("a", node="node2"))
     assert old == pod("a")
-    assert index.live_pods_in([("apps", "node1")]) == [pod("b")]
-    assert index.live_pods_in([("apps", "node2")]) == [pod("a", node="node2")]
+    assert index.stored_pods_in([("apps", "node1")]) == [pod("b")]
+    assert index.stored_pods_in([("apps", "node2")]) == [pod("a", node="node2")]
 
 
-def test_a_deleting_pod_stays_known_but_leaves_its_pair() -> None:
+def test_a_pod_in_its_grace_period_stays_in_its_pair_until_it_is_gone() -> None:
     index = ClusterIndex.of([pod("a")], [], [])
     index.put_pod(("default", "a"), pod("a", deleting=True))
     assert index.pods[("default", "a")].deleting
-    assert index.live_pods_in([("apps", "node1")]) == []
+    assert index.stored_pods_in([("apps", "node1")]) == [pod("a", deleting=True)]
 
 
 def test_a_pod_gone_from_the_store_is_dropped_everywhere() -> None:
     index = ClusterIndex.of([pod("a")], [], [])
     assert index.put_pod(("default", "a"), None) == pod("a")
     assert index.pods == {}
-    assert index.live_pods_in([("apps", "node1")]) == []
+    assert index.stored_pods_in([("apps", "node1")]) == []
 
 
 def test_a_slice_relabelled_to_another_service_moves_with_it() -> None:

@@ -51,10 +51,17 @@ local function owner_of(fam, off)
 end
 
 -- A StatefulSet ordinal's kept address moves to the new token; nil if none is kept.
+-- Only a kept record moves: the sync worker keeps it once it saw the last pod gone. A
+-- record still reserved or bound may belong to a live pod (a re-create that the API
+-- server refuses as AlreadyExists runs admission first), so the request is refused.
 local function hand_over(sticky, token, ttl, ns, name)
   local held = redis.call('HGET', K_STICKY, sticky)
   local rec = held and get_record(held)
   if not rec then return nil end
+  if rec.s ~= 'kept' then
+    count('conflicts')
+    return {'sticky_held', sticky, cjson.encode(rec)}
+  end
   drop_indexes(rec)
   redis.call('HDEL', K_ALLOC, rec.t)
   redis.call('ZREM', K_EXPIRY, rec.t)

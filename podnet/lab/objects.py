@@ -52,6 +52,7 @@ RESOURCES = (
     Resource("", "v1", "namespaces", "Namespace", False, ("status",)),
     Resource("", "v1", "services", "Service", True, ("status",)),
     Resource("", "v1", "nodes", "Node", False, ("status",)),
+    Resource("", "v1", "events", "Event", True),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("apps", "v1", "deployments", "Deployment", True, ("status",)),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("status",)),
