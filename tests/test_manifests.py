@@ -500,7 +500,7 @@ case "$*" in
   *"create secret"*) echo "kind: Secret" ;;
   "apply -f -") cat >> "$KUBECTL_LOG" ;;
   "get mutatingwebhookconfiguration"*) printf x ;;
-  "get validatingwebhookconfiguration"*) printf xxx ;;
+  "get validatingwebhookconfiguration"*) printf xxxx ;;
 esac
 """
 
@@ -526,7 +526,7 @@ def test_make_certs_stores_the_secret_and_sets_the_ca_bundle_of_every_webhook(
     assert "kind: Secret" in calls
     patches = {line.split()[1]: json.loads(line.split(" -p ", 1)[1])
                for line in calls if line.startswith("patch ")}
-    counts = {"mutatingwebhookconfiguration": 1, "validatingwebhookconfiguration": 3}
+    counts = {"mutatingwebhookconfiguration": 1, "validatingwebhookconfiguration": 4}
     ca = (tmp_path / "certs" / "ca.crt").read_bytes()
     for kind, count in counts.items():
         assert [p["path"] for p in patches[kind]] == [

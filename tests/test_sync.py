@@ -4,6 +4,7 @@ a real Redis and a real OVN NB/SB with ovn-northd."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,12 +13,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from ipam import errors
+from ipam.records import Allocation
 from ipam.requests import ReserveRequest
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from podnet.ovn import OvnCentral
 from podnet_plumbing import kube
 from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.cluster import PodView
 from podnet_sync.main import kube_watchers, marking
 from podnet_sync.nb import Northbound
 from podnet_sync.nb_model import DesiredState
@@ -42,14 +46,22 @@ class Cluster:
     worker: SyncWorker
     central: OvnCentral
 
-    async def admit(self, name: str, subnet: str = "apps", **extra: Any) -> dict[str, Any]:
+    async def admit(self, name: str, subnet: str = "apps", token: str = "",
+                    owner: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         """What the webhook does: reserve, then the pod is stored with its annotations."""
-        token = f"tok-{name}"
+        token = token or f"tok-{name}"
         allocation = await self.ipam.reserve(subnet, token, ReserveRequest(**extra),
                                              namespace="default", name=name)
+        return self.store_pod(name, subnet, allocation, token, owner)
+
+    def store_pod(self, name: str, subnet: str, allocation: Allocation, token: str,
+                  owner: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The API server storing an admitted pod (a new UID each time)."""
+        owners = [dict(owner)] if owner else []
         return self.api.create({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "annotations": {
+            "metadata": {"name": name, "namespace": "default", "ownerReferences": owners,
+                         "annotations": {
                 "ovn.kubernetes.io/allocated": "true",
                 "ovn.kubernetes.io/logical_switch": subnet,
                 "ovn.kubernetes.io/ip_address": ",".join(allocation.ip_strings()),
@@ -81,10 +93,16 @@ async def watched_worker(central: OvnCentral, redis: RedisSettings) -> AsyncIter
         async def patch(namespace: str, name: str, annotations: Mapping[str, str]) -> object:
             return await kube.patch_pod_annotations(core, namespace, name, annotations)
 
+        async def report(pod: PodView, reason: str, message: str) -> object:
+            involved = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name,
+                        "uid": pod.uid}
+            await kube.record_event(core, involved, reason, message, component="podnet-sync")
+            return None
+
         stores = {kind: kube.Store() for kind in KINDS}
         worker = SyncWorker(ipam, northbound, stores,
                             SyncSettings(resync_interval_s=3600, release_grace_s=0),
-                            patch_pod=patch)
+                            patch_pod=patch, report_pod=report)
         try:
             async with kube_watchers(api_client, stores, marking(worker), FAST) as watchers:
                 for watcher in watchers:
@@ -209,3 +227,131 @@ async def test_an_index_that_lost_a_reservation_is_rebuilt_from_the_pod(
     assert restored.ip_strings() == [
         pod["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"]]
     assert restored.state == "bound"
+
+
+# ------------------------------------------------------------- the allocation lifecycle
+
+STATEFULSET = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "sts-1",
+               "controller": True}
+
+
+async def full_step(cluster: Cluster) -> None:
+    """Ask the running worker for a full step and wait until one has ended."""
+    before = cluster.worker.last_full_at
+    cluster.worker.mark("Resync", full=True)
+    await eventually(lambda: cluster.worker.last_full_at > before)
+
+
+def port_column(cluster: Cluster, port: str, column: str) -> str:
+    return cluster.central.nbctl("get", "Logical_Switch_Port", port, column).strip()
+
+
+def events_of(cluster: Cluster, pod: str, reason: str) -> list[dict[str, Any]]:
+    return [event for event in cluster.api.objects("Event", "default")
+            if event["involvedObject"]["name"] == pod and event["reason"] == reason]
+
+
+async def test_a_refused_recreate_of_a_running_statefulset_pod_leaves_its_address_alone(
+    cluster: Cluster,
+) -> None:
+    cluster.api.create({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                        "metadata": {"name": "db", "namespace": "default"},
+                        "spec": {"replicas": 1}}, "default")
+    sticky = ReserveRequest(sticky_key="default/db/0")
+    live = await cluster.admit("db-0", owner=STATEFULSET, sticky_key="default/db/0")
+    address = live["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"]
+    await eventually(lambda: "db-0.default" in cluster.ports())
+    await eventually(lambda: _state(cluster.ipam, "tok-db-0", "bound"))
+    # A stale StatefulSet controller creates db-0 again: admission runs, then the API
+    # server answers AlreadyExists, so no pod ever carries the second token.
+    with pytest.raises(errors.StickyHeld, match="default/db/0 is still held by pod default/db-0"):
+        await cluster.ipam.reserve("apps", "tok-db-0-again", sticky,
+                                   namespace="default", name="db-0")
+    await full_step(cluster)
+    holder = await cluster.ipam.lookup_ip(address)
+    assert holder is not None and holder.uid == live["metadata"]["uid"]
+    assert address in port_column(cluster, "db-0.default", "addresses")
+
+
+async def _state(ipam: Ipam, token: str, state: str) -> bool:
+    allocation = await ipam.lookup_token(token)
+    return allocation is not None and allocation.state == state
+
+
+async def test_one_pod_whose_address_cannot_be_bound_is_reported_and_the_rest_go_on(
+    cluster: Cluster,
+) -> None:
+    holder = await cluster.admit("web-10")
+    taken = holder["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"]
+    # A pod whose token the IPAM does not know, claiming an address another pod holds:
+    # its restore from the annotations conflicts.
+    phantom = await cluster.ipam.reserve("apps", "tok-phantom")
+    await cluster.ipam.release("apps", "token", "tok-phantom")
+    bad = dataclasses.replace(phantom, ips=holder_ips(taken))
+    cluster.store_pod("web-11", "apps", bad, "tok-lost")
+    await cluster.admit("web-12")
+    cluster.worker.mark("Resync", full=True)
+    await eventually(lambda: {"web-10.default", "web-12.default"} <= cluster.ports())
+    assert "web-11.default" not in cluster.ports()
+    (event,) = await eventually(lambda: events_of(cluster, "web-11", "AddressNotBound"))
+    assert event["type"] == "Warning" and taken in event["message"]
+    assert await cluster.ipam.lookup_ip(taken) == await cluster.ipam.lookup_token("tok-web-10")
+
+
+def holder_ips(text: str) -> tuple[Any, ...]:
+    import ipaddress
+
+    return tuple(ipaddress.ip_address(part) for part in text.split(","))
+
+
+async def test_an_edited_address_annotation_does_not_move_the_pod_in_ovn(
+    cluster: Cluster,
+) -> None:
+    pod = await cluster.admit("web-13")
+    address = pod["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"]
+    mac = pod["metadata"]["annotations"]["ovn.kubernetes.io/mac_address"]
+    await eventually(lambda: "web-13.default" in cluster.ports())
+    cluster.api.patch("Pod", "web-13", {"metadata": {"annotations": {
+        "ovn.kubernetes.io/ip_address": "10.20.0.200",
+        "ovn.kubernetes.io/mac_address": f"{mac} 0.0.0.0/0"}}}, "default")
+    cluster.worker.mark("Resync", full=True)
+    await eventually(lambda: events_of(cluster, "web-13", "AnnotationsIgnored"))
+    assert port_column(cluster, "web-13.default", "addresses") == f'["{mac} {address}"]'
+    assert port_column(cluster, "web-13.default", "port_security") == f'["{mac} {address}"]'
+    assert await cluster.ipam.lookup_ip("10.20.0.200") is None
+
+
+async def test_a_pod_in_its_grace_period_keeps_its_port_and_address_until_it_is_gone(
+    cluster: Cluster,
+) -> None:
+    pod = await cluster.admit("web-14")
+    await eventually(lambda: "web-14.default" in cluster.ports())
+    cluster.api.patch("Pod", "web-14", {"metadata": {
+        "deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30}},
+        "default")
+    await full_step(cluster)
+    await asyncio.sleep(0.3)
+    assert "web-14.default" in cluster.ports()
+    held = await cluster.ipam.lookup_token("tok-web-14")
+    assert held is not None and held.uid == pod["metadata"]["uid"]
+    cluster.api.delete("Pod", "web-14", "default")
+    await eventually(lambda: "web-14.default" not in cluster.ports())
+    await eventually(lambda: _released(cluster.ipam, "default", "web-14"))
+
+
+async def test_a_same_name_recreate_keeps_the_address_of_the_new_pod(cluster: Cluster) -> None:
+    await cluster.admit("web-15")
+    await eventually(lambda: _state(cluster.ipam, "tok-web-15", "bound"))
+    # The webhook admits the next web-15 while the first one is still stored ...
+    fresh = await cluster.ipam.reserve("apps", "tok-web-15-b", namespace="default",
+                                       name="web-15")
+    cluster.api.delete("Pod", "web-15", "default")
+    cluster.store_pod("web-15", "apps", fresh, "tok-web-15-b")
+    # ... and the release of the old pod, by its UID, leaves the new one's address.
+    await eventually(lambda: _released_token(cluster.ipam, "tok-web-15"))
+    await eventually(lambda: _state(cluster.ipam, "tok-web-15-b", "bound"))
+    assert fresh.ip_strings()[0] in port_column(cluster, "web-15.default", "addresses")
+
+
+async def _released_token(ipam: Ipam, token: str) -> bool:
+    return await ipam.lookup_token(token) is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import ssl
 import uuid
@@ -745,3 +746,34 @@ async def test_a_rotated_certificate_is_served_without_a_restart(
 async def test_the_server_refuses_anything_older_than_tls_1_2(webhook: Harness) -> None:
     assert webhook.running.ssl_context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert webhook.running.url.startswith("https://")
+
+
+async def test_a_pod_update_that_rewrites_its_address_is_refused_naming_the_key(
+    webhook: Harness,
+) -> None:
+    admitted = await webhook.admit(pod(name="web-9"))
+    edited = copy.deepcopy(admitted)
+    edited["metadata"]["annotations"]["ovn.kubernetes.io/ip_address"] = "10.16.0.200"
+    answer = await webhook.send(review(edited, operation="UPDATE", old=admitted),
+                                "/validate-pods")
+    assert not answer["response"]["allowed"]
+    message = answer["response"]["status"]["message"]
+    assert "ovn.kubernetes.io/ip_address" in message and "10.16.0.200" in message
+
+
+async def test_a_pod_update_of_other_annotations_and_podnets_own_edits_are_allowed(
+    webhook: Harness,
+) -> None:
+    admitted = await webhook.admit(pod(name="web-10"))
+    labelled = copy.deepcopy(admitted)
+    labelled["metadata"]["annotations"]["example.com/note"] = "hello"
+    labelled["metadata"]["annotations"]["ovn.kubernetes.io/routed"] = "true"
+    answer = await webhook.send(review(labelled, operation="UPDATE", old=admitted),
+                                "/validate-pods")
+    assert answer["response"]["allowed"]
+    moved = copy.deepcopy(admitted)
+    moved["metadata"]["annotations"]["ovn.kubernetes.io/logical_switch"] = "elsewhere"
+    by_podnet = review(moved, operation="UPDATE", old=admitted)
+    by_podnet["request"]["userInfo"] = {
+        "username": "system:serviceaccount:podnet-system:podnet-sync"}
+    assert (await webhook.send(by_podnet, "/validate-pods"))["response"]["allowed"]

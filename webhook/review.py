@@ -105,6 +105,8 @@ class AdmissionRequest:
     old_object: Mapping[str, Any] | None
     dry_run: bool
     sub_resource: str = ""
+    username: str = ""
+    """``userInfo.username``: who asks (``system:serviceaccount:<ns>:<name>`` for pods)."""
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
@@ -153,7 +155,14 @@ def _parse_request(request: Mapping[str, Any]) -> AdmissionRequest:
         old_object=_object(request, "oldObject"),
         dry_run=request.get("dryRun") is True,
         sub_resource=_string(request, "subResource"),
+        username=_username(request),
     )
+
+
+def _username(request: Mapping[str, Any]) -> str:
+    user = request.get("userInfo")
+    name = user.get("username") if isinstance(user, Mapping) else None
+    return name if isinstance(name, str) else ""
 
 
 def _string(request: Mapping[str, Any], key: str) -> str:

@@ -10,7 +10,8 @@ carries up to two objects), refused with 413 before they are read whole. A body 
 not an AdmissionReview is a 400 with a JSON message: a 500 would say podnet is broken.
 
 Routes: ``/mutate-pods`` (addresses at admission), ``/validate-subnets``,
-``/validate-ippools``, ``/validate-workloads`` (pod templates podnet cannot honour), the
+``/validate-ippools``, ``/validate-workloads`` (pod templates podnet cannot honour),
+``/validate-pods`` (pod updates may not rewrite podnet's annotations), the
 scheduler extender's ``/scheduler/filter`` and ``/scheduler/prioritize`` (see
 ``webhook.extender``; their bodies carry whole Node lists, so their own, larger bound
 applies), and ``/healthz``, ``/readyz``, ``/metrics``.
@@ -56,7 +57,12 @@ from webhook.memo import RedisReviewMemo
 from webhook.metrics import WebhookMetrics
 from webhook.review import AdmissionRequest, parse_review
 from webhook.settings import ServerSettings
-from webhook.validate import validate_ippool, validate_subnet, validate_workload
+from webhook.validate import (
+    validate_ippool,
+    validate_pod_update,
+    validate_subnet,
+    validate_workload,
+)
 
 log = logging.getLogger(__name__)
 Handler = Callable[[AdmissionRequest], Awaitable[Answer]]
@@ -141,6 +147,9 @@ def build_app(state: WebhookState) -> web.Application:
     async def workloads(review: AdmissionRequest) -> Answer:
         return validate_workload(review)
 
+    async def pod_updates(review: AdmissionRequest) -> Answer:
+        return validate_pod_update(review, settings)
+
     def filtered(args: ExtenderArgs, placement: Placement) -> object:
         return filter_nodes(args, placement)
 
@@ -153,6 +162,7 @@ def build_app(state: WebhookState) -> web.Application:
     app.router.add_post(
         "/validate-workloads", _review_route(state, "validate-workloads", workloads)
     )
+    app.router.add_post("/validate-pods", _review_route(state, "validate-pods", pod_updates))
     app.router.add_post("/scheduler/filter", _scheduler_route(state, "filter", filtered))
     app.router.add_post("/scheduler/prioritize", _scheduler_route(state, "prioritize", scored))
     app.router.add_get("/healthz", _healthz)

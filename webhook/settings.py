@@ -16,6 +16,10 @@ from webhook.errors import ConfigError
 
 Operator = Literal["=", "!=", "exists", "!exists"]
 DEFAULT_EXCLUDED_NAMESPACES = frozenset({"kube-system", "podnet-system"})
+DEFAULT_TRUSTED_USERS = frozenset({
+    "system:serviceaccount:podnet-system:podnet-webhook",
+    "system:serviceaccount:podnet-system:podnet-sync",
+})
 MAX_BODY_BYTES = 7 * 1024 * 1024
 MAX_EXTENDER_BODY_BYTES = 64 * 1024 * 1024
 """ExtenderArgs carry every candidate Node object: a few KiB each, thousands of nodes."""
@@ -86,6 +90,8 @@ class WebhookSettings:
     """How long the answer to one AdmissionReview uid is remembered for retries."""
     catalog_cache_s: float = 1.0
     """How long the list of subnets and pools read from the IPAM is reused."""
+    trusted_users: frozenset[str] = DEFAULT_TRUSTED_USERS
+    """Who may change podnet's own pod annotations: podnet's service accounts."""
     require_rebuilt: bool = False
     """Give out no new address in a subnet until the sync worker has rebuilt its index on
     the Redis serving it now (after a restart or failover), see ``IpamSettings``. The

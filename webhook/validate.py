@@ -26,8 +26,10 @@ from ipam.store import Ipam
 from ipam.subnet import SubnetSpec, check_no_overlap, parse_subnet
 from webhook.admit import Answer, denial_for
 from webhook.compat import WORKLOAD_TEMPLATES, check_workload
-from webhook.errors import DENIED_BAD_REQUEST, Denial, MalformedReview
+from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial, MalformedReview
+from webhook.guard import owned_annotation_edit
 from webhook.review import AdmissionRequest, review_response
+from webhook.settings import WebhookSettings
 
 _SHOWN_HOLDERS = 3
 SUBNET_WAIT_ATTEMPTS = 4
@@ -154,6 +156,20 @@ async def _check_pool_change(ipam: Ipam, obj: Mapping[str, Any], refresh: Refres
             await refresh()
             await asyncio.sleep(SUBNET_WAIT_S)
     spec.resolve(subnet)
+
+
+def validate_pod_update(request: AdmissionRequest, settings: WebhookSettings) -> Answer:
+    """Refuse a pod UPDATE that rewrites what podnet wrote at admission."""
+    if (request.kind != "Pod" or request.group or request.operation != "UPDATE"
+            or request.sub_resource or request.username in settings.trusted_users):
+        return Answer(review_response(request.uid, True), "unchanged")
+    reason = owned_annotation_edit(request.old_object, request.object)
+    if reason is None:
+        return Answer(review_response(request.uid, True), "allowed")
+    message = f"pod {request.namespace}/{request.name}: {reason}"
+    return Answer(
+        review_response(request.uid, False, message=message, code=DENIED_FORBIDDEN), "denied"
+    )
 
 
 def validate_workload(request: AdmissionRequest) -> Answer:

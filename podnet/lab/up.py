@@ -386,6 +386,9 @@ def webhook_configurations(url: str, ca_bundle: str) -> list[dict[str, Any]]:
             validating("workloads.podnet.io", "/validate-workloads",
                        ["deployments", "statefulsets", "daemonsets", "replicasets"], "apps",
                        "Ignore"),
+            {**validating("pod-updates.podnet.io", "/validate-pods", ["pods"], "", "Ignore"),
+             "rules": [{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                        "resources": ["pods"], "scope": "Namespaced"}]},
         ],
     }
     return [mutating, validating_configuration]
