@@ -23,6 +23,7 @@ import pytest
 
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
+from ipam.subnet import build_subnet
 from podnet.daemons import RedisServer
 from tests.tls import client_context, make_certificate
 from webhook.patch import apply_patch
@@ -777,3 +778,16 @@ async def test_a_pod_update_of_other_annotations_and_podnets_own_edits_are_allow
     by_podnet["request"]["userInfo"] = {
         "username": "system:serviceaccount:podnet-system:podnet-sync"}
     assert (await webhook.send(by_podnet, "/validate-pods"))["response"]["allowed"]
+
+
+async def test_a_dry_run_into_a_full_subnet_is_denied_as_the_real_request_is(
+    webhook: Harness,
+) -> None:
+    await webhook.ipam.ensure_subnet(build_subnet("tiny", "10.99.0.0/30"))
+    webhook.running.state.context.catalog.invalidate()
+    into_tiny = {"ovn.kubernetes.io/logical_switch": "tiny"}
+    await webhook.admit(pod(name="web-20", annotations=into_tiny))
+    real = await webhook.denial(pod(name="web-21", annotations=into_tiny))
+    dry = await webhook.denial(pod(name="web-21", annotations=into_tiny), dry_run=True)
+    assert dry["message"] == real["message"]
+    assert "subnet tiny is exhausted" in dry["message"]

@@ -264,3 +264,10 @@ async def check_dry_run(ipam: Ipam, plan: Plan) -> None:
         if plan.request.sticky_key and holder.sticky_key == plan.request.sticky_key:
             continue
         raise errors.AllocationConflict(plan.request.field, str(address), holder.owner)
+    if plan.request.static_ips or plan.request.pool is not None or plan.request.sticky_key:
+        return  # pools and kept ordinals are checked when the real request reserves
+    usage = await ipam.usage(plan.subnet.name)
+    for family in usage.families:
+        if family.free == 0:
+            raise errors.Exhausted(f"subnet {plan.subnet.name}", family.used + family.reserved,
+                                   family.total)
