@@ -430,12 +430,17 @@ class Ipam:
         return allocation
 
     async def release(
-        self, subnet: str, by: ReleaseBy, value: str, *, keep_sticky: bool = False
+        self, subnet: str, by: ReleaseBy, value: str, *, keep_sticky: bool = False,
+        only_reserved: bool = False,
     ) -> Allocation | None:
-        """Free what ``value`` holds (or keep a StatefulSet ordinal's); None if nothing."""
+        """Free what ``value`` holds (or keep a StatefulSet ordinal's); None if nothing.
+
+        ``only_reserved`` leaves a record alone that was bound meanwhile.
+        """
         spec = await self.subnet(subnet)
         started = time.perf_counter()
-        result = await self._run("release", subnet, by, value, "1" if keep_sticky else "0")
+        result = await self._run("release", subnet, by, value, "1" if keep_sticky else "0",
+                                 "1" if only_reserved else "0")
         self.metrics.observe("release", result[0], time.perf_counter() - started, subnet)
         if result[0] == "none":
             return None
@@ -518,6 +523,18 @@ class Ipam:
                 break
         found.sort(key=lambda a: [int(ip) for ip in a.ips])
         return Page(found, cursor)
+
+    async def reservations(self, subnet: str) -> list[Allocation]:
+        """The subnet's allocations still waiting for their pod (state reserved): the
+        members of its expiry index, so the cost is theirs, not the subnet's."""
+        spec = await self.subnet(subnet)
+        found = await self._call(
+            self._redis.zrange(self.keys.subnet_key(subnet, "expiry"), 0, -1))
+        tokens = [str(token) for token in found]
+        if not tokens:
+            return []
+        raw = await self._call(self._redis.hmget(self.keys.subnet_key(subnet, "alloc"), tokens))
+        return [allocation_from_raw(decode_raw(value), spec) for value in raw if value]
 
     async def all_allocations(self, subnet: str) -> AsyncIterator[Allocation]:
         cursor = 0

@@ -192,6 +192,31 @@ def lister(api: client.ApiClient, kind: str) -> ListFunction:
     return calls[kind]
 
 
+async def list_now(list_fn: ListFunction, kind: str, page_size: int = 500,
+                   timeout_s: float = 60.0) -> list[KubeObject]:
+    """Every object of a kind as the API server holds it now: a consistent read (no
+    ``resourceVersion``), page by page, never a cache. What evidence needs."""
+
+    def call() -> list[KubeObject]:
+        objects: list[KubeObject] = []
+        options: dict[str, Any] = {"limit": page_size, "_request_timeout": timeout_s}
+        while True:
+            response = list_fn(_preload_content=False, **options)
+            page = json.loads(response.data)
+            objects.extend(_typed(page, kind))
+            following = (page.get("metadata") or {}).get("continue")
+            if not following:
+                return objects
+            options["_continue"] = following
+
+    try:
+        return await asyncio.to_thread(call)
+    except ApiException as exc:
+        raise api_error(exc, f"listing {kind}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise KubeError(f"listing {kind}: {exc}") from exc
+
+
 # --------------------------------------------------------------- patching
 
 

@@ -180,15 +180,21 @@ async def _sync_with_nb(options: SyncOptions, ipam: Ipam, metrics: SyncMetrics,
             await kube.record_event(core, involved, reason, message, component="podnet-sync")
             return None
 
+        list_pods = kube.lister(client, "Pod")
+
+        async def pods_now() -> list[dict[str, Any]]:
+            return await kube.list_now(list_pods, "Pod")
+
         stores = {kind: kube.Store() for kind in KINDS}
         worker = SyncWorker(ipam, Northbound(api), stores, options.sync, patch_pod=patch,
-                            report_pod=report)
+                            report_pod=report, list_pods=pods_now)
         metrics.attach(worker)
         async with kube_watchers(client, stores, marking(worker)) as watchers:
             for watcher in watchers:
                 await watcher.store.wait_synced()
             log.info("all kinds listed; syncing")
-            await _run_until(worker, [], stop)
+            await _run_until(worker, [asyncio.create_task(worker.sweep_orphans_forever())],
+                             stop)
     finally:
         await asyncio.to_thread(close_api, api)
 
@@ -235,6 +241,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--release-grace", type=float, default=30.0, metavar="SECONDS",
                         help="free a vanished pod's address only this long after it was "
                         "bound (default %(default)s)")
+    parser.add_argument("--orphan-margin", type=float, default=15.0, metavar="SECONDS",
+                        help="free a reservation that no stored pod carries once a list of "
+                        "the pods started this long after it was made shows none with its "
+                        "token (default %(default)s)")
     parser.add_argument("--listen", type=parse_listen, default=DEFAULT_SYNC_LISTEN,
                         metavar="HOST:PORT",
                         help="serve /metrics, /healthz and /readyz here, IPv6 in brackets "
@@ -294,7 +304,8 @@ def options_of(args: argparse.Namespace) -> SyncOptions:
         redis=RedisSettings(url=args.redis, prefix=args.prefix),
         ovn_nb=args.ovn_nb,
         sync=SyncSettings(resync_interval_s=args.resync_interval,
-                          release_grace_s=args.release_grace, settle_heap=True),
+                          release_grace_s=args.release_grace,
+                          orphan_margin_s=args.orphan_margin, settle_heap=True),
         manifests=args.manifests,
         kube=kube.KubeSettings(args.kubeconfig, True if args.in_cluster else None),
         ovn_nb_ssl=ssl_files_of(args),

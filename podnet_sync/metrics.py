@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from podnet_sync.worker import StepReport, SyncWorker
 
 _STEP_KINDS = ("full", "event")
-_ADDRESS_ACTIONS = ("bound", "released", "expired")
+_ADDRESS_ACTIONS = ("bound", "released", "expired", "orphan_freed")
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -53,8 +53,9 @@ class SyncMetrics:
             buckets=_BUCKETS, registry=self.registry)
         self.ovn_rows = counter("ovn_rows", "OVN northbound rows written, by kind of row "
                                 "and action (created, updated, deleted).", "kind", "action")
-        self.addresses = counter("ipam_addresses", "IPAM addresses bound to pods, released "
-                                 "or expired, by action.", "action")
+        self.addresses = counter("ipam_addresses", "IPAM addresses bound to pods, released, "
+                                 "expired, or freed as orphans (reserved for a pod the API "
+                                 "server never stored), by action.", "action")
         self.routed = counter("routed_patches", "Pods annotated routed=true.")
         self.failures = counter("step_failures", "Steps that failed (retried as a full one).")
         self.pod_failures = counter(
@@ -71,6 +72,9 @@ class SyncMetrics:
         worker.observer = self
         self.index.labels("pods").set_function(lambda: len(worker.index.pods))
         self.index.labels("services").set_function(lambda: len(worker.index.services))
+
+    def orphans_freed(self, count: int) -> None:
+        self._addresses["orphan_freed"].inc(count)
 
     def step_done(self, report: StepReport) -> None:
         kind = "full" if report.full else "event"

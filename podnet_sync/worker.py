@@ -65,6 +65,8 @@ executor's threads, which the NB transactions also use)."""
 
 PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
 PodReporter = Callable[[PodView, str, str], Awaitable[object]]
+PodLister = Callable[[], Awaitable[list[dict[str, Any]]]]
+"""A fresh (consistent) list of every pod, read from the API server, not a cache."""
 """Tells a pod's owner about a problem with it: (pod, reason, message), as an Event."""
 
 RETRY_INITIAL_S = 1.0
@@ -119,6 +121,13 @@ class SyncSettings:
     """Seconds between full resyncs (drift repair, garbage collection)."""
     release_grace_s: float = 30.0
     """A bound address whose pod is gone is freed only this long after it was made."""
+    orphan_margin_s: float = 15.0
+    """A reservation no stored pod carries is freed once a list of the pods, started
+    this long after it was made, shows none with its token: longer than a create takes
+    from mutating admission to storage (later webhooks, quota), shorter than any
+    retry loop a controller would notice. The wall-clock TTL stays as the fallback."""
+    orphan_sweep_s: float = 5.0
+    """How often the worker looks for such reservations."""
     ensure_builtin_subnets: bool = True
     """Create ``join`` (and ``ovn-default`` when no subnet is default) if missing."""
     settle_heap: bool = False
@@ -162,6 +171,8 @@ class StepObserver(Protocol):
 
     def step_failed(self, error: Exception) -> None: ...
 
+    def orphans_freed(self, count: int) -> None: ...
+
 
 class SyncWorker:
     def __init__(
@@ -172,6 +183,7 @@ class SyncWorker:
         settings: SyncSettings | None = None,
         patch_pod: PodPatcher | None = None,
         report_pod: PodReporter | None = None,
+        list_pods: PodLister | None = None,
     ) -> None:
         self.ipam = ipam
         self.northbound = northbound
@@ -179,6 +191,8 @@ class SyncWorker:
         self.settings = settings or SyncSettings()
         self.patch_pod = patch_pod
         self.report_pod = report_pod
+        self.list_pods = list_pods
+        self.orphans_freed = 0
         self.dirty = Dirty()
         self._wake = asyncio.Event()
         self._bound: dict[str, Allocation] = {}
@@ -500,6 +514,50 @@ class SyncWorker:
                     f"{','.join(record.ip_strings())}, MAC {record.mac}"))
             views.append(recorded)
         return views
+
+    # ------------------------------------------------------- orphaned reservations
+
+    async def sweep_orphans(self) -> int:
+        """Free the reservations of pods that were refused after admission (quota, a later
+        webhook, AlreadyExists, an invalid name): those older than the margin that no pod
+        carries in a list started after the margin had passed. A StatefulSet ordinal's
+        or a node's goes back to kept. Returns how many were freed."""
+        if self.list_pods is None:
+            return 0  # no evidence to judge by: the TTL decides
+        cutoff_ms = time.time() * 1000 - self.settings.orphan_margin_s * 1000
+        candidates = [reservation for subnet in await self.ipam.subnet_names()
+                      for reservation in await self.ipam.reservations(subnet)
+                      if reservation.since_ms < cutoff_ms]
+        if not candidates:
+            return 0
+        carried = {str(((pod.get("metadata") or {}).get("annotations") or {}).get(
+            keys.RESERVATION, "")) for pod in await self.list_pods()}
+        freed = 0
+        for reservation in candidates:
+            if reservation.token in carried:
+                continue
+            gone = await self.ipam.release(reservation.subnet, "token", reservation.token,
+                                           keep_sticky=True, only_reserved=True)
+            if gone is not None:
+                freed += 1
+                log.info("reservation %s of %s (%s) freed: no pod carries it %.0f s after "
+                         "admission", reservation.token, reservation.owner,
+                         ",".join(reservation.ip_strings()),
+                         (time.time() * 1000 - reservation.since_ms) / 1000)
+        self.orphans_freed += freed
+        if freed and self.observer is not None:
+            self.observer.orphans_freed(freed)
+        return freed
+
+    async def sweep_orphans_forever(self) -> None:
+        """``sweep_orphans`` every ``orphan_sweep_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.orphan_sweep_s)
+            try:
+                await self.sweep_orphans()
+            except Exception as exc:  # the next sweep retries; the TTL is the backstop
+                raise_if_cancelled()
+                log.warning("sweep of orphaned reservations failed: %s", exc)
 
     # ---------------------------------------------------------- per-pod problems
 

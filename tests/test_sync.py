@@ -29,6 +29,7 @@ from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 from tests.kube_api import KubeApi
 from tests.waiting import cancelled, eventually
 
+ORPHAN_MARGIN_S = 0.3
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
                           stop_timeout_s=2.0)
 
@@ -99,10 +100,16 @@ async def watched_worker(central: OvnCentral, redis: RedisSettings) -> AsyncIter
             await kube.record_event(core, involved, reason, message, component="podnet-sync")
             return None
 
+        list_pods = kube.lister(api_client, "Pod")
+
+        async def pods_now() -> list[dict[str, Any]]:
+            return await kube.list_now(list_pods, "Pod")
+
         stores = {kind: kube.Store() for kind in KINDS}
-        worker = SyncWorker(ipam, northbound, stores,
-                            SyncSettings(resync_interval_s=3600, release_grace_s=0),
-                            patch_pod=patch, report_pod=report)
+        settings = SyncSettings(resync_interval_s=3600, release_grace_s=0,
+                                orphan_margin_s=ORPHAN_MARGIN_S)
+        worker = SyncWorker(ipam, northbound, stores, settings, patch_pod=patch,
+                            report_pod=report, list_pods=pods_now)
         try:
             async with kube_watchers(api_client, stores, marking(worker), FAST) as watchers:
                 for watcher in watchers:
@@ -355,3 +362,22 @@ async def test_a_same_name_recreate_keeps_the_address_of_the_new_pod(cluster: Cl
 
 async def _released_token(ipam: Ipam, token: str) -> bool:
     return await ipam.lookup_token(token) is None
+
+
+async def test_capacity_reserved_for_pods_never_stored_comes_back_after_the_margin(
+    cluster: Cluster,
+) -> None:
+    refused = await cluster.ipam.reserve("apps", "tok-refused", namespace="default",
+                                         name="quota-0")
+    sticky = await cluster.ipam.reserve("apps", "tok-sts-refused",
+                                        ReserveRequest(sticky_key="default/cache/0"),
+                                        namespace="default", name="cache-0")
+    await cluster.admit("web-16")
+    assert await cluster.worker.sweep_orphans() == 0  # too young to judge
+    await asyncio.sleep(ORPHAN_MARGIN_S + 0.1)
+    assert await cluster.worker.sweep_orphans() == 2
+    assert await cluster.ipam.lookup_ip(refused.ip_strings()[0]) is None
+    kept = await cluster.ipam.lookup_ip(sticky.ip_strings()[0])
+    assert kept is not None and kept.state == "kept"
+    held = await cluster.ipam.lookup_token("tok-web-16")
+    assert held is not None and held.state == "bound"

@@ -69,6 +69,7 @@ local function hand_over(sticky, token, ttl, ns, name)
   if rec.m then redis.call('HSET', K_MACS, rec.m, token) end
   count(rec.s, -1)
   rec.t, rec.s, rec.u, rec.n, rec.p, rec.x = token, 'reserved', '', ns, name, clock() + ttl
+  rec.c = clock()  -- reserved since now: the age the sync worker judges orphans by
   local text = cjson.encode(rec)
   redis.call('HSET', K_ALLOC, token, text)
   redis.call('HSET', K_STICKY, sticky, token)
