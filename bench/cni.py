@@ -43,6 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import percentile
+from ipam.records import allocation_annotations
 from ipam.requests import ReserveRequest
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
@@ -54,7 +55,6 @@ from podnet_plumbing.kube import Store
 from podnet_plumbing.ovsdb import close_api, nb_api
 from podnet_sync.nb import Northbound
 from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
-from webhook.patch import allocation_annotations
 
 NODE = "bench-node"
 SUBNET = "bench"

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
+from ipam import annotations as keys
 from ipam.addresses import Family, IPAddress
 from ipam.subnet import SubnetSpec
 
@@ -151,3 +152,16 @@ class SubnetUsage:
             "fenced": self.fenced,
             "families": [usage.to_json() for usage in self.families],
         }
+
+
+def allocation_annotations(allocation: Allocation, subnet: SubnetSpec) -> dict[str, str]:
+    """What podnet writes into the pod for ``allocation``."""
+    return {
+        keys.ALLOCATED: "true",
+        keys.IP_ADDRESS: ",".join(allocation.ip_strings()),
+        keys.MAC_ADDRESS: allocation.mac,
+        keys.CIDR: subnet.cidr_block,
+        keys.GATEWAY: subnet.gateway,
+        keys.LOGICAL_SWITCH: subnet.name,
+        keys.RESERVATION: allocation.token,
+    }

@@ -64,6 +64,14 @@ class PodView:
     deleting: bool
     statefulset: str = ""
     ordinal: int = -1
+    wanted_subnet: str = ""
+    """The ``logical_switch`` the pod asks for, allocated or not (for adoption)."""
+    wanted_ips: tuple[IPAddress, ...] = ()
+    """The ``ip_address`` the pod asks for, allocated or not (for adoption)."""
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.subnet and self.ips)
 
     @property
     def port_name(self) -> str:
@@ -100,7 +108,17 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
         deleting=bool(metadata.get("deletionTimestamp")),
         statefulset=sts,
         ordinal=ordinal,
+        wanted_subnet=str(annotations.get(keys.LOGICAL_SWITCH, "")).strip(),
+        wanted_ips=() if allocated else _wanted_ips(annotations.get(keys.IP_ADDRESS, "")),
     )
+
+
+def _wanted_ips(text: str) -> tuple[IPAddress, ...]:
+    """A static address asked for; a malformed one is no request (adoption gives any)."""
+    try:
+        return _ips(str(text))
+    except Unusable:
+        return ()
 
 
 def statefulset_of(metadata: Mapping[str, Any]) -> tuple[str, int]:

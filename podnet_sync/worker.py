@@ -29,11 +29,11 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ipam import annotations as keys
 from ipam import errors, names
-from ipam.records import Allocation
+from ipam.records import Allocation, allocation_annotations
 from ipam.register import register_ipam_objects
 from ipam.requests import ReserveRequest
 from ipam.store import Ipam
-from ipam.subnet import JOIN_CIDR, JOIN_SUBNET, SubnetSpec, build_subnet
+from ipam.subnet import DEFAULT_SUBNET, JOIN_CIDR, JOIN_SUBNET, SubnetSpec, build_subnet
 from podnet_plumbing.heap import settle_heap
 from podnet_plumbing.manifests import Manifest
 from podnet_plumbing.tasks import raise_if_cancelled
@@ -461,7 +461,11 @@ class SyncWorker:
         ``checked``: ``record`` is what the store holds for the pod's token now (a full
         step); otherwise (an event step) what this worker bound before is trusted.
         """
-        if not pod.subnet or not pod.reservation or pod.host_network:
+        if pod.host_network:
+            return 0
+        if not pod.reservation and not pod.allocated:
+            return await self._adopt(pod)
+        if not pod.subnet or not pod.reservation:
             return 0
         if pod.terminal:
             await self._release_pod(pod)
@@ -481,6 +485,47 @@ class SyncWorker:
             allocation = await self._restore(pod)
         self._bound[pod.uid] = allocation
         return 1
+
+    async def _adopt(self, pod: PodView) -> int:
+        """Give an address to a pod stored without podnet's admission (kube-system pods
+        such as CoreDNS, pods from before podnet, pods admitted while the webhook was
+        bypassed): reserve it under a token of its UID, write the annotations the
+        webhook would have written, and bind. Every step is idempotent per UID."""
+        if pod.terminal or pod.deleting or not pod.uid or self.patch_pod is None:
+            return 0
+        known = self._bound.get(pod.uid)
+        if known is not None:
+            return 0
+        subnet = self._subnet_for(pod)
+        token = f"adopted:{pod.uid}"
+        request = ReserveRequest(static_ips=pod.wanted_ips)
+        allocation = await self.ipam.reserve(subnet, token, request,
+                                             namespace=pod.namespace, name=pod.name)
+        try:
+            await self.patch_pod(pod.namespace, pod.name,
+                                 allocation_annotations(allocation, subnet))
+        except Exception as exc:  # gone meanwhile: the orphan sweep frees the reservation
+            raise errors.IpamError(f"could not write its address into the pod: {exc}") from exc
+        self._bound[pod.uid] = await self.ipam.bind(
+            subnet.name, token, uid=pod.uid, namespace=pod.namespace, name=pod.name)
+        log.info("pod %s: adopted with address %s in subnet %s", pod.key,
+                 ",".join(allocation.ip_strings()), subnet.name)
+        return 1
+
+    def _subnet_for(self, pod: PodView) -> SubnetSpec:
+        """An adopted pod's subnet: the one it asks for, else its namespace's, else the
+        default, as at admission."""
+        by_name = {spec.name: spec for spec in self._subnets}
+        if pod.wanted_subnet:
+            if pod.wanted_subnet not in by_name:
+                raise errors.UnknownSubnet(pod.wanted_subnet)
+            return by_name[pod.wanted_subnet]
+        bound = next((s for s in self._subnets if pod.namespace in s.namespaces), None)
+        default = next((s for s in self._subnets if s.default), by_name.get(DEFAULT_SUBNET))
+        chosen = bound or default
+        if chosen is None:
+            raise errors.UnknownSubnet(DEFAULT_SUBNET)
+        return chosen
 
     async def _restore(self, pod: PodView) -> Allocation:
         """The pod is the durable record: put its address back under its token."""
@@ -505,7 +550,7 @@ class SyncWorker:
             if record is None or pod.terminal or pod.host_network:
                 continue
             recorded = replace(pod, subnet=record.subnet, ips=record.ips, mac=record.mac)
-            if (pod.subnet, pod.ips, pod.mac.lower()) != (
+            if pod.allocated and (pod.subnet, pod.ips, pod.mac.lower()) != (
                     record.subnet, record.ips, record.mac.lower()):
                 self._report(pod, "AnnotationsIgnored", (
                     f"the pod's annotations say subnet {pod.subnet or '-'}, address "

@@ -6,7 +6,7 @@ rows are touched), the real sync worker in-process, and per node an OVS + ovn-co
 in a network namespace with the real agent serving CNI for it. Pods are network
 namespaces attached by running the ``podnet-cni`` launcher exactly as a runtime would
 (environment, configuration on stdin), and admitted with the annotations the webhook
-writes (``webhook.patch.allocation_annotations``).
+writes (``ipam.records.allocation_annotations``).
 
 Every namespace, veth, port and daemon made here is removed on exit.
 """
@@ -29,6 +29,7 @@ from typing import Any
 
 from kubernetes import client
 
+from ipam.records import allocation_annotations
 from ipam.requests import ReserveRequest
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
@@ -45,7 +46,6 @@ from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 from tests.kube_api import KubeApi
 from tests.ovn_fixtures import netns_node, token
 from tests.waiting import cancelled, eventually
-from webhook.patch import allocation_annotations
 
 FAST = kube.WatchSettings(backoff=kube.BackoffSettings(initial_s=0.05, max_s=0.2),
                           stop_timeout_s=2.0)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ipam.records import allocation_annotations
 from ipam.requests import ReserveRequest
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
@@ -35,7 +36,6 @@ from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
 from tests.agent_harness import cni_env, in_netns, run
 from tests.ovn_fixtures import netns_node, running_node, token
 from tests.waiting import eventually
-from webhook.patch import allocation_annotations
 
 PODNET = str(Path(sys.executable).with_name("podnet"))
 

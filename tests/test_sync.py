@@ -381,3 +381,32 @@ async def test_capacity_reserved_for_pods_never_stored_comes_back_after_the_marg
     assert kept is not None and kept.state == "kept"
     held = await cluster.ipam.lookup_token("tok-web-16")
     assert held is not None and held.state == "bound"
+
+
+async def test_a_pod_stored_without_admission_is_adopted_addressed_and_routed(
+    cluster: Cluster,
+) -> None:
+    coredns = cluster.api.create({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "coredns-0", "namespace": "kube-system"},
+        "spec": {"nodeName": "node1", "containers": [{"name": "dns", "image": "x"}]},
+        "status": {"phase": "Pending"}}, "kube-system")
+    cluster.api.create({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "kube-proxy-0", "namespace": "kube-system"},
+        "spec": {"nodeName": "node1", "hostNetwork": True, "containers": []}}, "kube-system")
+
+    def annotations() -> dict[str, str]:
+        (pod,) = [p for p in cluster.api.objects("Pod", "kube-system")
+                  if p["metadata"]["name"] == "coredns-0"]
+        found: dict[str, str] = pod["metadata"].get("annotations") or {}
+        return found
+
+    await eventually(lambda: annotations().get("ovn.kubernetes.io/routed") == "true")
+    given = annotations()
+    assert given["podnet.io/reservation"] == f"adopted:{coredns['metadata']['uid']}"
+    assert given["ovn.kubernetes.io/logical_switch"] == "ovn-default"
+    held = await cluster.ipam.lookup_ip(given["ovn.kubernetes.io/ip_address"])
+    assert held is not None and held.uid == coredns["metadata"]["uid"]
+    assert "coredns-0.kube-system" in cluster.ports()
+    assert "kube-proxy-0.kube-system" not in cluster.ports()

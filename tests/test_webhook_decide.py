@@ -13,13 +13,12 @@ from hypothesis import strategies as st
 
 from ipam.errors import OutsideSubnet
 from ipam.pool import parse_ippool
-from ipam.records import Allocation
+from ipam.records import Allocation, allocation_annotations
 from ipam.subnet import build_subnet, default_subnet
 from webhook.admit import TOKEN_NAMESPACE, token_from_uid
 from webhook.decide import Catalog, NamespaceInfo, Plan, Skip, Workload, decide
 from webhook.errors import Denial
 from webhook.patch import (
-    allocation_annotations,
     annotation_ops,
     apply_patch,
     build_patch,

@@ -30,12 +30,12 @@ from typing import Any
 
 from ipam import annotations as keys
 from ipam import errors
-from ipam.records import Allocation
+from ipam.records import Allocation, allocation_annotations
 from ipam.store import Ipam
 from webhook.decide import Catalog, NamespaceInfo, Plan, Skip, decide, without_podnet_annotations
 from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial, MalformedReview
 from webhook.memo import MemoEntry, ReviewMemo
-from webhook.patch import allocation_annotations, build_patch
+from webhook.patch import build_patch
 from webhook.review import AdmissionRequest, AdmissionReviewWire, review_response
 from webhook.settings import WebhookSettings
 

@@ -17,9 +17,6 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from ipam import annotations as keys
-from ipam.records import Allocation
-from ipam.subnet import SubnetSpec
 from webhook.review import PatchOp
 
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
@@ -28,19 +25,6 @@ _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 def escape(segment: str) -> str:
     """A JSON Pointer segment (RFC 6901): ``~`` becomes ``~0``, ``/`` becomes ``~1``."""
     return segment.replace("~", "~0").replace("/", "~1")
-
-
-def allocation_annotations(allocation: Allocation, subnet: SubnetSpec) -> dict[str, str]:
-    """What podnet writes into the pod for ``allocation``."""
-    return {
-        keys.ALLOCATED: "true",
-        keys.IP_ADDRESS: ",".join(allocation.ip_strings()),
-        keys.MAC_ADDRESS: allocation.mac,
-        keys.CIDR: subnet.cidr_block,
-        keys.GATEWAY: subnet.gateway,
-        keys.LOGICAL_SWITCH: subnet.name,
-        keys.RESERVATION: allocation.token,
-    }
 
 
 def annotation_ops(obj: Mapping[str, Any], annotations: Mapping[str, str]) -> list[PatchOp]:
