@@ -41,6 +41,7 @@ class RunningWithoutNetwork:
     a made-up one) and touches no network. Only for these unit tests."""
 
     failing: set[str] = field(default_factory=set)
+    failing_detach: set[str] = field(default_factory=set)
     attached: list[str] = field(default_factory=list)
     detached: list[str] = field(default_factory=list)
 
@@ -58,7 +59,10 @@ class RunningWithoutNetwork:
         return Attachment(tuple(ip.split(",")), time.time())
 
     async def detach(self, pod: Mapping[str, Any], node: str) -> None:
-        self.detached.append(pod["metadata"]["name"])
+        name = pod["metadata"]["name"]
+        if name in self.failing_detach:
+            raise AttachError(f"the agent for {name} is down")
+        self.detached.append(name)
 
 
 def node(name: str, **labels: str) -> dict[str, Any]:
@@ -363,6 +367,61 @@ async def test_a_deleted_pod_is_detached(lab: Lab) -> None:
     await lab.until(lambda: pod_ready(lab.api.get("Pod", "short", "default")))
     lab.api.delete("Pod", "short", "default")
     await lab.until(lambda: lab.kubelet.detached == ["short"])
+
+
+async def test_a_gracefully_deleted_pod_is_torn_down_then_removed_by_the_kubelet(
+    lab: Lab,
+) -> None:
+    lab.api.create(pod("graceful"))
+    await lab.until(lambda: pod_ready(lab.api.get("Pod", "graceful", "default")))
+    deleting = lab.api.delete("Pod", "graceful", "default", grace_s=None)
+    assert deleting["metadata"]["deletionGracePeriodSeconds"] == 30
+    await lab.until(lambda: not lab.pods())
+    assert lab.kubelet.detached == ["graceful"]
+
+
+async def test_a_pod_with_a_prestop_hook_keeps_running_through_its_grace_period(
+    lab: Lab,
+) -> None:
+    hooked = pod("draining", terminationGracePeriodSeconds=2)
+    hooked["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 2}}}
+    lab.api.create(hooked)
+    await lab.until(lambda: pod_ready(lab.api.get("Pod", "draining", "default")))
+    lab.api.delete("Pod", "draining", "default", grace_s=None)
+    await asyncio.sleep(1.0)
+    assert [p["metadata"]["name"] for p in lab.pods()] == ["draining"]
+    assert lab.kubelet.detached == []
+    await lab.until(lambda: not lab.pods(), timeout_s=10)
+    assert lab.kubelet.detached == ["draining"]
+
+
+async def test_a_failed_cni_del_is_retried_until_the_sandbox_is_gone(lab: Lab) -> None:
+    lab.kubelet.failing_detach.add("stuck")
+    lab.api.create(pod("stuck"))
+    await lab.until(lambda: pod_ready(lab.api.get("Pod", "stuck", "default")))
+    lab.api.delete("Pod", "stuck", "default", grace_s=None)
+    await asyncio.sleep(0.5)
+    assert [p["metadata"]["name"] for p in lab.pods()] == ["stuck"]  # still terminating
+    lab.kubelet.failing_detach.clear()
+    await lab.until(lambda: not lab.pods())
+    assert lab.kubelet.detached == ["stuck"]
+
+
+def test_a_pod_on_no_node_or_finished_is_deleted_at_once_and_a_finalizer_holds_any_object(
+    api: ApiServer,
+) -> None:
+    api.create(pod("unscheduled"))
+    api.delete("Pod", "unscheduled", "default", grace_s=None)
+    assert api.objects("Pod", "default") == []
+    held = api.create({"apiVersion": "v1", "kind": "Service",
+                       "metadata": {"name": "held", "namespace": "default",
+                                    "finalizers": ["example.com/cleanup"]},
+                       "spec": {"ports": [{"port": 80}]}})
+    api.delete("Service", "held", "default", grace_s=None)
+    assert api.get("Service", "held", "default")["metadata"]["deletionTimestamp"]
+    api.patch("Service", "held", {"metadata": {"finalizers": []}}, "default")
+    assert [s for s in api.objects("Service", "default")
+            if s["metadata"]["uid"] == held["metadata"]["uid"]] == []
 
 
 # ------------------------------------------------------------ endpoint slices

@@ -333,15 +333,14 @@ async def test_a_pod_in_its_grace_period_keeps_its_port_and_address_until_it_is_
 ) -> None:
     pod = await cluster.admit("web-14")
     await eventually(lambda: "web-14.default" in cluster.ports())
-    cluster.api.patch("Pod", "web-14", {"metadata": {
-        "deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30}},
-        "default")
+    deleting = cluster.api.delete("Pod", "web-14", "default", grace_s=None)
+    assert deleting["metadata"]["deletionGracePeriodSeconds"] == 30  # no kubelet ends it
     await full_step(cluster)
     await asyncio.sleep(0.3)
     assert "web-14.default" in cluster.ports()
     held = await cluster.ipam.lookup_token("tok-web-14")
     assert held is not None and held.uid == pod["metadata"]["uid"]
-    cluster.api.delete("Pod", "web-14", "default")
+    cluster.api.delete("Pod", "web-14", "default", grace_s=0)  # the kubelet's, once stopped
     await eventually(lambda: "web-14.default" not in cluster.ports())
     await eventually(lambda: _released(cluster.ipam, "default", "web-14"))
 

@@ -302,7 +302,8 @@ class ApiHandler:
             current = self.state.get(resource, namespace, name)
             await self.admission.admit(Attributes(
                 "DELETE", resource, namespace, name, None, current, user_of(request), dry_run))
-        return self.state.delete(resource, namespace, name, dry_run)
+        return self.state.delete(resource, namespace, name, dry_run,
+                                 await _grace_period(request))
 
     async def _watch(self, request: web.Request, resource: Resource,
                      where: Filter) -> web.StreamResponse:
@@ -356,6 +357,22 @@ def _replacement(obj: KubeObject) -> Callable[[KubeObject], KubeObject]:
 
 async def _ok(_: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+async def _grace_period(request: web.Request) -> int | None:
+    """``gracePeriodSeconds`` of a DELETE, from the query or the DeleteOptions body."""
+    text = request.query.get("gracePeriodSeconds")
+    if text is None and request.can_read_body:
+        options = await _body(request)
+        value = options.get("gracePeriodSeconds") if isinstance(options, dict) else None
+        text = None if value is None else str(value)
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise ApiError(400, "BadRequest", f"gracePeriodSeconds {text!r} is not an integer"
+                       ) from exc
 
 
 def _dry_run(request: web.Request) -> bool:
@@ -480,8 +497,11 @@ class ApiServer:
     def get(self, kind: str, name: str, namespace: str = "") -> KubeObject:
         return self.state.get(self.state.resource(kind), namespace, name)
 
-    def delete(self, kind: str, name: str, namespace: str = "") -> KubeObject:
-        return self.state.delete(self.state.resource(kind), namespace, name)
+    def delete(self, kind: str, name: str, namespace: str = "",
+               grace_s: int | None = 0) -> KubeObject:
+        """Delete from a test; forced (grace 0) unless ``grace_s`` says otherwise
+        (``None``: the pod's own grace period, as a plain ``kubectl delete``)."""
+        return self.state.delete(self.state.resource(kind), namespace, name, grace_s=grace_s)
 
     def patch(self, kind: str, name: str, patch: Any, namespace: str = "",
               content_type: str = MERGE_PATCH) -> KubeObject:

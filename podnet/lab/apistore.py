@@ -502,26 +502,49 @@ class ApiState:
             wanted = updated["metadata"].get("resourceVersion")
             if wanted and wanted != current["metadata"]["resourceVersion"]:
                 raise conflict(resource, name)
-            for key in ("uid", "name", "namespace", "creationTimestamp", "generation"):
+            for key in ("uid", "name", "namespace", "creationTimestamp", "generation",
+                        "deletionTimestamp", "deletionGracePeriodSeconds"):
                 if key in current["metadata"]:
                     updated["metadata"][key] = current["metadata"][key]
+                else:
+                    updated["metadata"].pop(key, None)
             updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             if updated.get("spec") != current.get("spec"):
                 updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
             updated["kind"], updated["apiVersion"] = resource.kind, resource.api_version
             if updated == current or dry_run:
                 return copy.deepcopy(updated)
+            if _finished_deleting(resource, updated):
+                del self.objects[resource][(namespace, name)]
+                return self._commit(resource, "DELETED", updated, copy.deepcopy(current))
             self.objects[resource][(namespace, name)] = updated
             return self._commit(resource, "MODIFIED", updated, copy.deepcopy(current))
 
     def delete(self, resource: Resource, namespace: str, name: str,
-               dry_run: bool = False) -> KubeObject:
+               dry_run: bool = False, grace_s: int | None = None) -> KubeObject:
+        """Delete as kube-apiserver does: an object with finalizers, or a pod with a grace
+        period, only gets ``deletionTimestamp`` (the kubelet removes a pod once it has
+        stopped, with grace 0; clearing the last finalizer removes the rest). A pod that
+        is not on a node, or has finished, goes at once; ``grace_s=0`` forces."""
         with self.lock:
             current = self._stored(resource, namespace, name)
+            grace = deletion_grace(resource, current, grace_s)
+            finalizers = current["metadata"].get("finalizers") or []
+            if grace == 0 and not finalizers:
+                if dry_run:
+                    return copy.deepcopy(current)
+                del self.objects[resource][(namespace, name)]
+                return self._commit(resource, "DELETED", current, copy.deepcopy(current))
+            before = current["metadata"].get("deletionGracePeriodSeconds")
+            if before is not None and before <= grace:
+                return copy.deepcopy(current)  # already terminating, no sooner
+            updated = copy.deepcopy(current)
+            updated["metadata"]["deletionTimestamp"] = now_timestamp(grace)
+            updated["metadata"]["deletionGracePeriodSeconds"] = grace
             if dry_run:
-                return copy.deepcopy(current)
-            del self.objects[resource][(namespace, name)]
-            return self._commit(resource, "DELETED", current, copy.deepcopy(current))
+                return updated
+            self.objects[resource][(namespace, name)] = updated
+            return self._commit(resource, "MODIFIED", updated, copy.deepcopy(current))
 
     def bind(self, namespace: str, name: str, binding: Any) -> None:
         """The ``pods/binding`` subresource: what the scheduler posts to place a pod."""
@@ -661,3 +684,32 @@ def read_state(state: ApiState, path: Path) -> int:
     except (OSError, ValueError) as exc:
         raise ApiError(500, "InternalError", f"state file {path} is unreadable: {exc}") from exc
     return state.restore(data)
+
+
+DEFAULT_TERMINATION_GRACE_S = 30
+POD_GONE_PHASES = ("Succeeded", "Failed")
+
+
+def deletion_grace(resource: Resource, obj: KubeObject, asked: int | None) -> int:
+    """The grace period a DELETE gives ``obj``: only pods have one (kube-apiserver's
+    pod strategy), taken from the request, else ``terminationGracePeriodSeconds``; zero
+    for a pod on no node or one that has finished."""
+    if resource.kind != "Pod":
+        return 0
+    spec = obj.get("spec") or {}
+    phase = (obj.get("status") or {}).get("phase")
+    if not spec.get("nodeName") or phase in POD_GONE_PHASES:
+        return 0
+    if asked is not None:
+        return max(0, asked)
+    configured = spec.get("terminationGracePeriodSeconds")
+    return int(configured) if isinstance(configured, int) else DEFAULT_TERMINATION_GRACE_S
+
+
+def _finished_deleting(resource: Resource, obj: KubeObject) -> bool:
+    """A terminating object whose finalizers are all cleared (a pod: and whose grace was
+    ended by the kubelet's grace-0 delete) is removed by the update that cleared them."""
+    meta = obj["metadata"]
+    if not meta.get("deletionTimestamp") or meta.get("finalizers"):
+        return False
+    return resource.kind != "Pod" or meta.get("deletionGracePeriodSeconds") == 0

@@ -80,6 +80,8 @@ from podnet.lab.objects import (
     spec_of,
     status_of,
     terminal,
+    terminating,
+    timestamp_seconds,
     uid_of,
 )
 from podnet.lab.rest import Rest, RestError
@@ -286,10 +288,12 @@ def desired_slices(service: Mapping[str, Any],
 
 
 def _endpoint(pod: Mapping[str, Any], ip: str) -> KubeObject:
-    ready = pod_ready(pod)
+    serving = pod_ready(pod)
+    ending = terminating(pod)
     endpoint: KubeObject = {
         "addresses": [ip],
-        "conditions": {"ready": ready, "serving": ready, "terminating": False},
+        "conditions": {"ready": serving and not ending, "serving": serving,
+                       "terminating": ending},
         "targetRef": {"kind": "Pod", "namespace": namespace_of(pod), "name": name_of(pod),
                       "uid": uid_of(pod)},
     }
@@ -449,11 +453,17 @@ class ControllerManager:
         self.views[str(obj["kind"])].note(created)
         return created
 
-    async def _delete(self, obj: Mapping[str, Any]) -> None:
+    async def _delete(self, obj: Mapping[str, Any], grace_s: int | None = None) -> None:
         kind = str(obj.get("kind"))
-        deleted = await self._call(self.rest.delete, kind, name_of(obj), namespace_of(obj))
-        if deleted is not None:
-            self.views[kind].note(deleted if metadata(deleted).get("name") else obj, deleted=True)
+        deleted = await self._call(self.rest.delete, kind, name_of(obj), namespace_of(obj),
+                                   grace_s)
+        if deleted is None:
+            return
+        answer = deleted if metadata(deleted).get("name") else obj
+        still_there = terminating(answer) and grace_s != 0 and (
+            metadata(answer).get("finalizers") or metadata(answer).get(
+                "deletionGracePeriodSeconds"))
+        self.views[kind].note({**answer, "kind": kind}, deleted=not still_there)
 
     async def _patch(self, obj: Mapping[str, Any], patch: Any,
                      subresource: str = "") -> KubeObject:
@@ -492,7 +502,8 @@ class ControllerManager:
         pods = self.views["Pod"]
         for replicaset in self.views["ReplicaSet"].list():
             owned = [p for p in pods.list(namespace_of(replicaset))
-                     if controlled_by(p, replicaset) and not terminal(p)]
+                     if controlled_by(p, replicaset) and not terminal(p)
+                     and not terminating(p)]
             missing = replicas_of(replicaset) - len(owned)
             if missing > 0 and not self.retry.waiting(uid_of(replicaset)):
                 template = spec_of(replicaset).get("template") or {}
@@ -639,14 +650,18 @@ class ControllerManager:
         pods = self.views["Pod"].list()
         live = {uid_of(p) for p in pods if not terminal(p)}
         for uid, (gone, on_node) in list(self._attached.items()):
-            if uid not in live and uid not in self._busy:
+            if uid not in live and uid not in self._busy and not self.retry.waiting(uid):
                 del self._attached[uid]
                 self._spawn(uid, self._detach(gone, on_node))
         for pod in pods:
             node_name = str(spec_of(pod).get("nodeName") or "")
             uid = uid_of(pod)
+            if terminating(pod) and node_name and kubelet.serves(node_name) \
+                    and uid not in self._busy and not self.retry.waiting(uid):
+                self._spawn(uid, self._terminate(pod, node_name))
+                continue
             if not node_name or not kubelet.serves(node_name) or terminal(pod) \
-                    or uid in self._attached or uid in self._busy:
+                    or terminating(pod) or uid in self._attached or uid in self._busy:
                 continue
             if pod_ready(pod):
                 self._attached[uid] = (pod, node_name)  # attached before a restart
@@ -655,7 +670,7 @@ class ControllerManager:
             if node is not None and not self.retry.waiting(uid):
                 self._spawn(uid, self._attach(pod, node))
 
-    def _spawn(self, uid: str, work: Awaitable[None]) -> None:
+    def _spawn(self, uid: str, work: Awaitable[object]) -> None:
         self._busy.add(uid)
 
         async def tracked() -> None:
@@ -694,12 +709,40 @@ class ControllerManager:
         except kube.NotFound:
             log.info("pod %s/%s went away while attaching", *key_of(pod))
 
-    async def _detach(self, pod: KubeObject, node: str) -> None:
+    async def _detach(self, pod: KubeObject, node: str) -> bool:
+        """CNI DEL of a pod's sandbox; a failure is retried with backoff, as a kubelet
+        retries until the sandbox is gone."""
         assert self.kubelet is not None
+        uid = uid_of(pod)
         try:
             await self.kubelet.detach(pod, node)
         except Exception as exc:
-            log.warning("pod %s/%s on %s: detach failed: %s", *key_of(pod), node, exc)
+            delay = self.retry.failed(uid)
+            log.warning("pod %s/%s on %s: detach failed (retrying in %.1fs): %s",
+                        *key_of(pod), node, delay, exc)
+            self._attached[uid] = (pod, node)
+            self._wake_later(delay)
+            return False
+        self.retry.succeeded(uid)
+        return True
+
+    async def _terminate(self, pod: KubeObject, node: str) -> None:
+        """A deleted pod on this node: run out its preStop time (the lab's containers
+        have no process, so only a preStop hook keeps one running, until the grace period
+        ends), tear down its sandbox, then remove the pod with grace 0, as a kubelet does."""
+        if any((c.get("lifecycle") or {}).get("preStop")
+               for c in spec_of(pod).get("containers") or []):
+            ends = timestamp_seconds(str(metadata(pod).get("deletionTimestamp") or ""))
+            await asyncio.sleep(max(0.0, ends - time.time()))
+        self._attached.pop(uid_of(pod), None)
+        if not await self._detach(pod, node):
+            return
+        try:
+            await self._delete({**pod, "kind": "Pod"}, grace_s=0)
+        except kube.KubeError as exc:
+            delay = self.retry.failed(uid_of(pod))
+            log.warning("pod %s/%s: removing it after teardown failed: %s", *key_of(pod), exc)
+            self._wake_later(delay)
 
     # ---------------------------------------------------- endpoint slices
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,16 @@ RESOURCES = (
 )
 
 
-def now_timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_timestamp(after_s: float = 0.0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=after_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def timestamp_seconds(text: str) -> float:
+    """A ``now_timestamp`` as Unix seconds (0 for anything else)."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 
@@ -134,6 +142,11 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
 
 def terminal(pod: Mapping[str, Any]) -> bool:
     return status_of(pod).get("phase") in TERMINAL_PHASES
+
+
+def terminating(obj: Mapping[str, Any]) -> bool:
+    """Deleted, but not gone yet: its grace period or finalizers hold it."""
+    return bool(metadata(obj).get("deletionTimestamp"))
 
 
 def pod_ips(pod: Mapping[str, Any]) -> list[str]:

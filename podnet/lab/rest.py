@@ -141,13 +141,16 @@ class Rest:
             content_type=content_type, what=f"patching {kind} {namespace_name(namespace, name)}")
         return patched
 
-    def delete(self, kind: str, name: str, namespace: str = "") -> KubeObject | None:
-        """Delete an object; the server's answer (the object as deleted, or a Status), or
-        None when it was already gone."""
+    def delete(self, kind: str, name: str, namespace: str = "",
+               grace_s: int | None = None) -> KubeObject | None:
+        """Delete an object (with its own grace period, or ``grace_s``); the server's
+        answer (the object as deleted or now terminating, or a Status), or None when it
+        was already gone."""
         resource = self.resource(kind)
+        query = {} if grace_s is None else {"gracePeriodSeconds": str(grace_s)}
         try:
             answer: KubeObject = self.call(
-                "DELETE", self.path(resource, namespace, name),
+                "DELETE", self.path(resource, namespace, name), query=query,
                 what=f"deleting {kind} {namespace_name(namespace, name)}")
         except NotFound:
             return None
