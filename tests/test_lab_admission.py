@@ -30,6 +30,7 @@ from podnet.lab.certs import Certificates
 from podnet.lab.controllers import ControllerManager, ControllerSettings
 from podnet.lab.up import webhook_configurations
 from podnet_plumbing import kube
+from podnet_sync.worker import SyncSettings, SyncWorker
 from webhook.server import running_webhook
 from webhook.settings import ServerSettings
 
@@ -304,3 +305,90 @@ def test_a_denial_without_a_code_or_message_reads_as_kube_apiserver_words_it() -
     assert (error.code, error.message) == (
         400, 'admission webhook "pods.podnet.io" denied the request without explanation')
     assert denial("x", {"code": 200, "message": "no"}).code == 400
+
+
+# ------------------------------------- refusals after admission, and what they leave
+
+
+def statefulset_pod(name: str) -> dict[str, Any]:
+    body = pod(name, "shop")
+    body["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                            "name": "db", "uid": "sts-uid",
+                                            "controller": True}]
+    return body
+
+
+async def reservations(ipam: Ipam, subnet: str) -> list[str]:
+    return sorted(a.token for a in await ipam.reservations(subnet))
+
+
+async def test_a_create_of_an_existing_pod_is_admitted_first_then_refused_as_already_existing(
+    cluster: Cluster,
+) -> None:
+    await cluster.create_pod(pod("twice", "shop"), "shop")
+    status, message = await cluster.refusal(
+        lambda: core(cluster.kube).create_namespaced_pod("shop", pod("twice", "shop")))
+    assert (status, message) == (409, 'pods "twice" already exists')
+    assert len(await reservations(cluster.ipam, "apps")) == 2  # the webhook had reserved
+
+
+async def test_a_stale_recreate_of_a_live_statefulset_pod_cannot_take_its_address(
+    cluster: Cluster,
+) -> None:
+    live = await cluster.create_pod(statefulset_pod("db-0"), "shop")
+    status, message = await cluster.refusal(
+        lambda: core(cluster.kube).create_namespaced_pod("shop", statefulset_pod("db-0")))
+    assert status == 403
+    assert "StatefulSet ordinal shop/db/0 is still held by pod shop/db-0" in message
+    token = live["metadata"]["annotations"]["podnet.io/reservation"]
+    assert await reservations(cluster.ipam, "apps") == [token]
+
+
+async def test_names_and_quotas_refused_after_admission_are_refused_as_kube_apiserver_does(
+    cluster: Cluster,
+) -> None:
+    status, message = await cluster.refusal(lambda: core(cluster.kube).create_namespaced_pod(
+        "shop", pod("Not_A_Valid_Name", "shop")))
+    assert status == 422 and "metadata.name: Invalid value: 'Not_A_Valid_Name'" in message
+    cluster.api.create({"apiVersion": "v1", "kind": "ResourceQuota",
+                        "metadata": {"name": "two-pods", "namespace": "shop"},
+                        "spec": {"hard": {"pods": "1"}}})
+    await cluster.create_pod(pod("first", "shop"), "shop")
+    status, message = await cluster.refusal(
+        lambda: core(cluster.kube).create_namespaced_pod("shop", pod("second", "shop")))
+    assert status == 403 and "exceeded quota: two-pods" in message
+    # Each refusal came after podnet's webhook had reserved: the orphan sweep of the
+    # sync worker gives the capacity back once a fresh list shows no pod with the token.
+    assert len(await reservations(cluster.ipam, "apps")) == 3
+    list_pods = kube.lister(cluster.kube, "Pod")
+
+    async def pods_now() -> list[dict[str, Any]]:
+        return await kube.list_now(list_pods, "Pod")
+
+    worker = SyncWorker(cluster.ipam, cast(Any, None), {},  # the sweep needs no OVN
+                        SyncSettings(orphan_margin_s=0.2), list_pods=pods_now)
+    await asyncio.sleep(0.3)
+    assert await worker.sweep_orphans() == 2
+    (first,) = cluster.api.objects("Pod", "shop")
+    assert await reservations(cluster.ipam, "apps") == [
+        first["metadata"]["annotations"]["podnet.io/reservation"]]
+
+
+async def test_validating_webhooks_see_the_generated_name_and_uid(cluster: Cluster) -> None:
+    seen: list[Attributes] = []
+    admission = cluster.api.handler.admission
+    assert admission is not None
+    original = admission.validate
+
+    async def recording(attributes: Attributes) -> None:
+        seen.append(attributes)
+        await original(attributes)
+
+    admission.validate = recording  # type: ignore[method-assign]
+    body = pod("", "default")
+    body["metadata"] = {"generateName": "web-", "namespace": "default"}
+    stored = await cluster.create_pod(body)
+    (validated,) = [a for a in seen if a.operation == "CREATE"]
+    assert validated.name == stored["metadata"]["name"]
+    assert validated.obj is not None
+    assert validated.obj["metadata"]["uid"] == stored["metadata"]["uid"]

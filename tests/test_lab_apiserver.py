@@ -259,6 +259,12 @@ class Recorder:
         self.seen.append(attributes)
         return attributes.obj
 
+    async def mutate(self, attributes: Attributes) -> KubeObject | None:
+        return await self.admit(attributes)
+
+    async def validate(self, attributes: Attributes) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 

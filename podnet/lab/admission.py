@@ -78,6 +78,10 @@ class Webhook:
         return str(self.spec.get("failurePolicy") or "Fail")
 
     @property
+    def reinvoked_if_needed(self) -> bool:
+        return self.spec.get("reinvocationPolicy") == "IfNeeded"
+
+    @property
     def timeout_s(self) -> float:
         return float(self.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT_S)
 
@@ -121,15 +125,38 @@ class WebhookAdmission:
             self._session = None
 
     async def admit(self, attributes: Attributes) -> KubeObject | None:
+        """Mutating, then validating admission, for requests that change nothing else in
+        between (updates, deletes). Creates run the two apart: see ``mutate``."""
+        obj = await self.mutate(attributes)
+        await self.validate(replace(attributes, obj=obj))
+        return obj
+
+    async def mutate(self, attributes: Attributes) -> KubeObject | None:
+        """The mutating webhooks in order, each seeing the previous one's result. As
+        kube-apiserver does for ``reinvocationPolicy: IfNeeded``, a webhook that ran
+        before a later one changed the object is called once more."""
         if attributes.resource.group == "admissionregistration.k8s.io":
             return attributes.obj
         obj = attributes.obj
-        for webhook in self.webhooks(MUTATING, attributes):
+        hooks = self.webhooks(MUTATING, attributes)
+        changed_after: dict[str, bool] = {}
+        for webhook in hooks:
+            before = obj
             obj = await self._mutate(webhook, replace(attributes, obj=obj))
-        current = replace(attributes, obj=obj)
-        await asyncio.gather(*(self._validate(webhook, current)
-                               for webhook in self.webhooks(VALIDATING, current)))
+            if obj != before:
+                changed_after = {name: True for name in changed_after}
+            changed_after[webhook.name] = False
+        for webhook in hooks:
+            if changed_after.get(webhook.name) and webhook.reinvoked_if_needed:
+                obj = await self._mutate(webhook, replace(attributes, obj=obj))
         return obj
+
+    async def validate(self, attributes: Attributes) -> None:
+        """The validating webhooks, in parallel; any denial refuses the request."""
+        if attributes.resource.group == "admissionregistration.k8s.io":
+            return
+        await asyncio.gather(*(self._validate(webhook, attributes)
+                               for webhook in self.webhooks(VALIDATING, attributes)))
 
     def webhooks(self, kind: str, attributes: Attributes) -> list[Webhook]:
         """The webhooks of every stored configuration of ``kind`` that match, in order."""

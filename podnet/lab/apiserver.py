@@ -54,7 +54,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,6 +112,14 @@ class Admission(Protocol):
 
     async def admit(self, attributes: Attributes) -> KubeObject | None:
         """The object to store (mutated, or as it was); raise ``ApiError`` to refuse."""
+        ...
+
+    async def mutate(self, attributes: Attributes) -> KubeObject | None:
+        """Mutating admission alone (a create's first phase)."""
+        ...
+
+    async def validate(self, attributes: Attributes) -> None:
+        """Validating admission alone (a create's, once name and UID are set)."""
         ...
 
     async def close(self) -> None: ...
@@ -235,15 +243,26 @@ class ApiHandler:
 
     async def _create(self, request: web.Request, resource: Resource,
                       namespace: str) -> KubeObject:
+        """As kube-apiserver's create handler: mutating admission on the object as sent
+        (no name yet for ``generateName``, no UID), then the name generated, UID and
+        timestamps set and the name validated, then validating admission (which sees
+        them), then quota, then the storage write, where AlreadyExists is found. So a
+        create can be refused after every mutating webhook has run."""
         dry_run = _dry_run(request)
         obj = self.state.prepare(resource, await _body(request), namespace)
         metadata = obj["metadata"]
+        attributes = Attributes("CREATE", resource, str(metadata.get("namespace") or ""),
+                                str(metadata.get("name") or ""), obj, None, user_of(request),
+                                dry_run)
         if self.admission is not None:
-            admitted = await self.admission.admit(Attributes(
-                "CREATE", resource, str(metadata.get("namespace") or ""),
-                str(metadata.get("name") or ""), obj, None, user_of(request), dry_run))
-            obj = admitted if admitted is not None else obj
-        return self.state.create(resource, obj, namespace, dry_run)
+            mutated = await self.admission.mutate(attributes)
+            obj = mutated if mutated is not None else obj
+        obj = self.state.stamp(resource, obj, namespace)
+        if self.admission is not None:
+            await self.admission.validate(replace(
+                attributes, name=str(obj["metadata"]["name"]), obj=obj))
+        self.state.check_quota(resource, obj)
+        return self.state.store(resource, obj, dry_run)
 
     async def _item(self, request: web.Request, target: Target) -> web.Response:
         resource, namespace, name = target.resource, target.namespace or "", target.name or ""

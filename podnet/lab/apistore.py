@@ -460,17 +460,50 @@ class ApiState:
 
     def create(self, resource: Resource, obj: KubeObject, namespace: str = "",
                dry_run: bool = False) -> KubeObject:
+        """Create with no admission: ``stamp``, then ``store``."""
+        return self.store(resource, self.stamp(resource, obj, namespace), dry_run)
+
+    def stamp(self, resource: Resource, obj: KubeObject, namespace: str = "") -> KubeObject:
+        """What kube-apiserver's ``BeforeCreate`` does: the name generated from
+        ``generateName``, the name validated, UID and timestamps set, defaults applied."""
         obj = self.prepare(resource, obj, namespace)
         metadata = obj["metadata"]
         if not metadata.get("name") and metadata.get("generateName"):
-            metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
+            metadata["name"] = str(metadata["generateName"]) + uuid.uuid4().hex[:5]
         if not metadata.get("name"):
             raise ApiError(422, "Invalid", f"{resource.kind} is invalid: metadata.name: "
                            "Required value: name or generateName is required")
+        problem = name_problem(resource, str(metadata["name"]))
+        if problem:
+            raise ApiError(422, "Invalid", f'{resource.kind} "{metadata["name"]}" is invalid: '
+                           f"metadata.name: Invalid value: {metadata['name']!r}: {problem}")
         metadata.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=now_timestamp())
         metadata.pop("resourceVersion", None)
         if self.defaults:
             apply_defaults(resource, obj, self)
+        return obj
+
+    def check_quota(self, resource: Resource, obj: KubeObject) -> None:
+        """The ResourceQuota admission plugin, for the one resource the lab counts: the
+        number of pods of a namespace (``spec.hard.pods``), finished pods not counted."""
+        if resource.kind != "Pod":
+            return
+        namespace = str(obj["metadata"].get("namespace") or "")
+        quotas = [q for (ns, _), q in self.objects[self.resource("ResourceQuota")].items()
+                  if ns == namespace]
+        if not quotas:
+            return
+        used = sum(1 for (ns, _), pod in self.objects[resource].items() if ns == namespace
+                   and (pod.get("status") or {}).get("phase") not in POD_GONE_PHASES)
+        for quota in quotas:
+            hard = ((quota.get("spec") or {}).get("hard") or {}).get("pods")
+            if hard is not None and used + 1 > int(hard):
+                raise ApiError(403, "Forbidden", f'pods "{obj["metadata"]["name"]}" is '
+                               f"forbidden: exceeded quota: {quota['metadata']['name']}, "
+                               f"requested: pods=1, used: pods={used}, limited: pods={hard}")
+
+    def store(self, resource: Resource, obj: KubeObject, dry_run: bool = False) -> KubeObject:
+        """The storage write of a stamped object: AlreadyExists is found here."""
         with self.lock:
             key = object_key(obj)
             if key in self.objects[resource]:
@@ -713,3 +746,24 @@ def _finished_deleting(resource: Resource, obj: KubeObject) -> bool:
     if not meta.get("deletionTimestamp") or meta.get("finalizers"):
         return False
     return resource.kind != "Pod" or meta.get("deletionGracePeriodSeconds") == 0
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_NAMED = frozenset({"Namespace", "Service"})
+
+
+def name_problem(resource: Resource, name: str) -> str:
+    """Why kube-apiserver would refuse ``name`` for this kind ('' when it is fine):
+    a DNS-1123 label for Namespaces and Services, a DNS-1123 subdomain for the rest."""
+    if resource.kind in _LABEL_NAMED:
+        if len(name) > 63 or not _DNS_LABEL.fullmatch(name):
+            return ("a lowercase RFC 1123 label must consist of lower case alphanumeric "
+                    "characters or '-', start and end with one, and be at most 63 characters")
+        return ""
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        return ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+                "characters, '-' or '.', and must start and end with an alphanumeric "
+                "character")
+    return ""
+

@@ -53,6 +53,7 @@ RESOURCES = (
     Resource("", "v1", "services", "Service", True, ("status",)),
     Resource("", "v1", "nodes", "Node", False, ("status",)),
     Resource("", "v1", "events", "Event", True),
+    Resource("", "v1", "resourcequotas", "ResourceQuota", True, ("status",)),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
     Resource("apps", "v1", "deployments", "Deployment", True, ("status",)),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("status",)),
