@@ -70,6 +70,9 @@ class AgentSettings:
     """How long an ADD waits for ovn-controller to install the port."""
     gateway_interval_s: float = 10.0
     """How often the subnets are re-read for routes, SNAT and policy routing."""
+    reconcile_interval_s: float = 10.0
+    """How often the node's pod ports are checked against the live pods (by UID): a
+    port whose pod is gone (a DEL that never came) is removed."""
     join_interface: str = JOIN_INTERFACE
 
 
@@ -169,6 +172,7 @@ class Agent:
         await self.reconcile()
         await self.server.start()
         self._tasks.append(asyncio.create_task(self._node_loop(), name="podnet-node"))
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="podnet-ports"))
 
     async def stop(self) -> None:
         tasks = [*self._tasks, *self._background]
@@ -326,6 +330,7 @@ class Agent:
         qos = plan_qos(bandwidth, self.datapath)
         plan = self._plumbing(call, network, qos)
         async with self._container(call.container_id):
+            await self._remove_other_claims(network.port_name, plan.host_ifname)
             installed = self.ovs.watch_installed(plan.host_ifname)
             try:
                 with _as_cni_error():
@@ -441,25 +446,58 @@ class Agent:
 
     # ------------------------------------------------------ restart, and QoS
 
-    async def reconcile(self) -> None:
-        """Forget (and remove) ports of pods that are gone; apply the others' QoS again."""
+    async def _remove_other_claims(self, port_name: str, keep: str) -> None:
+        """Remove every other interface of this node bound to ``port_name``: a dead
+        sandbox of an earlier pod of that name. Two interfaces claiming one logical port
+        make ovn-controller flap its binding, and the pod is unreachable."""
+        for record in await self.ovs.pod_ports():
+            if record.name != keep and record.external_ids.get(ovs.IFACE_ID) == port_name \
+                    and record.external_ids.get(ovs.POD):
+                log.info("removing port %s: it claimed %s, now another sandbox's",
+                         record.name, port_name)
+                with _as_cni_error():
+                    await self.ovs.delete_port(record.name)
+                    await self._host().unplug(record.name)
+                self.attached.pop(record.name, None)
+
+    async def _reconcile_loop(self) -> None:
+        """``reconcile`` every ``reconcile_interval_s``, for the DELs that never came."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_s)
+            try:
+                await self.reconcile(refresh_qos=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next round retries
+                log.warning("reconciling the pod ports failed: %s", exc)
+
+    async def reconcile(self, refresh_qos: bool = True) -> None:
+        """Forget (and remove) ports of pods that are gone, judged by the pod UID the port
+        carries; apply the others' QoS again (at start)."""
         for record in await self.ovs.pod_ports():
             ids = record.external_ids
+            if not ids.get(ovs.POD):
+                continue  # podnet's own ports (the node's join port), not a pod's
             namespace, name = record.pod
             attached = Attached(record.name, ids.get(ovs.CONTAINER, ""),
                                 ids.get(ovs.IFNAME, ""), ids.get(ovs.NETNS, ""),
                                 PodRef(namespace, name, ids.get(ovs.POD_UID, "")),
                                 runtime_bandwidth=ovs.runtime_bandwidth(ids))
             if await self._gone(attached):
-                log.info("removing port %s: pod %s is gone", record.name, attached.pod.key)
+                log.info("removing port %s: pod %s (uid %s) is gone", record.name,
+                         attached.pod.key, attached.pod.uid or "-")
                 await self._remove(record.name, attached.container_id)
+                continue
+            if not refresh_qos:
+                self.attached.setdefault(record.name, attached)
                 continue
             self.attached[record.name] = attached
             try:
                 await self._refresh_qos(attached, force=True)
             except errors.CniError as exc:
                 log.warning("pod %s: QoS not applied again: %s", attached.pod.key, exc)
-        log.info("reconciled: %d pod interfaces on this node", len(self.attached))
+        if refresh_qos:
+            log.info("reconciled: %d pod interfaces on this node", len(self.attached))
 
     async def _gone(self, attached: Attached) -> bool:
         if not attached.netns or not netns.exists(attached.netns):

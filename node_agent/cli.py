@@ -71,6 +71,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         help="longest ADD wait for ovn-installed")
     parser.add_argument("--gateway-interval", type=float, default=10.0, metavar="SECONDS",
                         help="how often subnets are re-read for routes and SNAT")
+    parser.add_argument("--reconcile-interval", type=float, default=10.0, metavar="SECONDS",
+                        help="how often pod ports are checked against the live pods, by UID, "
+                        "and those of gone pods removed (default %(default)s)")
     parser.add_argument("--install-cni", type=Path, metavar="DIR",
                         help="first write the podnet-cni launcher into DIR (/opt/cni/bin)")
     parser.set_defaults(handler=_main)
@@ -86,6 +89,7 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         encap_ip=args.encap_ip, encap_type=args.encap_type, system_id=args.system_id,
         pod_timeout_s=args.pod_timeout, install_timeout_s=args.install_timeout,
         gateway_interval_s=args.gateway_interval,
+        reconcile_interval_s=args.reconcile_interval,
     )
 
 

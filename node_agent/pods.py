@@ -157,7 +157,11 @@ class KubePods:
     async def present(self, pod: PodRef) -> bool | None:
         if not self.store.synced:
             return None
-        return self.store.get(pod.name, pod.namespace) is not None
+        stored = self.store.get(pod.name, pod.namespace)
+        if stored is None:
+            return False
+        uid = str((stored.get("metadata") or {}).get("uid") or "")
+        return not pod.uid or not uid or uid == pod.uid  # same name, new pod: gone
 
 
 class IpamPods:
@@ -203,6 +207,9 @@ class IpamPods:
 
     async def present(self, pod: PodRef) -> bool | None:
         try:
-            return await self.ipam.lookup_pod(pod.namespace, pod.name) is not None
+            allocation = await self.ipam.lookup_pod(pod.namespace, pod.name)
         except ipam_errors.IpamError:
             return None
+        if allocation is None:
+            return False
+        return not pod.uid or not allocation.uid or allocation.uid == pod.uid

@@ -162,6 +162,7 @@ class LabPod(Sandbox):
     node: LabNode | None = None
     container_id: str = ""
     result: dict[str, Any] = field(default_factory=dict)
+    uid: str = ""
 
     @property
     def netns_path(self) -> str:
@@ -182,7 +183,8 @@ class LabPod(Sandbox):
 
     @property
     def args(self) -> str:
-        return f"IgnoreUnknown=1;K8S_POD_NAMESPACE={self.namespace};K8S_POD_NAME={self.name}"
+        args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={self.namespace};K8S_POD_NAME={self.name}"
+        return f"{args};K8S_POD_UID={self.uid}" if self.uid else args
 
     @property
     def on(self) -> LabNode:
@@ -310,7 +312,10 @@ class Lab:
     async def attach(self, node: LabNode, name: str, namespace: str = "default",
                      config: Mapping[str, Any] | None = None) -> LabPod:
         """A sandbox for an admitted pod, set up by ``podnet-cni ADD``."""
-        pod = LabPod(await self.netns(), name, namespace, node, f"c{uuid.uuid4().hex[:16]}")
+        stored = [p for p in self.api.objects("Pod", namespace) if p["metadata"]["name"] == name]
+        uid = str(stored[0]["metadata"]["uid"]) if stored else ""  # not stored yet: no UID
+        pod = LabPod(await self.netns(), name, namespace, node, f"c{uuid.uuid4().hex[:16]}",
+                     uid=uid)
         outcome = await self.cni(node, "ADD", config=config, container_id=pod.container_id,
                                  netns=pod.netns_path, args=pod.args)
         assert outcome.returncode == 0, f"ADD failed: {outcome.stdout} {outcome.stderr}"

@@ -7,6 +7,7 @@ IPv6 works for a dual-stack pod, and a restarted agent leaves running pods alone
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,3 +109,27 @@ async def test_an_agent_restart_leaves_running_pods_alone_and_removes_gone_ones(
     assert web.host_ifname in ports and client.host_ifname in ports
     assert gone.host_ifname not in ports
     assert await eventually(lambda: pings(client, web.ip, count=1))
+
+
+async def test_a_dead_incarnation_never_keeps_a_claim_on_the_logical_port(
+    tmp_path: Path, redis_server: RedisServer,
+) -> None:
+    async with lab(tmp_path, redis_server.url) as cluster:
+        await cluster.subnet("apps", "10.20.0.0/24")
+        one = await cluster.add_node("node1")
+        two = await cluster.add_node("node2")
+        assert one.agent is not None and two.agent is not None
+        one.agent.settings = dataclasses.replace(one.agent.settings, reconcile_interval_s=0.2)
+        first = await cluster.pod("db-1", "apps", one)
+        # The pod is deleted while no DEL reaches node1 (its agent was down, say), and a
+        # pod of the same name comes up on node1 again, then on node2.
+        cluster.api.delete("Pod", "db-1", "default")
+        again = await cluster.pod("db-1", "apps", one)
+        ports = one.vsctl("list-ports", "br-int").split()
+        assert again.host_ifname in ports and first.host_ifname not in ports
+        cluster.api.delete("Pod", "db-1", "default")
+        moved = await cluster.pod("db-1", "apps", two)
+        await eventually(lambda: again.host_ifname not in one.vsctl(
+            "list-ports", "br-int").split(), 10.0, "node1 dropping the dead port")
+        assert moved.host_ifname in two.vsctl("list-ports", "br-int").split()
+        assert "ovn0" in one.vsctl("list-ports", "br-int").split()  # the join port stays

@@ -58,6 +58,9 @@ class RunningWithoutNetwork:
         ip = annotated or f"10.0.0.{len(self.attached) + 1}"
         return Attachment(tuple(ip.split(",")), time.time())
 
+    def leftovers(self, live_uids: set[str]) -> list[tuple[dict[str, Any], str]]:
+        return []
+
     async def detach(self, pod: Mapping[str, Any], node: str) -> None:
         name = pod["metadata"]["name"]
         if name in self.failing_detach:

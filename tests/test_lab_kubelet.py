@@ -84,6 +84,10 @@ async def test_without_an_agent_attach_fails_with_the_plugins_reason_and_leaves_
         await kubelet.attach(POD, node)
     sandbox = sandbox_name(prefix, POD)
     assert ledger.entries() == [("netns", sandbox)]
+    # The sandbox is on record for a kubelet that restarts after the pod was deleted.
+    ((left, on_node),) = kubelet.leftovers(set())
+    assert (left["metadata"]["uid"], on_node) == (POD["metadata"]["uid"], "node-1")
+    assert kubelet.leftovers({POD["metadata"]["uid"]}) == []
     try:
         await kubelet.detach(POD, "node-1")
     except AttachError:

@@ -653,6 +653,12 @@ class ControllerManager:
             if uid not in live and uid not in self._busy and not self.retry.waiting(uid):
                 del self._attached[uid]
                 self._spawn(uid, self._detach(gone, on_node))
+        for gone, on_node in kubelet.leftovers(live | set(self._attached)):
+            uid = uid_of(gone)
+            if uid not in self._busy and not self.retry.waiting(uid):
+                log.info("pod %s/%s: tearing down the sandbox of a pod deleted meanwhile",
+                         *key_of(gone))
+                self._spawn(uid, self._detach(gone, on_node))
         for pod in pods:
             node_name = str(spec_of(pod).get("nodeName") or "")
             uid = uid_of(pod)

@@ -65,6 +65,11 @@ class Kubelet(Protocol):
         """Take the pod's network down; succeeds when it is already gone."""
         ...
 
+    def leftovers(self, live_uids: set[str]) -> list[tuple[dict[str, Any], str]]:
+        """Sandboxes whose pod is no longer live (deleted while this kubelet was away):
+        each as (the pod as it was known, its node), to detach."""
+        ...
+
 
 @dataclass(frozen=True)
 class NodeRuntime:
@@ -131,11 +136,37 @@ class CniKubelet:
     def serves(self, node: str) -> bool:
         return node in self.nodes
 
+    @property
+    def records(self) -> Path:
+        """One file per sandbox, naming its pod and node: what survives a restart."""
+        return self.ledger.path.parent / "sandboxes"
+
+    def leftovers(self, live_uids: set[str]) -> list[tuple[dict[str, Any], str]]:
+        found = []
+        for path in sorted(self.records.glob("*.json")) if self.records.is_dir() else []:
+            try:
+                record = json.loads(path.read_text())
+                pod, node = dict(record["pod"]), str(record["node"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if str((pod.get("metadata") or {}).get("uid") or "") not in live_uids:
+                found.append((pod, node))
+        return found
+
+    def _remember(self, sandbox: str, pod: Mapping[str, Any], node: str) -> None:
+        metadata = pod.get("metadata") or {}
+        known = {"metadata": {key: metadata.get(key) for key in ("namespace", "name", "uid")}}
+        self.records.mkdir(parents=True, exist_ok=True)
+        temporary = self.records / f".{sandbox}.tmp"
+        temporary.write_text(json.dumps({"pod": known, "node": node}))
+        os.replace(temporary, self.records / f"{sandbox}.json")
+
     async def attach(self, pod: Mapping[str, Any], node: Mapping[str, Any]) -> Attachment:
         runtime = self.nodes[str((node.get("metadata") or {}).get("name"))]
         sandbox = sandbox_name(self.prefix, pod)
         async with self._lock(sandbox):
             self.ledger.record("netns", sandbox)
+            self._remember(sandbox, pod, runtime.name)
             if not netns_exists(sandbox):
                 await asyncio.to_thread(netns_add, sandbox)
             began = time.perf_counter()
@@ -154,6 +185,7 @@ class CniKubelet:
                 await self._plugin("DEL", runtime, pod, sandbox)
             await asyncio.to_thread(netns_delete, sandbox)
             self.ledger.forget("netns", sandbox)
+            (self.records / f"{sandbox}.json").unlink(missing_ok=True)
 
     def _lock(self, sandbox: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox, asyncio.Lock())
