@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ipam import annotations as keys
@@ -68,6 +69,8 @@ class PodView:
     """The ``logical_switch`` the pod asks for, allocated or not (for adoption)."""
     wanted_ips: tuple[IPAddress, ...] = ()
     """The ``ip_address`` the pod asks for, allocated or not (for adoption)."""
+    deletion_deadline_s: float = 0.0
+    """Unix time its grace period ends (``deletionTimestamp``); 0 when not deleting."""
 
     @property
     def allocated(self) -> bool:
@@ -109,8 +112,27 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
         statefulset=sts,
         ordinal=ordinal,
         wanted_subnet=str(annotations.get(keys.LOGICAL_SWITCH, "")).strip(),
+        deletion_deadline_s=_seconds(metadata.get("deletionTimestamp")),
         wanted_ips=() if allocated else _wanted_ips(annotations.get(keys.IP_ADDRESS, "")),
     )
+
+
+def _seconds(timestamp: Any) -> float:
+    """An RFC 3339 timestamp as Unix seconds; 0 for none or a malformed one."""
+    if not isinstance(timestamp, str) or not timestamp:
+        return 0.0
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def node_ready(obj: Mapping[str, Any] | None) -> bool:
+    """Whether a Node object reports ``Ready=True``."""
+    status = (obj or {}).get("status")
+    conditions = status.get("conditions") if isinstance(status, Mapping) else None
+    return any(isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True"
+               for c in conditions or [])
 
 
 def _wanted_ips(text: str) -> tuple[IPAddress, ...]:

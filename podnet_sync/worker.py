@@ -41,6 +41,7 @@ from podnet_sync.cluster import (
     PodView,
     ServiceView,
     Unusable,
+    node_ready,
     parse_endpoint_slice,
     parse_node,
     parse_pod,
@@ -467,8 +468,10 @@ class SyncWorker:
             return await self._adopt(pod)
         if not pod.subnet or not pod.reservation:
             return 0
-        if pod.terminal:
-            await self._release_pod(pod)
+        if pod.terminal or self._lost(pod):
+            if await self._release_pod(pod) and not pod.terminal:
+                log.info("pod %s: address released: its grace period is over and its node "
+                         "%s is NotReady or gone", pod.key, pod.node or "-")
             return 0
         if checked:
             if record is not None and record.state == "bound" and record.uid == pod.uid:
@@ -547,7 +550,7 @@ class SyncWorker:
         views = []
         for pod in pods:
             record = self._bound.get(pod.uid)
-            if record is None or pod.terminal or pod.host_network:
+            if record is None or pod.terminal or pod.host_network or self._lost(pod):
                 continue
             recorded = replace(pod, subnet=record.subnet, ips=record.ips, mac=record.mac)
             if pod.allocated and (pod.subnet, pod.ips, pod.mac.lower()) != (
@@ -603,6 +606,17 @@ class SyncWorker:
             except Exception as exc:  # the next sweep retries; the TTL is the backstop
                 raise_if_cancelled()
                 log.warning("sweep of orphaned reservations failed: %s", exc)
+
+    def _lost(self, pod: PodView) -> bool:
+        """A deleted pod past its grace period on a node that is gone or NotReady: it no
+        longer runs anywhere (the node lifecycle would force-delete it), so its address is
+        released. A pod that may still run (its node Ready, or its grace not over) never
+        loses its address."""
+        if not pod.deleting or not pod.deletion_deadline_s or time.time() < pod.deletion_deadline_s:
+            return False
+        store = self.stores.get("Node")
+        node = store.get(pod.node) if store is not None and pod.node else None
+        return node is None or not node_ready(node)
 
     # ---------------------------------------------------------- per-pod problems
 

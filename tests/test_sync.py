@@ -409,3 +409,25 @@ async def test_a_pod_stored_without_admission_is_adopted_addressed_and_routed(
     assert held is not None and held.uid == coredns["metadata"]["uid"]
     assert "coredns-0.kube-system" in cluster.ports()
     assert "kube-proxy-0.kube-system" not in cluster.ports()
+
+
+async def test_a_deleted_pod_on_a_lost_node_loses_its_address_only_after_its_grace_period(
+    cluster: Cluster,
+) -> None:
+    cluster.api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-ok"},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
+    lost = await cluster.admit("web-17")  # on node1, which reports no Ready condition
+    kept = await cluster.admit("web-18")
+    cluster.api.patch("Pod", "web-18", {"spec": {"nodeName": "node-ok"}}, "default")
+    await eventually(lambda: {"web-17.default", "web-18.default"} <= cluster.ports())
+    for name in ("web-17", "web-18"):
+        cluster.api.delete("Pod", name, "default", grace_s=1)
+    await full_step(cluster)
+    assert {"web-17.default", "web-18.default"} <= cluster.ports()  # still in their grace
+    await asyncio.sleep(1.5)
+    await full_step(cluster)
+    await eventually(lambda: "web-17.default" not in cluster.ports())
+    assert await cluster.ipam.lookup_uid(lost["metadata"]["uid"]) is None
+    assert "web-18.default" in cluster.ports()  # its node is Ready: it may still run
+    held = await cluster.ipam.lookup_uid(kept["metadata"]["uid"])
+    assert held is not None and held.state == "bound"
