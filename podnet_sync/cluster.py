@@ -69,6 +69,8 @@ class PodView:
     """The ``logical_switch`` the pod asks for, allocated or not (for adoption)."""
     wanted_ips: tuple[IPAddress, ...] = ()
     """The ``ip_address`` the pod asks for, allocated or not (for adoption)."""
+    statefulset_uid: str = ""
+    """The UID of the StatefulSet that owns the pod (a re-created set is another)."""
     deletion_deadline_s: float = 0.0
     """Unix time its grace period ends (``deletionTimestamp``); 0 when not deleting."""
 
@@ -95,6 +97,9 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
     if not namespace or not name:
         raise Unusable("pod without namespace or name")
     sts, ordinal = statefulset_of(metadata)
+    sts_uid = next((str(o.get("uid") or "") for o in metadata.get("ownerReferences") or []
+                    if isinstance(o, Mapping) and o.get("kind") == "StatefulSet"
+                    and o.get("name") == sts), "") if sts else ""
     allocated = annotations.get(keys.ALLOCATED) == "true"
     return PodView(
         namespace=namespace,
@@ -113,6 +118,7 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
         ordinal=ordinal,
         wanted_subnet=str(annotations.get(keys.LOGICAL_SWITCH, "")).strip(),
         deletion_deadline_s=_seconds(metadata.get("deletionTimestamp")),
+        statefulset_uid=sts_uid,
         wanted_ips=() if allocated else _wanted_ips(annotations.get(keys.IP_ADDRESS, "")),
     )
 

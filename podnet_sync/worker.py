@@ -654,20 +654,36 @@ class SyncWorker:
         except Exception as exc:  # an Event is best effort; the log line above stays
             log.info("pod %s: could not record event %s: %s", pod.key, reason, exc)
 
-    def _ordinal_wanted(self, namespace: str, statefulset: str, ordinal: int) -> bool:
-        for obj in self._objects("StatefulSet"):
-            metadata = obj.get("metadata") or {}
-            if metadata.get("namespace") == namespace and metadata.get("name") == statefulset:
-                replicas = (obj.get("spec") or {}).get("replicas", 1)
-                return ordinal < int(replicas if replicas is not None else 1)
-        return False
+    def _statefulset(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        store = self.stores.get("StatefulSet")
+        return store.get(name, namespace) if store is not None else None
+
+    def _ordinal_wanted(self, namespace: str, statefulset: str, ordinal: int,
+                        owner_uid: str = "", subnet: str = "") -> bool:
+        """Whether the StatefulSet still has ``ordinal`` (as Kube-OVN judges it): the
+        same set (``owner_uid``, when known), the ordinal within ``spec.ordinals.start``
+        + ``replicas``, and the set's pod template not moved to another subnet."""
+        obj = self._statefulset(namespace, statefulset)
+        if obj is None:
+            return False
+        metadata, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        if owner_uid and metadata.get("uid") and metadata.get("uid") != owner_uid:
+            return False
+        replicas = spec.get("replicas", 1)
+        start = (spec.get("ordinals") or {}).get("start") or 0
+        if not isinstance(start, int) or not start <= ordinal < start + int(
+                replicas if replicas is not None else 1):
+            return False
+        template = ((spec.get("template") or {}).get("metadata") or {}).get("annotations") or {}
+        wanted = str(template.get(keys.LOGICAL_SWITCH) or "").strip()
+        return not (subnet and wanted and wanted != subnet)
 
     async def _release_pod(self, pod: PodView) -> int:
         """Release what the pod's UID holds (keeping a wanted StatefulSet ordinal's)."""
-        keep = bool(pod.statefulset) and self._ordinal_wanted(
-            pod.namespace, pod.statefulset, pod.ordinal)
         record = self._bound.pop(pod.uid, None)
         subnet = record.subnet if record is not None else pod.subnet
+        keep = bool(pod.statefulset) and self._ordinal_wanted(
+            pod.namespace, pod.statefulset, pod.ordinal, pod.statefulset_uid, subnet)
         released = await self.ipam.release(subnet, "uid", pod.uid, keep_sticky=keep)
         self._routed.discard(pod.uid)
         self._failures.pop(pod.uid, None)
@@ -719,7 +735,7 @@ class SyncWorker:
         if isinstance(owner, names.NodeKey):
             return owner.node not in nodes
         return owner is None or not self._ordinal_wanted(
-            owner.namespace, owner.statefulset, owner.ordinal)
+            owner.namespace, owner.statefulset, owner.ordinal, subnet=allocation.subnet)
 
     # ------------------------------------------------------------ routed mark
 

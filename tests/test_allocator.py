@@ -352,3 +352,18 @@ async def test_concurrent_calls_share_a_pipeline_and_survive_a_flushed_script_ca
     await client.aclose()
     allocations = await asyncio.gather(*(ipam.reserve("s", f"t{i}") for i in range(200)))
     assert len({a.ips for a in allocations}) == 200
+
+
+async def test_a_kept_address_the_statefulset_no_longer_asks_for_is_freed_not_handed_over(
+    ipam: Ipam,
+) -> None:
+    spec = await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+    old = ReserveRequest(static_ips=parse_static_ips("10.0.0.20"), sticky_key="ns/db/0")
+    await ipam.reserve(spec, "t1", old, namespace="ns", name="db-0")
+    await ipam.bind("s", "t1", uid="u1", namespace="ns", name="db-0")
+    await ipam.release("s", "uid", "u1", keep_sticky=True)
+    # The StatefulSet's ip_pool now gives ordinal 0 another address.
+    new = ReserveRequest(static_ips=parse_static_ips("10.0.0.30"), sticky_key="ns/db/0")
+    again = await ipam.reserve(spec, "t2", new, namespace="ns", name="db-0")
+    assert again.ip_strings() == ["10.0.0.30"]
+    assert await ipam.lookup_ip("10.0.0.20") is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -431,3 +432,30 @@ async def test_a_deleted_pod_on_a_lost_node_loses_its_address_only_after_its_gra
     assert "web-18.default" in cluster.ports()  # its node is Ready: it may still run
     held = await cluster.ipam.lookup_uid(kept["metadata"]["uid"])
     assert held is not None and held.state == "bound"
+
+
+async def test_a_statefulset_keeps_only_the_ordinals_it_still_has_in_the_subnet_it_uses(
+    cluster: Cluster,
+) -> None:
+    created = cluster.api.create({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"replicas": 1, "ordinals": {"start": 5}, "template": {"metadata": {}}}},
+        "default")
+    owner = {**STATEFULSET, "uid": created["metadata"]["uid"]}
+    await cluster.admit("db-5", owner=owner, sticky_key="default/db/5")
+    await cluster.admit("db-0", owner=owner, sticky_key="default/db/0")
+    stale = {**owner, "uid": "an-earlier-statefulset-db"}
+    await cluster.admit("db-6", owner=stale, sticky_key="default/db/6")
+    for token in ("tok-db-5", "tok-db-0", "tok-db-6"):
+        await eventually(functools.partial(_state, cluster.ipam, token, "bound"))
+    for name in ("db-5", "db-0", "db-6"):
+        cluster.api.delete("Pod", name, "default")
+    await eventually(lambda: _state(cluster.ipam, "tok-db-5", "kept"))
+    await eventually(lambda: _released_token(cluster.ipam, "tok-db-0"))  # below the start
+    await eventually(lambda: _released_token(cluster.ipam, "tok-db-6"))  # another set's
+    # The template moves to another subnet: the kept address in this one is freed.
+    cluster.api.patch("StatefulSet", "db", {"spec": {"template": {"metadata": {
+        "annotations": {"ovn.kubernetes.io/logical_switch": "elsewhere"}}}}}, "default")
+    await full_step(cluster)
+    assert await _released_token(cluster.ipam, "tok-db-5")

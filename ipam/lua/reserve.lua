@@ -54,13 +54,28 @@ end
 -- Only a kept record moves: the sync worker keeps it once it saw the last pod gone. A
 -- record still reserved or bound may belong to a live pod (a re-create that the API
 -- server refuses as AlreadyExists runs admission first), so the request is refused.
-local function hand_over(sticky, token, ttl, ns, name)
+-- A kept address that is no longer what the pod asks for (its StatefulSet's ip_pool or
+-- ip_address changed) is freed instead, and the request is served as if none were kept.
+local function hand_over(sticky, token, ttl, ns, name, mode, payload)
   local held = redis.call('HGET', K_STICKY, sticky)
   local rec = held and get_record(held)
   if not rec then return nil end
   if rec.s ~= 'kept' then
     count('conflicts')
     return {'sticky_held', sticky, cjson.encode(rec)}
+  end
+  if mode == 'static' then
+    local wanted, same = cjson.decode(payload), true
+    for fam, off in pairs(wanted) do
+      if tostring(rec.a[fam]) ~= tostring(off) then same = false end
+    end
+    for fam, _ in pairs(rec.a) do
+      if wanted[fam] == nil then same = false end
+    end
+    if not same then
+      free_record(rec, config)
+      return nil
+    end
   end
   drop_indexes(rec)
   redis.call('HDEL', K_ALLOC, rec.t)
@@ -174,7 +189,7 @@ local function reserve(request)
   if A[10] == '1' and not rebuilt_on_this_redis() then return {'fenced'} end
 
   if sticky ~= '' then
-    local handed = hand_over(sticky, token, ttl, ns, name)
+    local handed = hand_over(sticky, token, ttl, ns, name, mode, payload)
     if handed then return handed end
   end
 
