@@ -14,13 +14,13 @@ import secrets
 from ipam import annotations as keys
 from ipam.errors import MalformedValue
 
-_MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}", re.ASCII)
 
 
 def normalize_mac(value: str, field: str = keys.MAC_ADDRESS) -> str:
     """Lower-case, colon-separated; refuses malformed, multicast and all-zero MACs."""
     cleaned = value.strip().lower()
-    if not _MAC.match(cleaned):
+    if not _MAC.fullmatch(cleaned):
         raise MalformedValue(field, value, "is not a MAC address (expected aa:bb:cc:dd:ee:ff)")
     normalized = cleaned.replace("-", ":")
     first_octet = int(normalized[:2], 16)

@@ -17,6 +17,32 @@ _ORDINAL = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 
 NODE_KEY_PREFIX = "node/"
 
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*",
+                        re.ASCII)
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,199}", re.ASCII)
+
+
+def object_name_problem(name: str) -> str | None:
+    """Why kube-apiserver would refuse ``name`` as a pod's (or namespace's) name: a
+    DNS-1123 subdomain of at most 253 characters. None when it is fine."""
+    if len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
+        return ("must be a lowercase RFC 1123 subdomain: lower case letters, digits, '-' "
+                "and '.', starting and ending with a letter or digit, at most 253 long")
+    return None
+
+
+def generate_name_problem(prefix: str) -> str | None:
+    """Why a ``generateName`` prefix cannot make a valid name (kube appends 5 characters)."""
+    return object_name_problem(prefix + "x" * 5)
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` is not a reservation token podnet writes (letters, digits and
+    ``:._-``, at most 200). None when it is one."""
+    if not _TOKEN.fullmatch(token):
+        return "is not a podnet reservation token (letters, digits and :._- only)"
+    return None
+
 
 def pod_port(name: str, namespace: str) -> str:
     """The OVN logical switch port (and OVS ``iface-id``) of a pod: ``<pod>.<namespace>``."""

@@ -25,7 +25,7 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from ipam import errors
+from ipam import errors, names
 from ipam.addresses import IPAddress, merge_intervals, parse_ip, subtract_intervals
 from ipam.annotations import MAC_ADDRESS, RESERVATION
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
@@ -365,6 +365,7 @@ class Ipam:
         its name; the reservation lives ``IpamSettings.reservation_ttl_s`` unless bound.
         """
         request = request or ReserveRequest()
+        _check_fields(token, namespace, name, request.sticky_key)
         spec = subnet if isinstance(subnet, SubnetSpec) else await self.subnet(subnet)
         ttl_ms = int(1000 * self.settings.reservation_ttl_s)
         mode, payload = _mode_payload(spec, request)
@@ -587,6 +588,22 @@ async def open_ipam(
         yield ipam
     finally:
         await ipam.close()
+
+
+def _check_fields(token: str, namespace: str, name: str, sticky_key: str) -> None:
+    """Every field the reserve script reads is checked against its own format first, so
+    no value can carry the separator the script splits its request on, nor pose as
+    another pod's name or another ordinal's key."""
+    problem = names.token_problem(token)
+    if problem:
+        raise errors.MalformedValue(RESERVATION, token, problem)
+    for field, value in (("metadata.namespace", namespace), ("metadata.name", name)):
+        problem = names.object_name_problem(value) if value else None
+        if problem:
+            raise errors.MalformedValue(field, value, problem)
+    if sticky_key and names.parse_sticky_key(sticky_key) is None:
+        raise errors.MalformedValue("statefulset key", sticky_key,
+                                    "is not namespace/statefulset/ordinal or node/<name>")
 
 
 def _mode_payload(spec: SubnetSpec, request: ReserveRequest) -> tuple[str, str]:

@@ -48,7 +48,7 @@ JOIN_CIDR = "100.64.0.0/16"
 _BUILTIN_CIDRS = {DEFAULT_SUBNET: DEFAULT_CIDR, JOIN_SUBNET: JOIN_CIDR}
 """The built-in subnets keep their CIDR when an edit leaves ``cidrBlock`` out."""
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
 
 _SUPPORTED_FIELDS = frozenset(
     {
@@ -88,7 +88,7 @@ def object_name(obj: Mapping[str, Any]) -> object:
 
 def validate_name(field_name: str, value: object) -> str:
     """A Kubernetes object name (DNS subdomain), as subnet and pool names must be."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise MalformedValue(
             field_name, value, "is not a valid name (lowercase letters, digits, '-', '.')"
         )

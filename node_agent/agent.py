@@ -494,7 +494,7 @@ class Agent:
             self.attached[record.name] = attached
             try:
                 await self._refresh_qos(attached, force=True)
-            except errors.CniError as exc:
+            except Exception as exc:  # one pod's annotations never stop the node's agent
                 log.warning("pod %s: QoS not applied again: %s", attached.pod.key, exc)
         if refresh_qos:
             log.info("reconciled: %d pod interfaces on this node", len(self.attached))

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from node_agent.protocol import Request
 
 DEFAULT_NAMESPACE = "default"
-CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", re.ASCII)
 MAX_IFNAME = 15
 VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
@@ -99,7 +99,7 @@ def pod_ref(args: Mapping[str, str]) -> PodRef:
 def check_container_id(value: str) -> str:
     if not value:
         raise errors.InvalidEnvironment("podnet: CNI_CONTAINERID is not set")
-    if not CONTAINER_ID.match(value):
+    if not CONTAINER_ID.fullmatch(value):
         raise errors.InvalidEnvironment(
             f"podnet: CNI_CONTAINERID {value!r} is not valid",
             "letters, digits, '_', '.' and '-', starting with a letter or digit",

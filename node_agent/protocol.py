@@ -144,6 +144,8 @@ def decode_request(line: bytes) -> Request:
             raise ProtocolError(f"podnet: request field {key} is not a string")
     if not isinstance(value.get("config"), dict):
         raise ProtocolError("podnet: request has no configuration object")
+    if not value.get("command"):
+        raise ProtocolError("podnet: request has no command (CNI_COMMAND is unset)")
     return request(
         value["command"], value["config"], container_id=value.get("containerId", ""),
         netns=value.get("netns", ""), ifname=value.get("ifname", ""),

@@ -16,12 +16,12 @@ datapath (measured on the userspace datapath; see docs/node-agent.md):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from ipam import annotations as keys
+from ipam.rates import rate_problem
 
 Datapath = Literal["system", "netdev"]
 
@@ -73,13 +73,10 @@ def parse_rate(key: str, value: str | None) -> float | None:
     """A rate annotation in Mbit/s; empty or 0 means no limit."""
     if value is None or not value.strip():
         return None
-    try:
-        rate = float(value)
-    except ValueError as exc:
-        raise InvalidRate(f"{key} {value!r} is not a number of Mbit/s") from exc
-    if rate < 0 or not math.isfinite(rate):
-        raise InvalidRate(f"{key} {value!r} is not a non-negative number of Mbit/s")
-    return rate or None
+    problem = rate_problem(value)
+    if problem:
+        raise InvalidRate(f"{key} {value!r} {problem}")
+    return float(value) or None
 
 
 def bandwidth_from_annotations(annotations: Mapping[str, str]) -> Bandwidth:

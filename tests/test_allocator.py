@@ -367,3 +367,20 @@ async def test_a_kept_address_the_statefulset_no_longer_asks_for_is_freed_not_ha
     again = await ipam.reserve(spec, "t2", new, namespace="ns", name="db-0")
     assert again.ip_strings() == ["10.0.0.30"]
     assert await ipam.lookup_ip("10.0.0.20") is None
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("token", "tok\x1f0\x1f1"), ("token", ""), ("name", "web\x1f1"), ("namespace", "NS"),
+    ("sticky_key", "ns/db/0\x1fx"), ("name", "web-0\n"),
+])
+async def test_a_request_field_that_could_pose_as_structure_is_refused_before_reserving(
+    ipam: Ipam, field: str, value: str
+) -> None:
+    spec = await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/29"))
+    arguments = {"token": "tok", "namespace": "ns", "name": "web-0", "sticky_key": ""}
+    arguments[field] = value
+    with pytest.raises(errors.MalformedValue):
+        await ipam.reserve(spec, arguments["token"],
+                           ReserveRequest(sticky_key=arguments["sticky_key"]),
+                           namespace=arguments["namespace"], name=arguments["name"])
+    assert (await ipam.usage("s")).families[0].reserved == 0

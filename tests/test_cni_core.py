@@ -4,6 +4,7 @@ the CNI result. Values in, values out; no namespace, socket or daemon involved."
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 import pytest
@@ -62,7 +63,8 @@ def test_an_add_call_is_parsed_into_typed_values() -> None:
 
 
 @pytest.mark.parametrize("fields", [
-    {"container_id": ""}, {"container_id": "bad/id"}, {"ifname": "x" * 16},
+    {"container_id": ""}, {"container_id": "bad/id"}, {"container_id": "abc\n"},
+    {"ifname": "x" * 16},
     {"ifname": "a/b"}, {"netns": "relative"}, {"netns": ""}, {"args": "IgnoreUnknown=1"},
 ])
 def test_malformed_add_environments_are_refused_with_code_4(fields: dict[str, str]) -> None:
@@ -267,3 +269,9 @@ async def test_calls_for_one_container_run_one_at_a_time_and_leave_no_lock_behin
     await asyncio.gather(*(call("c1", f"a{i}") for i in range(5)), call("c2", "b"))
     assert all(sum(name.startswith("a") for name in seen) <= 1 for seen in overlaps)
     assert len(locks) == 0
+
+
+def test_a_request_without_a_command_is_a_protocol_error_not_a_crash() -> None:
+    line = json.dumps({"wire": protocol.WIRE_VERSION, "config": {}}).encode()
+    with pytest.raises(errors.ProtocolError, match="no command"):
+        protocol.decode_request(line)

@@ -358,10 +358,14 @@ async def test_accepted_pods_and_workloads_are_admitted_as_kube_ovn_would(
     # 48: port security on is what podnet does anyway.
     [pod] = await admit_all(webhook, "48")
     assert ip_of(pod).startswith("10.16.")
-    # 70, 73, 79: their subnets are underlay or VPC subnets, refused, so they do not exist.
+    # 70: the pod's name has capitals, which kube-apiserver refuses after admission; the
+    # webhook refuses it first, so no address is reserved for a pod that cannot exist.
     assert await admit_all(webhook, "70") == [
-        "ovn.kubernetes.io/logical_switch vlan0: subnet vlan0 does not exist"
+        "metadata.name 'nginx-underlay-noVF' must be a lowercase RFC 1123 subdomain: lower "
+        "case letters, digits, '-' and '.', starting and ending with a letter or digit, at "
+        "most 253 long"
     ]
+    # 73, 79: their subnets are underlay or VPC subnets, refused, so they do not exist.
     denials = await admit_all(webhook, "73")
     assert denials == ["ovn.kubernetes.io/logical_switch underlay-subnet: subnet "
                        "underlay-subnet does not exist"] * 3

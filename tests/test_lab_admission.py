@@ -347,8 +347,14 @@ async def test_a_stale_recreate_of_a_live_statefulset_pod_cannot_take_its_addres
 async def test_names_and_quotas_refused_after_admission_are_refused_as_kube_apiserver_does(
     cluster: Cluster,
 ) -> None:
+    # podnet's webhook refuses the name itself, before reserving; the API server refuses
+    # it too where the webhook does not look (kube-system), after admission.
     status, message = await cluster.refusal(lambda: core(cluster.kube).create_namespaced_pod(
         "shop", pod("Not_A_Valid_Name", "shop")))
+    assert status == 400 and "metadata.name 'Not_A_Valid_Name' must be a lowercase" in message
+    assert await reservations(cluster.ipam, "apps") == []
+    status, message = await cluster.refusal(lambda: core(cluster.kube).create_namespaced_pod(
+        "kube-system", pod("Not_A_Valid_Name", "kube-system")))
     assert status == 422 and "metadata.name: Invalid value: 'Not_A_Valid_Name'" in message
     cluster.api.create({"apiVersion": "v1", "kind": "ResourceQuota",
                         "metadata": {"name": "two-pods", "namespace": "shop"},
@@ -359,7 +365,7 @@ async def test_names_and_quotas_refused_after_admission_are_refused_as_kube_apis
     assert status == 403 and "exceeded quota: two-pods" in message
     # Each refusal came after podnet's webhook had reserved: the orphan sweep of the
     # sync worker gives the capacity back once a fresh list shows no pod with the token.
-    assert len(await reservations(cluster.ipam, "apps")) == 3
+    assert len(await reservations(cluster.ipam, "apps")) == 2
     list_pods = kube.lister(cluster.kube, "Pod")
 
     async def pods_now() -> list[dict[str, Any]]:
@@ -368,7 +374,7 @@ async def test_names_and_quotas_refused_after_admission_are_refused_as_kube_apis
     worker = SyncWorker(cluster.ipam, cast(Any, None), {},  # the sweep needs no OVN
                         SyncSettings(orphan_margin_s=0.2), list_pods=pods_now)
     await asyncio.sleep(0.3)
-    assert await worker.sweep_orphans() == 2
+    assert await worker.sweep_orphans() == 1
     (first,) = cluster.api.objects("Pod", "shop")
     assert await reservations(cluster.ipam, "apps") == [
         first["metadata"]["annotations"]["podnet.io/reservation"]]

@@ -791,3 +791,17 @@ async def test_a_dry_run_into_a_full_subnet_is_denied_as_the_real_request_is(
     dry = await webhook.denial(pod(name="web-21", annotations=into_tiny), dry_run=True)
     assert dry["message"] == real["message"]
     assert "subnet tiny is exhausted" in dry["message"]
+
+
+@pytest.mark.parametrize(("annotations", "name", "field"), [
+    ({}, "Not_A_Valid_Name", "metadata.name"),
+    ({"ovn.kubernetes.io/ingress_rate": "1e308"}, "web-30", "ovn.kubernetes.io/ingress_rate"),
+    ({"ovn.kubernetes.io/egress_rate": "-5"}, "web-31", "ovn.kubernetes.io/egress_rate"),
+    ({"ovn.kubernetes.io/ingress_rate": "abc"}, "web-32", "ovn.kubernetes.io/ingress_rate"),
+])
+async def test_what_the_api_server_or_the_agent_would_refuse_is_denied_before_reserving(
+    webhook: Harness, annotations: dict[str, str], name: str, field: str
+) -> None:
+    status = await webhook.denial(pod(name=name, annotations=annotations))
+    assert status["code"] == 400 and status["message"].startswith(field)
+    assert await webhook.held() == 0

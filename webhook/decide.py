@@ -25,6 +25,7 @@ from ipam import annotations as keys
 from ipam import names
 from ipam.addresses import IPAddress
 from ipam.pool import IPPoolSpec, Pool, looks_like_pool_name, parse_pool_annotation
+from ipam.rates import rate_problem
 from ipam.requests import ReserveRequest, parse_static_ips, static_mac, static_request
 from ipam.subnet import DEFAULT_SUBNET, SubnetSpec
 from webhook.compat import annotations_problem
@@ -157,6 +158,18 @@ def _ordinal(owner: tuple[str, str] | None, name: str) -> tuple[str, int] | None
     return None if ordinal is None else (owner[1], ordinal)
 
 
+def _check_names(pod: Mapping[str, Any], name: str) -> None:
+    """Refuse, before anything is reserved, a name the API server would refuse after
+    admission (its reservation would outlive the refusal)."""
+    generate = str(metadata_of(pod).get("generateName") or "")
+    problem = names.object_name_problem(name) if name else None
+    if problem:
+        raise Denial(f"metadata.name {name[:64]!r} {problem}", DENIED_BAD_REQUEST)
+    problem = names.generate_name_problem(generate) if generate and not name else None
+    if problem:
+        raise Denial(f"metadata.generateName {generate[:64]!r} {problem}", DENIED_BAD_REQUEST)
+
+
 def skip_reason(
     pod: Mapping[str, Any], namespace: str, settings: WebhookSettings
 ) -> str | None:
@@ -194,10 +207,15 @@ def decide(
     if reason is not None:
         return Skip(reason)
     name = str(metadata_of(pod).get("name") or name or "")
+    _check_names(pod, name)
     annotations = annotations_of(pod)
     problem = annotations_problem(annotations)
     if problem is not None:
         raise Denial(problem, DENIED_BAD_REQUEST)
+    for key in (keys.INGRESS_RATE, keys.EGRESS_RATE):
+        rate = rate_problem(str(annotations.get(key) or ""))
+        if rate:
+            raise Denial(f"{key} {str(annotations[key])[:64]!r} {rate}", DENIED_BAD_REQUEST)
     owner = controller_of(pod)
     workload = _workload(pod, namespace.name, name, owner)
     named_pool = _named_pool(annotations, catalog, namespace.name)
