@@ -26,7 +26,7 @@ from podnet.lab.controllers import (
     unschedulable_message,
 )
 from podnet.lab.kubelet import AttachError, Attachment
-from podnet.lab.objects import pod_ready, spec_of, status_of
+from podnet.lab.objects import now_timestamp, pod_ready, spec_of, status_of
 from podnet.lab.selectors import misfit
 from podnet_plumbing import kube
 from tests.waiting import cancelled
@@ -484,3 +484,21 @@ def test_a_numeric_target_port_is_used_as_it_is_and_an_unknown_name_resolves_to_
     assert resolve_port({"port": 80}, web) == 80
     assert resolve_port({"port": 80, "targetPort": "http"}, web) == 8080
     assert resolve_port({"port": 80, "targetPort": "grpc"}, web) is None
+
+
+async def test_a_not_ready_node_is_tainted_and_its_pods_evicted_after_their_toleration(
+    lab: Lab,
+) -> None:
+    quick = pod("quick", nodeName="node-1", tolerations=[{
+        "key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+        "tolerationSeconds": 1}])
+    lab.api.create(quick)
+    lab.api.create(pod("patient", nodeName="node-1"))
+    await lab.until(lambda: all(pod_ready(p) for p in lab.pods()) and len(lab.pods()) == 2)
+    lab.api.patch("Node", "node-1", {"status": {"conditions": [
+        {"type": "Ready", "status": "False", "lastTransitionTime": now_timestamp()}]}})
+    await lab.until(lambda: any(t["key"] == "node.kubernetes.io/not-ready" for t in
+                                lab.api.get("Node", "node-1").get("spec", {}).get("taints")
+                                or []))
+    await lab.until(lambda: [p["metadata"]["name"] for p in lab.pods()] == ["patient"])
+    assert not lab.api.get("Pod", "patient", "default")["metadata"].get("deletionTimestamp")

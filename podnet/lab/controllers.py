@@ -432,7 +432,8 @@ class ControllerManager:
         """One pass of every controller, in the order a cluster's would settle."""
         self.passes += 1
         for stage in (self.deployments, self.replicasets, self.statefulsets,
-                      self.collect_garbage, self.schedule, self.run_kubelet,
+                      self.collect_garbage, self.node_lifecycle, self.schedule,
+                      self.run_kubelet,
                       self.endpoint_slices, self.workload_status):
             try:
                 await stage()
@@ -561,6 +562,38 @@ class ControllerManager:
                                "lastTransitionTime": now_timestamp()})
         with contextlib.suppress(kube.KubeError):
             await self._patch(owner, {"status": {"conditions": conditions}}, "status")
+
+    async def node_lifecycle(self) -> None:
+        """As kube-controller-manager's node lifecycle controller: a node that is not
+        Ready gets the ``NoExecute`` taint, and its pods are deleted (gracefully) once
+        they have tolerated it for their ``tolerationSeconds`` (300 by default, which the
+        DefaultTolerationSeconds admission plugin would add). Nobody stops them there:
+        they stay Terminating, as on a lost node."""
+        now = time.time()
+        for node in self.views["Node"].list():
+            since = not_ready_since(node)
+            taints = [t for t in spec_of(node).get("taints") or []
+                      if t.get("key") != NOT_READY_TAINT]
+            if since is None:
+                if len(taints) != len(spec_of(node).get("taints") or []):
+                    await self._patch({**node, "kind": "Node"}, {"spec": {"taints": taints}})
+                continue
+            if len(taints) == len(spec_of(node).get("taints") or []):
+                taint = {"key": NOT_READY_TAINT, "effect": "NoExecute",
+                         "timeAdded": now_timestamp()}
+                await self._patch({**node, "kind": "Node"},
+                                  {"spec": {"taints": [*taints, taint]}})
+            for pod in self.views["Pod"].list():
+                if spec_of(pod).get("nodeName") != name_of(node) or terminating(pod):
+                    continue
+                tolerated = toleration_seconds(pod)
+                if tolerated is not None and now >= since + tolerated:
+                    log.info("pod %s/%s: evicted, node %s not ready for %.0f s",
+                             *key_of(pod), name_of(node), now - since)
+                    with contextlib.suppress(kube.KubeError):
+                        await self._delete({**pod, "kind": "Pod"})
+                elif tolerated is not None:
+                    self._wake_later(since + tolerated - now)
 
     async def collect_garbage(self) -> None:
         doomed = []
@@ -804,6 +837,31 @@ class ControllerManager:
         for result in await self._gather(updates):
             if isinstance(result, Exception):
                 log.info("workload status: %s", result)
+
+
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
+DEFAULT_TOLERATION_S = 300
+
+
+def not_ready_since(node: Mapping[str, Any]) -> float | None:
+    """When the node stopped being Ready (None while it is Ready)."""
+    for condition in status_of(node).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            if condition.get("status") == "True":
+                return None
+            return timestamp_seconds(str(condition.get("lastTransitionTime") or "")) or 0.0
+    return None  # a node that reports no condition at all is taken as it is
+
+
+def toleration_seconds(pod: Mapping[str, Any]) -> float | None:
+    """How long the pod tolerates a not-ready node (None: for ever)."""
+    for toleration in spec_of(pod).get("tolerations") or []:
+        if toleration.get("key") in (NOT_READY_TAINT, None, "") and toleration.get(
+                "effect") in ("NoExecute", None, "") and toleration.get(
+                "operator", "Equal") in ("Exists", "Equal"):
+            seconds = toleration.get("tolerationSeconds")
+            return None if seconds is None else float(seconds)
+    return DEFAULT_TOLERATION_S
 
 
 def creation_problem(error: Exception) -> str:
