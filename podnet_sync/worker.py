@@ -552,6 +552,9 @@ class SyncWorker:
             record = self._bound.get(pod.uid)
             if record is None or pod.terminal or pod.host_network or self._lost(pod):
                 continue
+            if record.mac == pod.mac and record.ips == pod.ips and record.subnet == pod.subnet:
+                views.append(pod)  # the common case, and an event step's hot loop
+                continue
             recorded = replace(pod, subnet=record.subnet, ips=record.ips, mac=record.mac)
             if pod.allocated and (pod.subnet, pod.ips, pod.mac.lower()) != (
                     record.subnet, record.ips, record.mac.lower()):
