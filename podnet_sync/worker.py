@@ -330,7 +330,8 @@ class SyncWorker:
             set_names |= address_sets
             policy_keys |= policy
         scope = Scope(
-            switch_ports=frozenset(names.pod_port(name, ns) for ns, name in dirty.pods),
+            switch_ports=frozenset(names.pod_port(name, ns) for ns, name in dirty.pods)
+            - {join.port_name for join in self._nodes},  # never a node's, whatever the pod
             load_balancers=frozenset(self._balancer_names(services)),
             address_sets=frozenset(set_names),
             policies=frozenset(policy_keys),
@@ -548,9 +549,15 @@ class SyncWorker:
         record bound to their UID, never those of their (editable) annotations. A pod
         the IPAM has not bound gets no port."""
         views = []
+        node_ports = {join.port_name for join in self._nodes}
         for pod in pods:
             record = self._bound.get(pod.uid)
             if record is None or pod.terminal or pod.host_network or self._lost(pod):
+                continue
+            if pod.port_name in node_ports:  # "node-x.y" of pod node-x in namespace y
+                self._report(pod, "PortNameTaken", (
+                    f"the pod's OVN port name {pod.port_name} is node {pod.port_name[5:]}'s "
+                    "join port; the pod gets no port (rename it)"))
                 continue
             if record.mac == pod.mac and record.ips == pod.ips and record.subnet == pod.subnet:
                 views.append(pod)  # the common case, and an event step's hot loop

@@ -421,11 +421,11 @@ async def test_a_deleted_pod_on_a_lost_node_loses_its_address_only_after_its_gra
     kept = await cluster.admit("web-18")
     cluster.api.patch("Pod", "web-18", {"spec": {"nodeName": "node-ok"}}, "default")
     await eventually(lambda: {"web-17.default", "web-18.default"} <= cluster.ports())
-    for name in ("web-17", "web-18"):
-        cluster.api.delete("Pod", name, "default", grace_s=1)
+    for name in ("web-17", "web-18"):  # deletionTimestamp has whole seconds: >= 2 s left
+        cluster.api.delete("Pod", name, "default", grace_s=3)
     await full_step(cluster)
     assert {"web-17.default", "web-18.default"} <= cluster.ports()  # still in their grace
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(3.5)
     await full_step(cluster)
     await eventually(lambda: "web-17.default" not in cluster.ports())
     assert await cluster.ipam.lookup_uid(lost["metadata"]["uid"]) is None
@@ -459,3 +459,24 @@ async def test_a_statefulset_keeps_only_the_ordinals_it_still_has_in_the_subnet_
         "annotations": {"ovn.kubernetes.io/logical_switch": "elsewhere"}}}}}, "default")
     await full_step(cluster)
     assert await _released_token(cluster.ipam, "tok-db-5")
+
+
+async def test_a_pod_whose_port_name_is_a_nodes_join_port_never_displaces_it(
+    cluster: Cluster,
+) -> None:
+    cluster.api.create({"apiVersion": "v1", "kind": "Node",
+                        "metadata": {"name": "ip-10-0-0-1.ec2.default"},
+                        "status": {"addresses": [{"type": "InternalIP",
+                                                  "address": "192.168.5.12"}]}})
+    await eventually(lambda: "node-ip-10-0-0-1.ec2.default" in cluster.ports())
+    join = joins_of(cluster, "node-ip-10-0-0-1.ec2.default")
+    assert len(join) == 1
+    await cluster.admit("node-ip-10-0-0-1.ec2")  # in namespace default: the same name
+    await eventually(lambda: events_of(cluster, "node-ip-10-0-0-1.ec2", "PortNameTaken"))
+    assert joins_of(cluster, "node-ip-10-0-0-1.ec2.default") == join
+
+
+def joins_of(cluster: Cluster, port: str) -> list[str]:
+    """The addresses of every port of that name (there must be one, the node's)."""
+    return cluster.central.nbctl("--bare", "--columns=addresses", "find",
+                                 "Logical_Switch_Port", f"name={port}").split("\n\n")
