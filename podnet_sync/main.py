@@ -36,7 +36,14 @@ from podnet_sync.cluster import PodView
 from podnet_sync.http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
 from podnet_sync.metrics import SyncMetrics
 from podnet_sync.nb import Northbound
-from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
+from podnet_sync.worker import (
+    KINDS,
+    PodLister,
+    PodPatcher,
+    PodReporter,
+    SyncSettings,
+    SyncWorker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,25 +176,8 @@ async def _sync_with_nb(options: SyncOptions, ipam: Ipam, metrics: SyncMetrics,
             await _run_until(worker, tasks, stop)
             return
         client = kube.connect(options.kube or kube.KubeSettings())
-        core = CoreV1Api(client)
-
-        async def patch(namespace: str, name: str, annotations: Mapping[str, str]) -> object:
-            return await kube.patch_pod_annotations(core, namespace, name, annotations)
-
-        async def report(pod: PodView, reason: str, message: str) -> object:
-            involved = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name,
-                        "uid": pod.uid}
-            await kube.record_event(core, involved, reason, message, component="podnet-sync")
-            return None
-
-        list_pods = kube.lister(client, "Pod")
-
-        async def pods_now() -> list[dict[str, Any]]:
-            return await kube.list_now(list_pods, "Pod")
-
         stores = {kind: kube.Store() for kind in KINDS}
-        worker = SyncWorker(ipam, Northbound(api), stores, options.sync, patch_pod=patch,
-                            report_pod=report, list_pods=pods_now)
+        worker = cluster_hooks(client).worker(ipam, Northbound(api), stores, options.sync)
         metrics.attach(worker)
         async with kube_watchers(client, stores, marking(worker)) as watchers:
             for watcher in watchers:
@@ -197,6 +187,41 @@ async def _sync_with_nb(options: SyncOptions, ipam: Ipam, metrics: SyncMetrics,
                              stop)
     finally:
         await asyncio.to_thread(close_api, api)
+
+
+@dataclass(frozen=True)
+class ClusterHooks:
+    """What the worker does to the cluster: ``SyncWorker``'s arguments of those names."""
+
+    patch_pod: PodPatcher
+    report_pod: PodReporter
+    list_pods: PodLister
+
+    def worker(self, ipam: Ipam, northbound: Northbound, stores: Mapping[str, Any],
+               settings: SyncSettings) -> SyncWorker:
+        return SyncWorker(ipam, northbound, stores, settings, patch_pod=self.patch_pod,
+                          report_pod=self.report_pod, list_pods=self.list_pods)
+
+
+def cluster_hooks(client: Any) -> ClusterHooks:
+    """What the worker does to the cluster, through ``client``: mark pods (``patch_pod``),
+    record Events on them (``report_pod``), and list the pods afresh (``list_pods``)."""
+    core = CoreV1Api(client)
+    list_pods = kube.lister(client, "Pod")
+
+    async def patch(namespace: str, name: str, annotations: Mapping[str, str]) -> object:
+        return await kube.patch_pod_annotations(core, namespace, name, annotations)
+
+    async def report(pod: PodView, reason: str, message: str) -> object:
+        involved = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name,
+                    "uid": pod.uid}
+        await kube.record_event(core, involved, reason, message, component="podnet-sync")
+        return None
+
+    async def pods_now() -> list[dict[str, Any]]:
+        return await kube.list_now(list_pods, "Pod")
+
+    return ClusterHooks(patch, report, pods_now)
 
 
 async def _run_until(worker: SyncWorker, tasks: list[asyncio.Task[None]],

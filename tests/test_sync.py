@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from ipam import errors
 from ipam.records import Allocation
@@ -22,8 +21,7 @@ from ipam.store import Ipam
 from podnet.ovn import OvnCentral
 from podnet_plumbing import kube
 from podnet_plumbing.ovsdb import close_api, nb_api
-from podnet_sync.cluster import PodView
-from podnet_sync.main import kube_watchers, marking
+from podnet_sync.main import cluster_hooks, kube_watchers, marking
 from podnet_sync.nb import Northbound
 from podnet_sync.nb_model import DesiredState
 from podnet_sync.worker import KINDS, SyncSettings, SyncWorker
@@ -90,27 +88,10 @@ async def watched_worker(central: OvnCentral, redis: RedisSettings) -> AsyncIter
                                               "address": "192.168.5.11"}]}})
         ipam = Ipam.connect(redis)
         northbound = Northbound(await asyncio.to_thread(nb_api, central.nb_remote))
-        core = client.CoreV1Api(api_client)
-
-        async def patch(namespace: str, name: str, annotations: Mapping[str, str]) -> object:
-            return await kube.patch_pod_annotations(core, namespace, name, annotations)
-
-        async def report(pod: PodView, reason: str, message: str) -> object:
-            involved = {"kind": "Pod", "namespace": pod.namespace, "name": pod.name,
-                        "uid": pod.uid}
-            await kube.record_event(core, involved, reason, message, component="podnet-sync")
-            return None
-
-        list_pods = kube.lister(api_client, "Pod")
-
-        async def pods_now() -> list[dict[str, Any]]:
-            return await kube.list_now(list_pods, "Pod")
-
         stores = {kind: kube.Store() for kind in KINDS}
         settings = SyncSettings(resync_interval_s=3600, release_grace_s=0,
                                 orphan_margin_s=ORPHAN_MARGIN_S)
-        worker = SyncWorker(ipam, northbound, stores, settings, patch_pod=patch,
-                            report_pod=report, list_pods=pods_now)
+        worker = cluster_hooks(api_client).worker(ipam, northbound, stores, settings)
         try:
             async with kube_watchers(api_client, stores, marking(worker), FAST) as watchers:
                 for watcher in watchers:
