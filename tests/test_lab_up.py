@@ -46,6 +46,22 @@ metadata: {name: broken}
 spec: {cidrBlock: 10.99.0.0/33}
 """
 
+COREDNS = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: coredns
+  namespace: kube-system
+spec:
+  replicas: 2
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata:
+      labels: {k8s-app: kube-dns}
+    spec:
+      containers: [{name: coredns, image: coredns}]
+"""
+
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[LabSettings]:
@@ -53,6 +69,7 @@ def lab(tmp_path: Path) -> Iterator[LabSettings]:
     shutil.copytree(DEFAULT_MANIFESTS, manifests)
     (manifests / "90-broken.yaml").write_text(BROKEN)
     (manifests / "91-conflict.yaml").write_text(CONFLICT)
+    (manifests / "92-coredns.yaml").write_text(COREDNS)  # no admission: adopted
     settings = lab_settings(tmp_path / "state", manifests)
     try:
         yield settings
@@ -99,6 +116,8 @@ def test_up_admits_places_attaches_and_reports_every_pod_and_a_second_up_keeps_i
         "10.16.0.100", "0a:58:0a:10:00:64")
     assert rows["edge/gateway"]["node"] == "node-1"  # the only node in zone-a
     assert rows["tools/iperf"]["subnet"] == "tools"
+    coredns = [row for name, row in rows.items() if name.startswith("kube-system/coredns-")]
+    assert len(coredns) == 2 and all(str(row["ip"]).startswith("10.16.") for row in coredns)
     assert {str(row["status"]) for row in rows.values()} == {"Running"}
     assert all(check.ok for check in report.connectivity)
 
