@@ -1,10 +1,11 @@
 """A pod's network as the agent plumbs it: addresses with prefixes, gateways, MAC, limits.
 
 The webhook decided all of it at admission and wrote it into the pod's annotations
-(``ip_address``, ``mac_address``, ``cidr``, ``gateway``, ``logical_switch``; ARCHITECTURE
-§2); standalone, the same comes from the IPAM's allocation and its subnet. Both paths end
-in one :class:`PodNetwork`, checked here once: an address outside its CIDR or a gateway
-of the wrong family is refused with the annotation named, before any netlink call.
+(``ip_address``, ``mac_address``, ``cidr``, ``gateway``, ``logical_switch``, the keys of
+``ipam.annotations``); standalone, the same comes from the IPAM's allocation and its
+subnet. Both paths end in one :class:`PodNetwork`, checked here once: an address outside
+its CIDR or a gateway of the wrong family is refused with the annotation named, before
+any netlink call.
 """
 
 from __future__ import annotations
