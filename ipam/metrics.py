@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from ipam.records import SubnetUsage
 
@@ -40,11 +41,8 @@ class IpamMetrics:
             "podnet_ipam_subnet_utilisation_ratio", "Share of usable addresses held.",
             ["subnet", "family"], registry=self.registry,
         )
-        self.cluster_events = Gauge(
-            "podnet_ipam_cluster_events", "Cluster-wide IPAM event counts kept in Redis "
-            "(allocations, releases, conflicts, exhausted, expired).",
-            ["subnet", "event"], registry=self.registry,
-        )
+        self._events: dict[tuple[str, str], int] = {}
+        self.registry.register(_ClusterEvents(self._events))
 
     def observe(self, operation: str, outcome: str, seconds: float, subnet: str) -> None:
         del subnet  # per-subnet detail lives in the utilisation gauges
@@ -61,7 +59,7 @@ class IpamMetrics:
     def record_usage(self, usages: Iterable[tuple[SubnetUsage, dict[str, int]]]) -> None:
         self.addresses.clear()
         self.utilisation.clear()
-        self.cluster_events.clear()
+        self._events.clear()
         for usage, counters in usages:
             name = usage.spec.name
             for family in usage.families:
@@ -74,7 +72,33 @@ class IpamMetrics:
                 held = family.used + family.reserved
                 self.utilisation.labels(name, label).set(held / family.total if family.total else 0)
             for event in _STORED_COUNTERS:
-                self.cluster_events.labels(name, event).set(counters.get(event, 0))
+                self._events[(name, event)] = counters.get(event, 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ClusterEvents:
+    """``podnet_ipam_cluster_events_total``: counts every IPAM process adds to in Redis
+    (allocations, releases, conflicts, exhausted, expired), so a counter, not a gauge,
+    though this process only reads them."""
+
+    def __init__(self, events: dict[tuple[str, str], int]) -> None:
+        self.events = events
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = self._family()
+        for (subnet, event), value in sorted(self.events.items()):
+            family.add_metric([subnet, event], value)
+        yield family
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "podnet_ipam_cluster_events", "Cluster-wide IPAM event counts kept in Redis "
+            "(allocations, releases, conflicts, exhausted, expired).",
+            labels=["subnet", "event"])
+

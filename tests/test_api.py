@@ -240,6 +240,8 @@ async def test_metrics_expose_the_utilisation_of_each_subnet(client: Client, ipa
         1, 2, BLUE_USABLE - 3,
     )
     assert samples[("podnet_ipam_store_up", ())] == 1
+    allocations = (("event", "allocations"), ("subnet", "blue"))
+    assert samples[("podnet_ipam_cluster_events_total", allocations)] == 3  # a counter
     healthz = (("method", "GET"), ("route", "/healthz"), ("status", "200"))
     assert samples[("podnet_ipam_api_request_seconds_count", healthz)] == 1
 
