@@ -331,7 +331,7 @@ class SyncWorker:
             policy_keys |= policy
         scope = Scope(
             switch_ports=frozenset(names.pod_port(name, ns) for ns, name in dirty.pods)
-            - {join.port_name for join in self._nodes},  # never a node's, whatever the pod
+            - self._node_ports(),  # never a node's, whatever the pod is named
             load_balancers=frozenset(self._balancer_names(services)),
             address_sets=frozenset(set_names),
             policies=frozenset(policy_keys),
@@ -549,7 +549,7 @@ class SyncWorker:
         record bound to their UID, never those of their (editable) annotations. A pod
         the IPAM has not bound gets no port."""
         views = []
-        node_ports = {join.port_name for join in self._nodes}
+        node_ports = self._node_ports()
         for pod in pods:
             record = self._bound.get(pod.uid)
             if record is None or pod.terminal or pod.host_network or self._lost(pod):
@@ -617,6 +617,9 @@ class SyncWorker:
                 raise_if_cancelled()
                 log.warning("sweep of orphaned reservations failed: %s", exc)
 
+    def _node_ports(self) -> set[str]:
+        return {join.port_name for join in self._nodes}
+
     def _lost(self, pod: PodView) -> bool:
         """A deleted pod past its grace period on a node that is gone or NotReady: it no
         longer runs anywhere (the node lifecycle would force-delete it), so its address is
@@ -637,19 +640,20 @@ class SyncWorker:
         delay = min(RETRY_INITIAL_S * 2 ** (attempts - 1), RETRY_MAX_S)
         log.warning("pod %s: %s (attempt %d; retrying in %.0f s)", pod.key, message,
                     attempts, delay)
-        self._report(pod, reason, message)
+        self._report(pod, reason, message, logged=True)
         asyncio.get_running_loop().call_later(delay, self._retry, (pod.namespace, pod.name))
 
     def _retry(self, key: ObjectKey) -> None:
         self.dirty.pods.add(key)
         self._wake.set()
 
-    def _report(self, pod: PodView, reason: str, message: str) -> None:
-        """A Warning Event on the pod, once per reason and message."""
+    def _report(self, pod: PodView, reason: str, message: str, logged: bool = False) -> None:
+        """A log line (unless the caller ``logged`` one) and a Warning Event on the pod,
+        once per reason and message."""
         if self._reported.get((pod.uid, reason)) == message:
             return
         self._reported[(pod.uid, reason)] = message
-        if reason == "AnnotationsIgnored":
+        if not logged:
             log.warning("pod %s: %s", pod.key, message)
         if self.report_pod is not None:
             task = asyncio.get_running_loop().create_task(
