@@ -16,6 +16,7 @@ never gets a 500 for bad input.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import NotRequired, TypedDict
@@ -26,18 +27,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 
 from ipam import errors
 from ipam.addresses import parse_ip
-from ipam.openapi import openapi_document
+from ipam.openapi import DEFAULT_PAGE_LIMIT, MAX_CURSOR, MAX_PAGE_LIMIT, openapi_document
 from ipam.records import SubnetUsage
 from ipam.store import Ipam
 from ipam.subnet import validate_name
 
 log = logging.getLogger(__name__)
+_DIGITS = re.compile("[0-9]+")
 
 API_PREFIX = "/api/v1"
-DEFAULT_PAGE_LIMIT = 100
-MAX_PAGE_LIMIT = 1000
-MAX_CURSOR = 2**64 - 1
-"""Redis scan cursors are unsigned 64-bit integers; anything larger is a bad request."""
 
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -125,10 +123,10 @@ def parse_bounded_int(name: str, text: str | None, default: int, low: int, high:
     if text is None:
         return default
     reason = f"must be an integer from {low} to {high}"
-    try:
-        value = int(text.strip(), 10)
-    except ValueError:
-        raise errors.MalformedValue(name, text, reason) from None
+    if not _DIGITS.fullmatch(text) or len(text) > len(str(high)):
+        # int() would also take " 5", "+5", "5_0" and other scripts' digits ("٣").
+        raise errors.MalformedValue(name, text, reason)
+    value = int(text)
     if not low <= value <= high:
         raise errors.MalformedValue(name, text, reason)
     return value

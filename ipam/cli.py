@@ -18,7 +18,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import os
 import signal
 import sys
 import textwrap
@@ -41,15 +40,13 @@ from ipam.api import (
     subnet_detail,
     subnet_list,
 )
+from ipam.options import add_redis_options, redis_settings
 from ipam.register import Registration, register_ipam_objects
-from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
 from ipam.store import Ipam
 from podnet_plumbing.manifests import Manifest, read_manifests
 
 log = logging.getLogger(__name__)
 
-REDIS_URL_ENV = "PODNET_REDIS_URL"
-DEFAULT_PREFIX = "podnet:"
 DEFAULT_LISTEN = "127.0.0.1:8080"
 KUBEOVN_API_VERSION = "kubeovn.io/v1"
 PAGE_SIZE = 1000
@@ -286,7 +283,7 @@ def _command(run: Runner) -> Callable[[argparse.Namespace], int]:
 
 def connect(args: argparse.Namespace) -> Ipam:
     try:
-        return Ipam.connect(RedisSettings(url=args.redis, prefix=args.prefix))
+        return Ipam.connect(redis_settings(args))
     except ValueError as exc:
         raise errors.MalformedValue("--redis", args.redis, str(exc)) from None
 
@@ -445,18 +442,8 @@ async def run_load(args: argparse.Namespace) -> int:
 
 
 def _store_options() -> argparse.ArgumentParser:
-    default_url = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
     parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("store")
-    group.add_argument(
-        "--redis", metavar="URL", default=default_url,
-        help="the IPAM's Redis: redis://[user:password@]host:port/db, rediss://... for TLS, "
-        f"unix:///path/redis.sock (default: ${REDIS_URL_ENV} if set, else {DEFAULT_REDIS_URL})",
-    )
-    group.add_argument(
-        "--prefix", default=DEFAULT_PREFIX,
-        help=f"key prefix of this cluster's IPAM in Redis (default: {DEFAULT_PREFIX})",
-    )
+    add_redis_options(parent.add_argument_group("store"))
     return parent
 
 

@@ -12,6 +12,10 @@ import copy
 from typing import Any
 
 API_VERSION = "1.0.0"
+DEFAULT_PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 1000
+MAX_CURSOR = 2**64 - 1
+"""Redis scan cursors are unsigned 64-bit integers; anything larger is a bad request."""
 
 Schema = dict[str, Any]
 
@@ -228,11 +232,12 @@ _PATHS: dict[str, Any] = {
             _SUBNET_NAME,
             _query_parameter(
                 "cursor", "Where to resume: 0 (the default) or a previous next_cursor.",
-                {"type": "integer", "format": "int64", "minimum": 0, "default": 0},
+                {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR, "default": 0},
             ),
             _query_parameter(
                 "limit", "How many allocations to aim for in this page.",
-                {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_LIMIT,
+                 "default": DEFAULT_PAGE_LIMIT},
             ),
         ],
     ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -22,6 +22,8 @@ class RedisSettings:
     max_connections: int = 64
     retries: int = 3
     """Retries of an operation whose connection failed (all operations are idempotent)."""
+    password: str = field(default="", repr=False)
+    """The password when the URL has none (read from a file by the command line)."""
 
 
 @dataclass(frozen=True)

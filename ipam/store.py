@@ -133,6 +133,7 @@ class Ipam:
         # A burst beyond the pool waits for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(
             redis_settings.url,
+            password=redis_settings.password or None,  # the URL's own, if any, comes first
             decode_responses=True,
             socket_timeout=redis_settings.socket_timeout_s,
             socket_connect_timeout=redis_settings.socket_timeout_s,

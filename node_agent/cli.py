@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
+from ipam.options import add_redis_options, redis_settings
 from node_agent.agent import DEFAULT_MTU, DEFAULT_OVS_DB, Agent, AgentSettings
 from node_agent.protocol import DEFAULT_SOCKET
 
@@ -48,10 +48,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--system-id", help="the chassis name (default: keep, else node name)")
     parser.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
                         help="the CNI socket (default %(default)s)")
-    parser.add_argument("--redis", default=DEFAULT_REDIS_URL, metavar="URL",
-                        help="the IPAM's Redis (default %(default)s)")
-    parser.add_argument("--prefix", default="podnet:", help="IPAM key prefix (default "
-                        "%(default)s)")
+    add_redis_options(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--kubeconfig", type=Path, metavar="PATH", help="kubeconfig file")
     source.add_argument("--in-cluster", action="store_true",
@@ -98,7 +95,7 @@ async def run_agent(args: argparse.Namespace, stop: asyncio.Event) -> None:
     from node_agent.pods import IpamPods, KubePods, PodSource
 
     settings = settings_from(args)
-    ipam = Ipam.connect(RedisSettings(url=args.redis, prefix=args.prefix))
+    ipam = Ipam.connect(redis_settings(args))
     kube_api: Any = None
     pods: PodSource
     if args.standalone:

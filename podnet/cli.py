@@ -7,11 +7,11 @@ errors (one line on stderr and a non-zero status), so this module only assembles
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from podnet import __version__
+from podnet_plumbing import logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(args.log_level)
     try:
         status: int = args.handler(args)
     except KeyboardInterrupt:

@@ -27,7 +27,8 @@ from typing import Any
 from kubernetes.client import CoreV1Api
 
 from ipam.cli import parse_listen, url_of
-from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
+from ipam.options import add_redis_options, redis_settings
+from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from podnet_plumbing import kube
 from podnet_plumbing.manifests import manifest_files, read_manifests
@@ -250,9 +251,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "write OVN's northbound database: switches, ports, router, load balancers. "
         "Serves /metrics, /healthz and /readyz on --listen.",
     )
-    parser.add_argument("--redis", default=DEFAULT_REDIS_URL, metavar="URL",
-                        help="the IPAM's Redis (default %(default)s)")
-    parser.add_argument("--prefix", default="podnet:", help="IPAM key prefix (default %(default)s)")
+    add_redis_options(parser)
     _add_ovn_nb_arguments(parser)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--manifests", type=Path, metavar="DIR",
@@ -326,7 +325,7 @@ def options_of(args: argparse.Namespace) -> SyncOptions:
         raise OptionError(f"--manifests {args.manifests}: not a directory")
     host, port = args.listen
     return SyncOptions(
-        redis=RedisSettings(url=args.redis, prefix=args.prefix),
+        redis=redis_settings(args),
         ovn_nb=args.ovn_nb,
         sync=SyncSettings(resync_interval_s=args.resync_interval,
                           release_grace_s=args.release_grace,

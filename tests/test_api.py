@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from aiohttp import web
@@ -136,7 +137,11 @@ async def test_an_allocation_page_carries_the_allocation_fields(
 @pytest.mark.parametrize(
     ("parameter", "value"),
     [("limit", "0"), ("limit", "1001"), ("limit", "ten"), ("cursor", "-1"), ("cursor", "x"),
-     ("cursor", str(2**64)), ("cursor", "1.5")],
+     ("cursor", str(2**64)), ("cursor", "1.5"), ("limit", "%D9%A3"), ("limit", "%2B5"),
+     ("limit", "%205"), ("limit", "5%0A"), ("limit", "5_0"), ("cursor", "0" * 30)],
+    ids=["zero", "too-big", "word", "negative", "letter", "beyond-64-bits", "fraction",
+         "arabic-digit", "plus-sign", "leading-space", "trailing-newline", "underscore",
+         "thirty-zeros"],
 )
 async def test_bad_paging_parameters_are_a_400_naming_the_parameter(
     client: Client, ipam: Ipam, parameter: str, value: str
@@ -144,7 +149,24 @@ async def test_bad_paging_parameters_are_a_400_naming_the_parameter(
     await seed_blue(ipam)
     body = await get_json(client, f"/api/v1/subnets/blue/ips?{parameter}={value}", status=400)
     assert body["error"]["field"] == parameter
-    assert body["error"]["message"].startswith(f"{parameter} {value}:")
+    assert body["error"]["message"].startswith(f"{parameter} {unquote(value)}:")
+
+
+async def test_the_openapi_bounds_of_the_paging_parameters_are_the_servers(
+    client: Client, ipam: Ipam
+) -> None:
+    await seed_blue(ipam)
+    document = await get_json(client, "/api/v1/openapi.json")
+    parameters = {p["name"]: p["schema"] for p in
+                  document["paths"]["/api/v1/subnets/{name}/ips"]["get"]["parameters"]
+                  if p["in"] == "query"}
+    for name, schema in parameters.items():
+        for edge in (schema["minimum"], schema["maximum"]):
+            await get_json(client, f"/api/v1/subnets/blue/ips?{name}={edge}")
+        await get_json(client, f"/api/v1/subnets/blue/ips?{name}={schema['maximum'] + 1}",
+                       status=400)
+        await get_json(client, f"/api/v1/subnets/blue/ips?{name}={schema['minimum'] - 1}",
+                       status=400)
 
 
 async def test_ip_lookup_finds_the_allocation_holding_it(client: Client, ipam: Ipam) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from podnet.daemons import pid_alive
-from podnet.lab import LabSettings, _processes, down, status_report, up
+from podnet.lab import LabSettings, down, lab_processes, status_report, up
 from podnet.lab.report import Report
 from podnet.lab.trace import explain
 from tests.lab_fixtures import lab_settings, leftovers
@@ -159,13 +159,13 @@ def test_up_attaches_pods_proves_connectivity_traces_and_down_leaves_nothing(
         check_traces(lab)
         status = status_report(lab)
         assert "outside world (SNAT)" in status and "FAIL" not in status
-        pids = {name: process.pid() for name, process in _processes(lab).items()}
+        pids = {name: process.pid() for name, process in lab_processes(lab).items()}
         assert all(pids.values())
         assert sorted(pids) == ["agent-node-1", "agent-node-2", "apiserver", "controllers",
                                 "ipam-endpoint", "redis", "sync", "webhook"]
 
         assert [str(p) for p in up(lab)] == problems_of(lab)  # a second up keeps what runs
-        assert {name: p.pid() for name, p in _processes(lab).items()} == pids
+        assert {name: p.pid() for name, p in lab_processes(lab).items()} == pids
         again = Report.load(lab.state_dir)
         assert {row.uid for row in again.pods} == {row.uid for row in report.pods}
         assert all(result.ok for result in again.connectivity)

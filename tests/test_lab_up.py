@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from podnet.daemons import DaemonError
-from podnet.lab import DEFAULT_MANIFESTS, LabSettings, _processes, down, status_report, up
+from podnet.lab import DEFAULT_MANIFESTS, LabSettings, down, lab_processes, status_report, up
 from podnet.lab.nodes import lab_nodes
 from podnet.lab.report import Report
 from podnet.lab.up import central_of
@@ -134,7 +134,7 @@ def a_second_up_keeps_what_runs_and_a_restarted_api_server_keeps_the_objects(
     lab: LabSettings, reported: list[str],
 ) -> None:
     first = {row.uid for row in Report.load(lab.state_dir).pods}
-    processes = _processes(lab)
+    processes = lab_processes(lab)
     pids = {name: process.pid() for name, process in processes.items()}
     daemons = {**central_of(lab).pids(),
                **{f"{n.name}/{d}": p for n in lab_nodes(lab)
@@ -162,7 +162,7 @@ def test_down_after_a_half_started_up_leaves_nothing(tmp_path: Path) -> None:
         try:
             with pytest.raises(DaemonError, match="webhook"):
                 up(settings)
-            assert _processes(settings)["apiserver"].pid() is not None
+            assert lab_processes(settings)["apiserver"].pid() is not None
         finally:
             down(settings)
     assert leftovers(settings) == []

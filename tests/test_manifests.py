@@ -384,6 +384,23 @@ def test_the_cni_network_config_is_a_conflist_calling_podnet_cni() -> None:
     assert [p["type"] for p in conflist["plugins"]] == ["podnet-cni"]
 
 
+def test_podnet_reads_the_redis_password_from_a_mounted_file_never_from_argv_or_env() -> None:
+    for workload in (by_kind("Deployment", "podnet-webhook"), by_kind("Deployment", "podnet-sync"),
+                     by_kind("DaemonSet", "podnet-agent")):
+        spec = workload["spec"]["template"]["spec"]
+        [container] = [c for c in spec["containers"] if "--redis" in " ".join(c["args"])]
+        [url] = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--redis=")]
+        assert "@" not in url, ident(workload)
+        assert "--redis-password-file=/etc/podnet/redis/password" in container["args"]
+        assert not [e for e in container.get("env", []) if "secretKeyRef" in e.get(
+            "valueFrom", {})], ident(workload)
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["redis-auth"]["mountPath"] == "/etc/podnet/redis"
+        assert mounts["redis-auth"]["readOnly"] is True
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["redis-auth"]["secret"]["secretName"] == "podnet-redis-auth"
+
+
 def test_every_pod_runs_as_a_service_account_bound_to_its_own_role() -> None:
     accounts = {o["metadata"]["name"] for o in base_objects() if o["kind"] == "ServiceAccount"}
     bindings = {o["subjects"][0]["name"]: o["roleRef"]["name"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from podnet_plumbing import logs
 from webhook.cli import add_arguments, run
 
 
@@ -14,9 +14,7 @@ def main() -> int:
     add_arguments(parser)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(args.log_level)
     try:
         return run(args)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
+from ipam.options import add_redis_options, redis_settings
 from webhook.errors import ConfigError
 from webhook.server import serve
 from webhook.settings import (
@@ -28,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)")
     parser.add_argument("--tls-cert", required=True, type=Path, help="PEM certificate chain")
     parser.add_argument("--tls-key", required=True, type=Path, help="PEM private key")
-    parser.add_argument("--redis", default=DEFAULT_REDIS_URL, help="IPAM Redis URL")
-    parser.add_argument("--prefix", default="podnet:", help="Redis key prefix (default podnet:)")
+    add_redis_options(parser)
     parser.add_argument(
         "--manifests", type=Path, default=None,
         help="folder of YAML with Subnet, IPPool and Namespace objects (re-read on change)",
@@ -78,7 +77,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         tls_key=args.tls_key,
         host=host,
         port=port,
-        redis=RedisSettings(url=args.redis, prefix=args.prefix),
+        redis=redis_settings(args),
         manifests=args.manifests,
         rescan_s=args.rescan,
         kubeconfig=args.kubeconfig,

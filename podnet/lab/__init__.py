@@ -17,12 +17,12 @@ from pathlib import Path
 from ipam import errors
 from podnet.daemons import DaemonError
 from podnet.lab.settings import DEFAULT_MANIFESTS, DEFAULT_STATE_DIR, LabSettings
-from podnet.lab.up import _processes, down, status_report, up
+from podnet.lab.up import down, lab_processes, revive, status_report, up
 from podnet_plumbing import kube
 
 __all__ = [
-    "DEFAULT_MANIFESTS", "DEFAULT_STATE_DIR", "LabSettings", "_processes", "down", "register",
-    "status_report", "up",
+    "DEFAULT_MANIFESTS", "DEFAULT_STATE_DIR", "LabSettings", "down", "lab_processes", "register",
+    "revive", "status_report", "up",
 ]
 
 

@@ -75,6 +75,7 @@ from podnet.lab.apistore import (
     write_state,
 )
 from podnet.lab.objects import RESOURCES, TOKEN_PREFIX, KubeObject, Resource
+from podnet_plumbing import logs
 
 __all__ = [
     "JSON_PATCH", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "Admission", "ApiError", "ApiHandler",
@@ -623,8 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-admission", action="store_true",
                         help="store objects without calling admission webhooks")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO)
     try:
         asyncio.run(serve(args.listen, args.state, args.service_cidr,
                           admission=not args.no_admission))

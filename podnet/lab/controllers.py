@@ -86,7 +86,7 @@ from podnet.lab.objects import (
 )
 from podnet.lab.rest import Rest, RestError
 from podnet.lab.selectors import equality_selector_matches, labels_of, misfit
-from podnet_plumbing import kube
+from podnet_plumbing import kube, logs
 from podnet_plumbing.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -1036,8 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extender", help="scheduler extender URL prefix (.../scheduler)")
     parser.add_argument("--extender-ca", type=Path, help="CA certificate of the extender")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(logging.INFO)
     try:
         asyncio.run(run_process(args))
     except (kube.KubeError, OSError, ValueError) as exc:

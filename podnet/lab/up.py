@@ -128,7 +128,7 @@ class Progress:
         print(f"    {message}", flush=True)
 
 
-def _processes(settings: LabSettings) -> dict[str, BackgroundProcess]:
+def lab_processes(settings: LabSettings) -> dict[str, BackgroundProcess]:
     """Every process ``up`` may have started, node agents after the sync worker."""
     found = {name: BackgroundProcess(name, settings.state_dir) for name in PROCESSES
              if name != "controllers"}
@@ -159,7 +159,33 @@ def up(settings: LabSettings) -> list[ManifestProblem]:
     progress = Progress()
     settings = _keep_running(settings, progress)
     settings.record()
-    processes = _processes(settings)
+    rest, central, attaching = _start_all(settings, progress)
+    problems, report = asyncio.run(_apply_and_watch(settings, rest, central, attaching,
+                                                    progress))
+    report.connectivity = check_connectivity(settings, rest, progress)
+    report.save(settings.state_dir)
+    print("\n" + report.render(), flush=True)
+    print(status_report(settings, with_pods=False), flush=True)
+    print(f"Stop with: podnet down --state-dir {settings.state_dir}")
+    return problems
+
+
+def revive(settings: LabSettings) -> list[str]:
+    """Start again whatever of a running lab has stopped (a component that crashed, say),
+    as a second ``up`` would, but without applying manifests or checking connectivity;
+    the names of the processes started."""
+    progress = Progress()
+    settings = _keep_running(settings, progress)
+    before = {name: process.pid() for name, process in lab_processes(settings).items()}
+    _start_all(settings, progress)
+    return [name for name, process in lab_processes(settings).items()
+            if process.pid() != before.get(name)]
+
+
+def _start_all(settings: LabSettings, progress: Progress) -> tuple[Rest, OvnCentral, bool]:
+    """Start every process of the lab that does not run; the API server's client, OVN
+    central and whether the nodes attach pods."""
+    processes = lab_processes(settings)
     ledger = ledger_of(settings)
     fresh_store = _start_redis(settings, processes, progress)
     central = _start_central(settings, progress)
@@ -170,14 +196,7 @@ def up(settings: LabSettings) -> list[ManifestProblem]:
     _start_sync(settings, processes, central, progress, restart=fresh_store)
     runtimes = node_agents(settings, nodes, rest, progress)
     _start_controllers(settings, processes, runtimes, certificates, ledger, progress)
-    problems, report = asyncio.run(_apply_and_watch(settings, rest, central, bool(runtimes),
-                                                    progress))
-    report.connectivity = check_connectivity(settings, rest, progress)
-    report.save(settings.state_dir)
-    print("\n" + report.render(), flush=True)
-    print(status_report(settings, with_pods=False), flush=True)
-    print(f"Stop with: podnet down --state-dir {settings.state_dir}")
-    return problems
+    return rest, central, bool(runtimes)
 
 
 FIXED_WHILE_RUNNING = ("redis_port", "ipam_listen", "apiserver_listen", "webhook_listen",
@@ -190,7 +209,7 @@ def _keep_running(settings: LabSettings, progress: Progress) -> LabSettings:
     A second ``up`` must find what the first started; moving ports or names of running
     processes takes a ``podnet down`` first."""
     recorded = LabSettings.recorded(settings.state_dir)
-    if recorded is None or not any(p.pid() for p in _processes(recorded).values()):
+    if recorded is None or not any(p.pid() for p in lab_processes(recorded).values()):
         return settings
     kept = {name: getattr(recorded, name) for name in FIXED_WHILE_RUNNING
             if getattr(recorded, name) != getattr(settings, name)}
@@ -697,7 +716,7 @@ def status_report(settings: LabSettings, with_pods: bool = True, check: bool = F
     """What ``up`` started, every subnet's use while Redis runs, the pods, and the
     connectivity checks (the last ``up``'s, or run again now with ``check``)."""
     lines = ["", f"{'PROCESS':<32} {'PID':<8} STATE"]
-    for name, process in _processes(settings).items():
+    for name, process in lab_processes(settings).items():
         lines.append(_process_line(name, process.pid()))
     for daemon in central_of(settings).daemons:
         lines.append(_process_line(f"central/{daemon.name}", daemon.pid()))
@@ -725,7 +744,7 @@ def _pods_now(settings: LabSettings, check: bool) -> str:
     """The pod table from the API server (or the last report while it is down), and the
     connectivity checks."""
     saved = Report.load(settings.state_dir)
-    if _processes(settings)["apiserver"].pid() is None or not settings.kubeconfig(
+    if lab_processes(settings)["apiserver"].pid() is None or not settings.kubeconfig(
             "admin").exists():
         return saved.render() + "\n(from the last podnet up: the API server is not running)"
     try:
@@ -753,7 +772,7 @@ def down(settings: LabSettings, keep_data: bool = False) -> list[str]:
     """Stop and remove everything ``up`` made; returns what could not be removed."""
     progress = Progress()
     failures: list[str] = []
-    processes = _processes(settings)
+    processes = lab_processes(settings)
     for name in STOPPING_ORDER:
         chosen = [p for key, p in processes.items()
                   if key == name or (name == "agents" and key.startswith("agent-"))]
