@@ -697,6 +697,74 @@ async def test_malformed_extender_args_get_a_400_with_a_json_message(
     assert answer == {"message": "not ExtenderArgs: Pod is missing"}
 
 
+def nested(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("path", ["/scheduler/filter", "/scheduler/prioritize"])
+async def test_extender_args_nested_beyond_the_json_limit_get_a_400(
+    webhook: Harness, path: str
+) -> None:
+    body = b'{"Pod": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001
+    status, answer = await webhook.post(body, path)
+    assert status == 400 and answer["message"].startswith("not ExtenderArgs: body is not JSON")
+
+
+@pytest.mark.parametrize(("affinity", "field", "kind"), [
+    ("zone", "spec.affinity", "a string"),
+    ({"nodeAffinity": []}, "spec.affinity.nodeAffinity", "a list"),
+    ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": 5}},
+     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution", "a number"),
+    ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": "abc"}}},
+     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+     ".nodeSelectorTerms", "a string"),
+    ({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": {}}]}}},
+     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+     ".nodeSelectorTerms[0].matchExpressions", "an object"),
+])
+async def test_a_malformed_affinity_is_denied_naming_the_field_before_anything_is_reserved(
+    webhook: Harness, affinity: Any, field: str, kind: str
+) -> None:
+    obj = pod(namespace="edge", spec={"affinity": affinity})  # zone-a merges a node selector
+    status = await webhook.denial(obj)
+    assert status["code"] == 400
+    assert status["message"].endswith(f"{field}: must be an object, not {kind}") or \
+        status["message"].endswith(f"{field}: must be a list, not {kind}")
+    assert await webhook.held("zone-a") == 0
+
+
+async def test_a_deep_pod_affinity_next_to_the_merged_node_affinity_is_kept_as_it_is(
+    webhook: Harness,
+) -> None:
+    deep = {"podAffinity": nested(300)}
+    stored = await webhook.admit(pod(namespace="edge", spec={"affinity": deep}))
+    assert stored["spec"]["affinity"]["podAffinity"] == nested(300)
+    terms = stored["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [
+        {"key": "podnet.io/zone", "operator": "In", "values": ["a"]}]}]
+
+
+async def test_a_failure_inside_podnet_is_a_500_denial_that_keeps_no_reservation(
+    webhook: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("webhook.admit._mutation", broken)
+    status = await webhook.denial(pod(name="web-9"))
+    assert status["code"] == 500 and "podnet failed on this request" in status["message"]
+    assert await webhook.held() == 0
+    async with webhook.session.get(webhook.running.url + "/metrics") as metrics:
+        text = await metrics.text()
+    assert 'podnet_webhook_admissions_total{endpoint="mutate-pods",outcome="error"} 1.0' in text
+
+
 # -------------------------------------------------------------- the process
 
 

@@ -152,12 +152,15 @@ async def admit_pod(
         allocation, plan = await _allocate(
             request, pod, plan, ipam=ipam, settings=settings, context=context, catalog=catalog
         )
-        entry = MemoEntry(allocation_annotations(allocation, plan.subnet), plan.node_selector)
-        kept = await context.memo.put(request.uid, entry)
-        if kept is entry:
-            return Answer(_mutation(request.uid, pod, entry), "mutated")
-        await _drop_stray(ipam, plan, allocation, kept)
-        return Answer(_mutation(request.uid, pod, kept), "retried")
+        try:
+            return await _mutate(request, pod, plan, allocation, ipam, context)
+        except (Denial, errors.IpamError):
+            raise
+        except Exception:
+            # A bug, not the user's doing: the server answers it as an error; the
+            # reservation must not outlive a request that was not allowed.
+            await _release(ipam, plan, allocation)
+            raise
     except Denial as denial:
         answer = _denied(request.uid, denial)
     except errors.IpamError as exc:
@@ -173,6 +176,22 @@ async def admit_pod(
     return answer
 
 
+async def _mutate(request: AdmissionRequest, pod: Mapping[str, Any], plan: Plan,
+                  allocation: Allocation, ipam: Ipam, context: AdmitContext) -> Answer:
+    """The patch that gives the pod its allocation (or an earlier attempt's)."""
+    entry = MemoEntry(allocation_annotations(allocation, plan.subnet), plan.node_selector)
+    kept = await context.memo.put(request.uid, entry)
+    if kept is entry:
+        return Answer(_mutation(request.uid, pod, entry), "mutated")
+    await _drop_stray(ipam, plan, allocation, kept)
+    return Answer(_mutation(request.uid, pod, kept), "retried")
+
+
+async def _release(ipam: Ipam, plan: Plan, allocation: Allocation) -> None:
+    with contextlib.suppress(errors.IpamError):  # else it expires with its TTL
+        await ipam.release(plan.subnet.name, "token", allocation.token)
+
+
 async def _kept(memo: ReviewMemo, uid: str) -> MemoEntry | None:
     """The answer an earlier attempt of this review gave, if any (and if readable)."""
     try:
@@ -186,8 +205,7 @@ async def _drop_stray(ipam: Ipam, plan: Plan, allocation: Allocation, kept: Memo
     changed in between): the reservation just made under the same token is not used."""
     if kept.annotations.get(keys.LOGICAL_SWITCH) == plan.subnet.name:
         return  # same token, same subnet: the very allocation the earlier attempt made
-    with contextlib.suppress(errors.IpamError):  # else it expires with its TTL
-        await ipam.release(plan.subnet.name, "token", allocation.token)
+    await _release(ipam, plan, allocation)
 
 
 def _denied(uid: str, denial: Denial) -> Answer:

@@ -34,10 +34,11 @@ ExtenderArgs, which the HTTP adapter answers with a 400.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
+
+import orjson
 
 from ipam import annotations as keys
 from ipam.pool import IPPoolSpec, looks_like_pool_name
@@ -162,8 +163,8 @@ def parse_extender_args(
     with ``known=False``.
     """
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = orjson.loads(body)  # nesting deeper than 1024 is a JSONDecodeError
+    except orjson.JSONDecodeError as exc:
         raise MalformedArgs(f"body is not JSON: {exc}") from exc
     if not isinstance(document, Mapping):
         raise MalformedArgs("body is not a JSON object")

@@ -46,18 +46,63 @@ def requirement(key: str, value: str) -> dict[str, Any]:
     return {"key": key, "operator": "In", "values": [value]}
 
 
+def affinity_problem(spec: object) -> str | None:
+    """What is wrong with the shape of ``spec.affinity`` where podnet merges into it, in
+    the API server's words (it would refuse the pod after admission), or None.
+
+    Only the path podnet writes is checked: the types the merge relies on, so that a
+    malformed affinity is denied before anything is reserved instead of failing after.
+    """
+    if not isinstance(spec, Mapping):
+        return None
+    path, node = "spec", spec
+    for key in ("affinity", "nodeAffinity", _REQUIRED):
+        path, value = f"{path}.{key}", node.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            return f"{path}: must be an object, not {_json_type(value)}"
+        node = value
+    terms = node.get("nodeSelectorTerms")
+    path = f"{path}.nodeSelectorTerms"
+    if terms is None:
+        return None
+    if not isinstance(terms, list):
+        return f"{path}: must be a list, not {_json_type(terms)}"
+    for index, term in enumerate(terms):
+        if not isinstance(term, Mapping):
+            return f"{path}[{index}]: must be an object, not {_json_type(term)}"
+        for field in ("matchExpressions", "matchFields"):
+            value = term.get(field)
+            if value is not None and not isinstance(value, list):
+                return f"{path}[{index}].{field}: must be a list, not {_json_type(value)}"
+    return None
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
 def merge_node_affinity(
     affinity: Mapping[str, Any] | None, selector: Mapping[str, str]
 ) -> dict[str, Any] | None:
-    """``affinity`` with ``selector`` required in every term; None if nothing changes."""
+    """``affinity`` with ``selector`` required in every term; None if nothing changes.
+
+    Only the path written to is copied (the rest is shared, never deep-copied: a pod's
+    affinity may nest as deep as the API server's JSON limit)."""
     if not selector:
         return None
-    merged: dict[str, Any] = copy.deepcopy(dict(affinity or {}))
-    node = merged.setdefault("nodeAffinity", {})
-    required = node.get(_REQUIRED) or {}
-    node[_REQUIRED] = required
-    terms = required.get("nodeSelectorTerms") or []
-    required["nodeSelectorTerms"] = terms
+    merged: dict[str, Any] = dict(affinity or {})
+    node = merged["nodeAffinity"] = dict(merged.get("nodeAffinity") or {})
+    required = node[_REQUIRED] = dict(node.get(_REQUIRED) or {})
+    terms = required["nodeSelectorTerms"] = [
+        dict(term) for term in required.get("nodeSelectorTerms") or []]
     wanted = [requirement(key, value) for key, value in sorted(selector.items())]
     changed = False
     if not terms:
@@ -66,7 +111,7 @@ def merge_node_affinity(
     for term in terms:
         if not term.get("matchExpressions") and not term.get("matchFields"):
             continue  # an empty term matches no node; requirements would widen it
-        expressions = term.setdefault("matchExpressions", [])
+        expressions = term["matchExpressions"] = list(term.get("matchExpressions") or [])
         for expression in wanted:
             if expression not in expressions:
                 expressions.append(expression)
@@ -83,7 +128,10 @@ def affinity_ops(obj: Mapping[str, Any], selector: Mapping[str, str]) -> list[Pa
     merged = merge_node_affinity(current if isinstance(current, Mapping) else None, selector)
     if merged is None:
         return []
-    return [{"op": "add", "path": "/spec/affinity", "value": merged}]
+    if not isinstance(current, Mapping):
+        return [{"op": "add", "path": "/spec/affinity", "value": merged}]
+    # Only the node affinity: the pod's other affinities are not sent back.
+    return [{"op": "add", "path": "/spec/affinity/nodeAffinity", "value": merged["nodeAffinity"]}]
 
 
 def build_patch(

@@ -40,6 +40,7 @@ from podnet_plumbing.heap import settle_heap
 from podnet_plumbing.kube import KubeError, kube_client
 from podnet_plumbing.tasks import raise_if_cancelled
 from webhook.admit import AdmitContext, Answer, CatalogCache, admit_pod
+from webhook.decide import metadata_of
 from webhook.errors import ConfigError, MalformedArgs, MalformedReview
 from webhook.extender import (
     ExtenderArgs,
@@ -55,7 +56,7 @@ from webhook.kube_source import ConfigSource, KubeSource
 from webhook.manifests import ManifestSource
 from webhook.memo import RedisReviewMemo
 from webhook.metrics import WebhookMetrics
-from webhook.review import AdmissionRequest, parse_review
+from webhook.review import AdmissionRequest, parse_review, review_response
 from webhook.settings import ServerSettings
 from webhook.validate import (
     validate_ippool,
@@ -186,11 +187,26 @@ def _review_route(
         except web.HTTPRequestEntityTooLarge:
             state.metrics.observe(endpoint, "too_large", time.perf_counter() - started)
             return _too_large(limit)
-        try:
-            answer = await handle(parse_review(body))
-        except MalformedReview as exc:
+        def malformed(exc: MalformedReview) -> web.Response:
             state.metrics.observe(endpoint, "malformed", time.perf_counter() - started)
             return web.json_response({"message": f"not an AdmissionReview: {exc}"}, status=400)
+
+        try:
+            review = parse_review(body)
+        except MalformedReview as exc:
+            return malformed(exc)
+        try:
+            answer = await handle(review)
+        except MalformedReview as exc:
+            return malformed(exc)
+        except Exception:
+            log.exception("%s: review %s of %s %s/%s failed", endpoint, review.uid, review.kind,
+                          review.namespace, review.name)
+            state.metrics.observe(endpoint, "error", time.perf_counter() - started)
+            return _json_response(review_response(
+                review.uid, False, code=500,
+                message="podnet failed on this request (its webhook logged why); "
+                "nothing was reserved for it, retry"))
         state.metrics.observe(endpoint, answer.outcome, time.perf_counter() - started)
         return _json_response(answer.review)
 
@@ -250,9 +266,17 @@ def _scheduler_route(
             if verb == "filter":
                 return done("unavailable", filter_error(message))
             return done("unavailable", {"message": message}, 503)
-        namespace = state.context.namespaces(args.namespace)
-        placement = placement_of(args.pod, namespace, catalog, state.settings.webhook)
-        return done("answered", answer(args, placement))
+        try:
+            namespace = state.context.namespaces(args.namespace)
+            placement = placement_of(args.pod, namespace, catalog, state.settings.webhook)
+            return done("answered", answer(args, placement))
+        except Exception:
+            log.exception("scheduler %s of pod %s/%s failed", verb, args.namespace,
+                          metadata_of(args.pod).get("name"))
+            message = "podnet failed on this request (its webhook logged why)"
+            if verb == "filter":
+                return done("error", filter_error(message))
+            return done("error", {"message": message}, 500)
 
     return route
 
