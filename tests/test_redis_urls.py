@@ -14,6 +14,7 @@ from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import build_subnet
 from podnet.daemons import RedisServer, free_port
+from webhook.memo import MemoEntry, RedisReviewMemo
 
 
 async def allocate_once(url: str) -> str:
@@ -40,6 +41,23 @@ async def test_a_password_and_an_acl_user_work(tmp_path: Path) -> None:
         await admin.aclose()
         url = f"redis://podnet:agent-pw@127.0.0.1:{server.port}/0"
         assert await allocate_once(url) == "10.0.0.2"  # the same subnet, already holding
+
+
+async def test_a_password_given_beside_the_url_serves_the_ipam_and_the_review_memo(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path / "redis", password="s3cret") as server:
+        settings = RedisSettings(url=f"redis://127.0.0.1:{server.port}/0", password="s3cret")
+        ipam = Ipam.connect(settings)
+        memo = RedisReviewMemo.connect(settings, 60)
+        try:
+            await ipam.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+            assert str((await ipam.reserve("s", "token")).ips[0]) == "10.0.0.2"
+            entry = MemoEntry({"k": "v"})
+            assert await memo.put("uid-1", entry) == entry
+        finally:
+            await ipam.close()
+            await memo.close()
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -56,7 +57,7 @@ class Admission:
 
     def __init__(self, ipam: Ipam, redis: RedisSettings, source: KubeSource) -> None:
         self.ipam = ipam
-        self.memo = RedisReviewMemo.connect(redis.url, redis.prefix, 600, 2.0)
+        self.memo = RedisReviewMemo.connect(replace(redis, socket_timeout_s=2.0), 600)
         self.context = AdmitContext(self.memo, CatalogCache(0.0), source.namespace)
 
     async def admit(self, obj: dict[str, Any]) -> dict[str, Any]:

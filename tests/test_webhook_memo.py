@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -23,7 +24,7 @@ SECOND = MemoEntry({"ovn.kubernetes.io/ip_address": "10.0.0.6"})
 
 @pytest.fixture
 async def memo(redis_settings: RedisSettings) -> AsyncIterator[RedisReviewMemo]:
-    client = RedisReviewMemo.connect(redis_settings.url, redis_settings.prefix, 600, 2.0)
+    client = RedisReviewMemo.connect(replace(redis_settings, socket_timeout_s=2.0), 600)
     yield client
     await client.close()
 
@@ -54,7 +55,7 @@ async def test_any_uid_is_kept_under_its_own_key(memo: RedisReviewMemo, uid: str
 
 
 async def test_the_answer_expires_after_its_ttl(redis_settings: RedisSettings) -> None:
-    memo = RedisReviewMemo.connect(redis_settings.url, redis_settings.prefix, 77, 2.0)
+    memo = RedisReviewMemo.connect(replace(redis_settings, socket_timeout_s=2.0), 77)
     try:
         await memo.put("uid-ttl", FIRST)
         ttl = await memo._redis.ttl(memo.key("uid-ttl"))
@@ -64,7 +65,8 @@ async def test_the_answer_expires_after_its_ttl(redis_settings: RedisSettings) -
 
 
 async def test_an_unreachable_store_is_store_unavailable() -> None:
-    memo = RedisReviewMemo.connect(f"redis://127.0.0.1:{free_port()}/0", "p:", 600, 0.5)
+    memo = RedisReviewMemo.connect(
+        RedisSettings(f"redis://127.0.0.1:{free_port()}/0", "p:", socket_timeout_s=0.5), 600)
     try:
         with pytest.raises(StoreUnavailable):
             await memo.put("uid", FIRST)

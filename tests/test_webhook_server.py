@@ -794,6 +794,25 @@ async def test_manifest_changes_are_registered_without_a_restart(webhook: Harnes
     assert annotations_of(stored)["ovn.kubernetes.io/ip_address"].startswith("10.60.0.")
 
 
+async def test_a_file_that_is_not_utf8_is_reported_and_the_rescan_goes_on(
+    webhook: Harness,
+) -> None:
+    folder = webhook.running.state.settings.manifests
+    assert folder is not None
+    (folder / "latin1.yaml").write_bytes(b"kind: Subnet\nmetadata: {name: caf\xe9}\n")
+    await asyncio.sleep(0.5)
+    (folder / "zz-later.yaml").write_text(json.dumps(subnet("later", "10.61.0.0/24")))
+    for _ in range(50):
+        if "later" in await webhook.ipam.subnet_names():
+            break
+        await asyncio.sleep(0.1)
+    assert "later" in await webhook.ipam.subnet_names()
+    async with webhook.session.get(webhook.running.url + "/readyz") as ready:
+        body = await ready.json()
+    assert body["manifestProblems"] == [
+        f"{folder / 'latin1.yaml'}: cannot be read: line 2: is not UTF-8 text (byte 0xe9)"]
+
+
 async def test_a_rotated_certificate_is_served_without_a_restart(
     webhook: Harness, tmp_path: Path
 ) -> None:

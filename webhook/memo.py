@@ -26,6 +26,7 @@ import redis.exceptions
 
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
 from ipam.errors import StoreUnavailable
+from ipam.settings import RedisSettings
 
 _KEEP_FIRST = r"""
 local replies = {}
@@ -84,12 +85,12 @@ class RedisReviewMemo:
         self._batcher = ScriptBatcher(client)
 
     @classmethod
-    def connect(cls, url: str, prefix: str, ttl_s: int, timeout_s: float) -> RedisReviewMemo:
+    def connect(cls, redis: RedisSettings, ttl_s: int) -> RedisReviewMemo:
         client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
+            redis.url, password=redis.password or None, decode_responses=True,
+            socket_timeout=redis.socket_timeout_s, socket_connect_timeout=redis.socket_timeout_s,
         )
-        return cls(client, prefix, ttl_s)
+        return cls(client, redis.prefix, ttl_s)
 
     def key(self, uid: str) -> str:
         return f"{self._prefix}review:{uid}"

@@ -335,6 +335,8 @@ async def _every(seconds: float, step: Callable[[], Awaitable[object]], what: st
             raise_if_cancelled()  # redis-py may have swallowed it (see podnet_plumbing.tasks)
         except errors.IpamError as exc:
             log.warning("%s failed, retrying in %ss: %s", what, seconds, exc)
+        except Exception:
+            log.exception("%s failed (a bug), retrying in %ss", what, seconds)
 
 
 @contextlib.asynccontextmanager
@@ -346,10 +348,7 @@ async def running_webhook(settings: ServerSettings) -> AsyncIterator[RunningWebh
     policy = settings.webhook
     ipam = Ipam.connect(settings.redis, IpamSettings(
         reservation_ttl_s=policy.reservation_ttl_s, require_rebuilt=policy.require_rebuilt))
-    memo = RedisReviewMemo.connect(
-        settings.redis.url, settings.redis.prefix, policy.review_memo_ttl_s,
-        settings.redis.socket_timeout_s,
-    )
+    memo = RedisReviewMemo.connect(settings.redis, policy.review_memo_ttl_s)
     context = AdmitContext(memo, CatalogCache(policy.catalog_cache_s), manifests.namespace)
     state = WebhookState(ipam, settings, context, manifests, WebhookMetrics())
     # lingering_time bounds how long an unread (oversized) body is drained after a 413.
