@@ -657,6 +657,60 @@ async def test_a_deployment_podnet_can_honour_is_allowed(webhook: Harness) -> No
     assert answer["response"]["allowed"] is True
 
 
+ISOLATION = [
+    subnet("vault", "10.62.0.0/24", private=True, namespaces=["secure"]),
+    {"apiVersion": "v1", "kind": "Namespace",
+     "metadata": {"name": "given", "annotations": {"ovn.kubernetes.io/logical_switch": "vault"}}},
+    {**ippool("team-pool", "ovn-default", ["10.16.5.0/30"]),
+     "spec": {"subnet": "ovn-default", "ips": ["10.16.5.0/30"], "namespaces": ["team"]}},
+]
+
+
+async def with_isolation(webhook: Harness) -> None:
+    folder = webhook.running.state.settings.manifests
+    assert folder is not None
+    (folder / "isolation.yaml").write_text("\n---\n".join(json.dumps(o) for o in ISOLATION))
+    for _ in range(50):
+        if "team-pool" in {p.name for p in await webhook.ipam.pools()}:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.4)  # the namespace view and the catalog cache follow
+
+
+async def test_a_pods_annotation_cannot_join_a_private_subnet_from_another_namespace(
+    webhook: Harness,
+) -> None:
+    await with_isolation(webhook)
+    status = await webhook.denial(pod(annotations={"ovn.kubernetes.io/logical_switch": "vault"}))
+    assert status["code"] == 403
+    assert status["message"] == ("ovn.kubernetes.io/logical_switch vault: subnet vault is "
+                                 "private and namespace default is not one of its "
+                                 "spec.namespaces")
+    assert await webhook.held("vault") == 0
+    for namespace in ("secure", "given"):  # bound by the subnet, or by the Namespace
+        stored = await webhook.admit(pod(namespace=namespace, annotations={
+            "ovn.kubernetes.io/logical_switch": "vault"}))
+        assert annotations_of(stored)["ovn.kubernetes.io/ip_address"].startswith("10.62.0.")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("ovn.kubernetes.io/ip_address", "10.16.5.2"),
+    ("ovn.kubernetes.io/ip_pool", "10.16.5.1,10.16.5.2"),
+    ("ovn.kubernetes.io/ip_pool", "10.16.4.250,10.16.5.3"),
+])
+async def test_addresses_of_an_ippool_bound_to_other_namespaces_cannot_be_taken_by_annotation(
+    webhook: Harness, key: str, value: str
+) -> None:
+    await with_isolation(webhook)
+    status = await webhook.denial(pod(annotations={key: value}))
+    assert status["code"] == 403
+    assert status["message"] == (f"{key} {value}: takes addresses of IPPool team-pool, which "
+                                 "is bound to namespace team")
+    assert await webhook.held() == 0
+    stored = await webhook.admit(pod(namespace="team", annotations={key: value}))
+    assert annotations_of(stored)["ovn.kubernetes.io/ip_address"].startswith("10.16.")
+
+
 # ------------------------------------------------------- scheduler extender
 
 

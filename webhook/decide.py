@@ -24,12 +24,12 @@ from typing import Any
 from ipam import annotations as keys
 from ipam import names
 from ipam.addresses import IPAddress
-from ipam.pool import IPPoolSpec, Pool, looks_like_pool_name, parse_pool_annotation
+from ipam.pool import IPPoolSpec, Pool, Span, looks_like_pool_name, parse_pool_annotation
 from ipam.rates import rate_problem
 from ipam.requests import ReserveRequest, parse_static_ips, static_mac, static_request
 from ipam.subnet import DEFAULT_SUBNET, SubnetSpec
 from webhook.compat import annotations_problem
-from webhook.errors import DENIED_BAD_REQUEST, Denial
+from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial
 from webhook.patch import affinity_problem
 from webhook.settings import WebhookSettings
 
@@ -238,6 +238,7 @@ def decide(
     )
     if bound is not None:
         pool_label = f"IPPool {bound.name} (bound to namespace {namespace.name})"
+    _check_foreign_pools(request, annotations, subnet, catalog, namespace.name)
     named_pool = named_pool or bound
     selector = node_selector_for(subnet, named_pool)
     return Plan(
@@ -285,9 +286,13 @@ def choose_subnet(
                 f"subnet {named_pool.subnet}, but {keys.LOGICAL_SWITCH} asks for {requested}",
                 DENIED_BAD_REQUEST,
             )
-        return _known(catalog, requested, f"{keys.LOGICAL_SWITCH} {requested}")
+        chosen = _known(catalog, requested, f"{keys.LOGICAL_SWITCH} {requested}")
+        _check_subnet_open(chosen, namespace, f"{keys.LOGICAL_SWITCH} {requested}")
+        return chosen
     if named_pool is not None:
-        return _known(catalog, named_pool.subnet, f"IPPool {named_pool.name} spec.subnet")
+        chosen = _known(catalog, named_pool.subnet, f"IPPool {named_pool.name} spec.subnet")
+        _check_subnet_open(chosen, namespace, f"{keys.IP_POOL} {named_pool.name}")
+        return chosen
     bound = next((s for s in catalog.subnets if namespace.name in s.namespaces), None)
     if bound is not None:
         return bound
@@ -341,6 +346,56 @@ def namespace_pool(
         namespaces=(namespace,),
         node_selector=selector,
     )
+
+
+def _check_subnet_open(subnet: SubnetSpec, namespace: NamespaceInfo, source: str) -> None:
+    """A ``private`` subnet admits only the namespaces an administrator gave it (its
+    ``spec.namespaces``, or the Namespace's own annotation): a pod's annotation never
+    joins one from outside, or ``private``/``allowSubnets`` would isolate nothing.
+
+    Any other subnet may be chosen from any namespace, as in Kube-OVN, where
+    ``spec.namespaces`` says which subnet a namespace's pods get by default."""
+    if not subnet.private or namespace.name in subnet.namespaces:
+        return
+    given = namespace.annotations.get(keys.LOGICAL_SWITCH, "").strip() == subnet.name
+    if not given:
+        raise Denial(
+            f"{source}: subnet {subnet.name} is private and namespace {namespace.name} is "
+            "not one of its spec.namespaces", DENIED_FORBIDDEN,
+        )
+
+
+def _check_foreign_pools(request: ReserveRequest, annotations: Mapping[str, str],
+                         subnet: SubnetSpec, catalog: Catalog, namespace: str) -> None:
+    """Addresses inside an IPPool bound to other namespaces are theirs: a static
+    ``ip_address`` or an inline ``ip_pool`` may not take them (Kube-OVN keeps a bound
+    pool's range to its namespaces)."""
+    foreign = [pool for pool in catalog.pools if pool.subnet == subnet.name
+               and pool.namespaces and namespace not in pool.namespaces]
+    if not foreign:
+        return
+    wanted = _requested_spans(request, subnet)
+    for pool in foreign:
+        for entry in pool.resolve(subnet).entries:
+            for span in entry.spans:
+                if any(w.family == span.family and w.low <= span.high and span.low <= w.high
+                       for w in wanted):
+                    key = keys.IP_ADDRESS if request.static_ips and request.field == \
+                        keys.IP_ADDRESS else keys.IP_POOL
+                    raise Denial(
+                        f"{key} {str(annotations.get(key, ''))[:64]}: takes addresses of "
+                        f"IPPool {pool.name}, which is bound to namespace "
+                        f"{', '.join(pool.namespaces)}", DENIED_FORBIDDEN,
+                    )
+
+
+def _requested_spans(request: ReserveRequest, subnet: SubnetSpec) -> list[Span]:
+    if request.offsets:
+        return [Span(4 if family == "4" else 6, int(offset), int(offset))
+                for family, offset in request.offsets.items()]
+    if request.pool is not None:
+        return [span for entry in request.pool.entries for span in entry.spans]
+    return []
 
 
 def _known(catalog: Catalog, name: str, source: str) -> SubnetSpec:
