@@ -434,6 +434,8 @@ def converge(settings: LabSettings, rest: Rest, timeout_s: float) -> tuple[Findi
         line = ", ".join(f"{name} {len(values)}" for name, values in findings.problems().items())
         if line != shown:
             print(f"    [{time.monotonic() - started:5.1f}s] {line}", flush=True)
+            for name, values in findings.problems().items():
+                print(f"        {name}: {'; '.join(values[:3])}", flush=True)
             shown = line
         if time.monotonic() - started > timeout_s:
             return findings, float("nan")
