@@ -12,6 +12,7 @@ binding again to the same pod is a no-op, and releasing what is gone is not an e
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -26,7 +27,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from ipam import errors, names
-from ipam.addresses import IPAddress, merge_intervals, parse_ip, subtract_intervals
+from ipam.addresses import (
+    Interval,
+    IPAddress,
+    interval_total,
+    merge_intervals,
+    parse_ip,
+    subtract_intervals,
+)
 from ipam.annotations import MAC_ADDRESS, RESERVATION
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
 from ipam.mac import random_mac
@@ -318,18 +326,47 @@ class Ipam:
         return spec, spec.resolve(await self.subnet(spec.subnet))
 
     async def pool_usage(self, pool: Pool) -> list[Allocation]:
-        """The allocations holding any address of ``pool``."""
+        """The allocations holding any address of ``pool``.
+
+        Each family costs the smaller of the pool's addresses and the subnet's held
+        addresses: a pool of millions of addresses is checked against what is held."""
         spec = await self.subnet(pool.subnet)
         tokens: set[str] = set()
+        by_family: dict[int, list[tuple[int, int]]] = {}
         for entry in pool.entries:
             for span in entry.spans:
-                key = self.keys.subnet_key(pool.subnet, f"owner:{span.family}")
-                fields = [str(o) for o in range(span.low, span.high + 1)]
-                for start in range(0, len(fields), 1000):
-                    chunk = fields[start:start + 1000]
-                    held = await self._call(self._redis.hmget(key, chunk))
-                    tokens.update(str(t) for t in held if t)
+                by_family.setdefault(span.family, []).append((span.low, span.high))
+        for family, spans in by_family.items():
+            key = self.keys.subnet_key(pool.subnet, f"owner:{family}")
+            merged = merge_intervals(spans)
+            if interval_total(merged) <= await self._call(self._redis.hlen(key)):
+                tokens |= await self._holders_by_offset(key, merged)
+            else:
+                tokens |= await self._holders_by_scan(key, merged)
         return [a for a in [await self._by_token(spec, t) for t in sorted(tokens)] if a]
+
+    async def _holders_by_offset(self, key: str, spans: list[Interval]) -> set[str]:
+        tokens: set[str] = set()
+        fields = [str(o) for low, high in spans for o in range(low, high + 1)]
+        for start in range(0, len(fields), 1000):
+            held = await self._call(self._redis.hmget(key, fields[start:start + 1000]))
+            tokens.update(str(t) for t in held if t)
+        return tokens
+
+    async def _holders_by_scan(self, key: str, spans: list[Interval]) -> set[str]:
+        lows = [low for low, _ in spans]
+        tokens: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, chunk = await self._call(self._redis.hscan(key, cursor, count=1000))
+            held: dict[str, str] = chunk  # type: ignore[assignment]
+            for offset, token in held.items():
+                if offset.isdigit():
+                    index = bisect.bisect_right(lows, int(offset)) - 1
+                    if index >= 0 and int(offset) <= spans[index][1]:
+                        tokens.add(str(token))
+            if cursor == 0:
+                return tokens
 
     async def delete_pool(self, name: str) -> None:
         _, resolved = await self.pool(name)

@@ -13,6 +13,7 @@ the gateway, ``excludeIps``).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,16 @@ JOIN_SUBNET = "join"
 JOIN_CIDR = "100.64.0.0/16"
 
 _BUILTIN_CIDRS = {DEFAULT_SUBNET: DEFAULT_CIDR, JOIN_SUBNET: JOIN_CIDR}
+WIDEST_PREFIX: dict[int, int] = {4: 8, 6: 32}
+"""The widest pod subnet of each family. Each subnet's CIDR is routed into the pod
+network on every node: ``0.0.0.0/0``, ``::/0`` or ``fc00::/8`` would take the node's
+own routes with it."""
+_NOT_FOR_PODS = tuple((ipaddress.ip_network(cidr), reason) for cidr, reason in (
+    ("0.0.0.0/8", "this network"), ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"), ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"), ("::/127", "unspecified and loopback"),
+    ("fe80::/10", "link-local"), ("ff00::/8", "multicast"),
+))
 """The built-in subnets keep their CIDR when an edit leaves ``cidrBlock`` out."""
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", re.ASCII)
@@ -334,7 +345,28 @@ def _parse_cidr_block(value: object) -> list[IPNetwork]:
     for network in networks:
         if network.num_addresses < 4:
             raise MalformedValue("spec.cidrBlock", network, "is too small for pods")
+        if network.prefixlen < WIDEST_PREFIX[network.version]:
+            raise MalformedValue(
+                "spec.cidrBlock", network, f"is wider than /{WIDEST_PREFIX[network.version]}, "
+                "the widest pod subnet (its route would take the nodes' own)")
+        for special, reason in _NOT_FOR_PODS:
+            if network.version == special.version and network.overlaps(special):
+                raise MalformedValue("spec.cidrBlock", network,
+                                     f"overlaps {special}, which is {reason}")
     return networks
+
+
+def check_cluster_networks(
+    candidate: SubnetSpec, taken: Iterable[tuple[str, IPNetwork]]
+) -> None:
+    """Refuse ``candidate`` if a CIDR of it overlaps a network the cluster uses for
+    something else (``taken``: what it is, the network): the join subnet, the Service
+    CIDRs, the nodes' addresses. A pod subnet there would route them into pods."""
+    for mine in candidate.families:
+        for what, network in taken:
+            if mine.network.version == network.version and mine.network.overlaps(network):
+                raise SubnetOverlap("spec.cidrBlock", mine.network,
+                                    f"subnet {candidate.name} overlaps {what} ({network})")
 
 
 def _check_protocol(value: object, networks: Sequence[IPNetwork]) -> None:

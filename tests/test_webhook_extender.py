@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from ipam import annotations as keys
+from ipam.errors import SubnetOverlap
 from ipam.pool import IPPoolSpec
-from ipam.subnet import build_subnet, default_subnet
+from ipam.subnet import build_subnet, check_cluster_networks, default_subnet
 from webhook.decide import Catalog, NamespaceInfo
 from webhook.errors import MalformedArgs
 from webhook.extender import (
@@ -23,11 +24,13 @@ from webhook.extender import (
     Placement,
     filter_nodes,
     gateway_nodes,
+    node_from_object,
     parse_extender_args,
     placement_of,
     prioritize,
 )
 from webhook.settings import WebhookSettings
+from webhook.validate import cluster_networks
 
 READY = {keys.AGENT_READY_LABEL: "true"}
 CATALOG = Catalog(
@@ -215,3 +218,18 @@ def test_prioritize_scores_every_ready_node_alike_for_a_distributed_subnet() -> 
     placement = place(pod())
     scores = {p["Score"] for p in prioritize([Node("a", READY), Node("b", READY)], placement)}
     assert scores == {5}
+
+
+def test_a_node_object_gives_its_internal_and_external_addresses() -> None:
+    node = node_from_object({"metadata": {"name": "n1"}, "status": {"addresses": [
+        {"type": "InternalIP", "address": "192.0.2.11"}, {"type": "Hostname", "address": "n1"},
+        {"type": "ExternalIP", "address": "2001:db8::11"}, {"type": "InternalIP"}]}})
+    assert node.addresses == ("192.0.2.11", "2001:db8::11")
+
+
+def test_a_subnet_over_a_nodes_address_is_refused_naming_the_node() -> None:
+    taken = cluster_networks(["10.96.0.0/12"], {"n1": ("192.0.2.11", "2001:db8::11")})
+    with pytest.raises(SubnetOverlap, match=r"subnet s overlaps the address of node n1 "
+                                            r"\(192.0.2.11/32\)"):
+        check_cluster_networks(build_subnet("s", "192.0.2.0/24"), taken)
+    check_cluster_networks(build_subnet("t", "192.0.3.0/24"), taken)

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ipam.pool import parse_ippool
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import build_subnet
@@ -541,6 +542,45 @@ async def test_a_bad_subnet_is_refused_naming_the_field(
     assert message in response["status"]["message"]
 
 
+@pytest.mark.parametrize(("cidr", "reason"), [
+    ("0.0.0.0/0", "spec.cidrBlock 0.0.0.0/0: is wider than /8, the widest pod subnet"),
+    ("::/0", "spec.cidrBlock ::/0: is wider than /32, the widest pod subnet"),
+    ("fc00::/8", "spec.cidrBlock fc00::/8: is wider than /32, the widest pod subnet"),
+    ("127.1.0.0/16", "spec.cidrBlock 127.1.0.0/16: overlaps 127.0.0.0/8, which is loopback"),
+    ("169.254.0.0/24", "overlaps 169.254.0.0/16, which is link-local"),
+    ("fe80::/64", "overlaps fe80::/10, which is link-local"),
+    ("100.64.8.0/24", "spec.cidrBlock 100.64.8.0/24: subnet s overlaps the join subnet "
+                      "(100.64.0.0/16)"),
+    ("10.96.4.0/24", "spec.cidrBlock 10.96.4.0/24: subnet s overlaps the Service CIDR "
+                     "(10.96.0.0/12)"),
+])
+async def test_a_subnet_that_would_take_the_nodes_own_routes_is_refused(
+    webhook: Harness, cidr: str, reason: str
+) -> None:
+    response = await validate(webhook, "/validate-subnets", subnet("s", cidr), "Subnet")
+    assert not response["allowed"] and response["status"]["code"] == 400
+    assert reason in response["status"]["message"]
+
+
+async def test_an_ippool_change_that_would_strand_a_pods_address_is_refused(
+    webhook: Harness,
+) -> None:
+    await webhook.ipam.ensure_pool(parse_ippool(ippool("grow", "ovn-default", ["10.16.7.0/30"])))
+    stored = await webhook.admit(pod(annotations={"ovn.kubernetes.io/ip_pool": "grow"}))
+    held = annotations_of(stored)["ovn.kubernetes.io/ip_address"]
+    moved = await validate(webhook, "/validate-ippools",
+                           ippool("grow", "ovn-default", ["10.16.8.0/30"]), "IPPool",
+                           operation="UPDATE")
+    assert not moved["allowed"]
+    assert moved["status"]["message"] == (
+        "spec.ips: IPPool grow would no longer hold the address of 1 address in use (by pod "
+        "default/web-0); delete those pods first")
+    grown = await validate(webhook, "/validate-ippools",
+                           ippool("grow", "ovn-default", ["10.16.7.0/29"]), "IPPool",
+                           operation="UPDATE")
+    assert grown["allowed"] and held.startswith("10.16.7.")
+
+
 async def test_a_good_subnet_is_allowed(webhook: Harness) -> None:
     response = await validate(webhook, "/validate-subnets", subnet("s", "10.50.0.0/24"), "Subnet")
     assert response["allowed"]
@@ -571,7 +611,7 @@ async def test_changing_the_cidr_of_a_subnet_in_use_is_refused(webhook: Harness)
     assert not response["allowed"]
     assert response["status"]["message"].startswith(
         "spec.cidrBlock 10.17.0.0/16: cannot change subnet ovn-default from 10.16.0.0/16 "
-        "while it has 1 addresses in use (by pod default/web-0)"
+        "while it has 1 address in use (by pod default/web-0)"
     )
 
 
@@ -595,7 +635,7 @@ async def test_deleting_an_ippool_in_use_is_refused(webhook: Harness) -> None:
         old=ippool("db-pool", "zone-a", ["10.20.0.10", "10.20.0.11"]),
     )
     assert not response["allowed"]
-    assert response["status"]["message"].startswith("IPPool db-pool has 1 addresses in use")
+    assert response["status"]["message"].startswith("IPPool db-pool has 1 address in use")
 
 
 # ------------------------------------------------- what podnet does not honour

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from webhook.errors import ConfigError
 from webhook.server import serve
 from webhook.settings import (
     DEFAULT_EXCLUDED_NAMESPACES,
+    DEFAULT_SERVICE_CIDRS,
     LabelSelector,
     ServerSettings,
     WebhookSettings,
@@ -50,6 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="label selector (k=v,k!=v,k,!k) of pods admitted unchanged",
     )
     parser.add_argument(
+        "--service-cidr", default=",".join(DEFAULT_SERVICE_CIDRS), metavar="CIDR[,CIDR]",
+        help="the cluster's Service CIDRs, which no Subnet may overlap (default "
+        "%(default)s, kube-apiserver's)",
+    )
+    parser.add_argument(
         "--reservation-ttl", type=float, default=600.0,
         help="seconds a reservation waits for its pod to be stored (default 600)",
     )
@@ -62,6 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Redis restart or failover (for a webhook running without a sync worker; risks a "
         "duplicate address if Redis lost writes)",
     )
+
+
+def service_cidrs(value: str) -> tuple[str, ...]:
+    cidrs = tuple(item.strip() for item in value.split(",") if item.strip())
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            raise ConfigError(f"--service-cidr {cidr}: is not a CIDR") from None
+    return cidrs
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -87,6 +104,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             excluded_selector=selector,
             reservation_ttl_s=args.reservation_ttl,
             require_rebuilt=args.require_rebuilt,
+            service_cidrs=service_cidrs(args.service_cidr),
         ),
     )
 

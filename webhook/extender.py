@@ -70,6 +70,8 @@ class Node:
     """Condition type to status (``True``, ``False``, ``Unknown``)."""
     known: bool = True
     """False when only the name is known (a ``NodeNames`` request)."""
+    addresses: tuple[str, ...] = ()
+    """The node's InternalIP and ExternalIP addresses."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,12 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
         for c in (raw if isinstance(raw, list) else [])
         if isinstance(c, Mapping) and c.get("type")
     }
-    return Node(name, _strings(metadata.get("labels")), conditions)
+    listed = status.get("addresses") if isinstance(status, Mapping) else None
+    addresses = tuple(
+        str(a["address"]) for a in (listed if isinstance(listed, list) else [])
+        if isinstance(a, Mapping) and a.get("type") in ("InternalIP", "ExternalIP")
+        and isinstance(a.get("address"), str))
+    return Node(name, _strings(metadata.get("labels")), conditions, addresses=addresses)
 
 
 def _field(document: Mapping[str, Any], name: str) -> Any:

@@ -59,6 +59,7 @@ from webhook.metrics import WebhookMetrics
 from webhook.review import AdmissionRequest, parse_review, review_response
 from webhook.settings import ServerSettings
 from webhook.validate import (
+    cluster_networks,
     validate_ippool,
     validate_pod_update,
     validate_subnet,
@@ -137,7 +138,9 @@ def build_app(state: WebhookState) -> web.Application:
             return await admit_pod(review, state.ipam, settings, state.context)
 
     async def subnets(review: AdmissionRequest) -> Answer:
-        answer = await validate_subnet(review, state.ipam)
+        taken = cluster_networks(settings.service_cidrs, {
+            node.name: node.addresses for node in state.nodes.values()})
+        answer = await validate_subnet(review, state.ipam, taken)
         state.context.catalog.invalidate()
         return answer
 

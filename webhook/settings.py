@@ -76,6 +76,10 @@ class LabelSelector:
         return cls(tuple(requirements))
 
 
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12",)
+"""kube-apiserver's default ``--service-cluster-ip-range``."""
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
     """Admission policy."""
@@ -90,6 +94,9 @@ class WebhookSettings:
     """How long the answer to one AdmissionReview uid is remembered for retries."""
     catalog_cache_s: float = 1.0
     """How long the list of subnets and pools read from the IPAM is reused."""
+    service_cidrs: tuple[str, ...] = DEFAULT_SERVICE_CIDRS
+    """The cluster's Service CIDRs (kube-apiserver's ``--service-cluster-ip-range``): no
+    pod subnet may overlap them."""
     trusted_users: frozenset[str] = DEFAULT_TRUSTED_USERS
     """Who may change podnet's own pod annotations: podnet's service accounts."""
     require_rebuilt: bool = False

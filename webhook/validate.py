@@ -16,14 +16,24 @@ unable to create pods, with the reason only in an event.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import contextlib
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ipam import errors
-from ipam.pool import parse_ippool
+from ipam.addresses import IPAddress, IPNetwork
+from ipam.pool import Pool, parse_ippool
 from ipam.records import Allocation
 from ipam.store import Ipam
-from ipam.subnet import SubnetSpec, check_no_overlap, parse_subnet
+from ipam.subnet import (
+    JOIN_CIDR,
+    JOIN_SUBNET,
+    SubnetSpec,
+    check_cluster_networks,
+    check_no_overlap,
+    parse_subnet,
+)
 from webhook.admit import Answer, denial_for
 from webhook.compat import WORKLOAD_TEMPLATES, check_workload
 from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial, MalformedReview
@@ -39,7 +49,7 @@ SUBNET_WAIT_S = 0.25
 def _holders(count: int, allocations: Sequence[Allocation]) -> str:
     names = ", ".join(a.owner for a in allocations[:_SHOWN_HOLDERS])
     more = ", ..." if count > _SHOWN_HOLDERS else ""
-    return f"{count} addresses in use (by {names}{more})"
+    return f"{count} {'address' if count == 1 else 'addresses'} in use (by {names}{more})"
 
 
 def _object_name(request: AdmissionRequest) -> str:
@@ -64,14 +74,28 @@ async def _answer(request: AdmissionRequest, check: Any) -> Answer:
     return Answer(review_response(request.uid, True), "allowed")
 
 
-async def validate_subnet(request: AdmissionRequest, ipam: Ipam) -> Answer:
+def cluster_networks(service_cidrs: Iterable[str], node_addresses: Mapping[str, Iterable[str]]
+                     ) -> list[tuple[str, IPNetwork]]:
+    """What no pod subnet may overlap, beside other subnets: the join subnet (even
+    before it is registered), the Service CIDRs and each node's addresses."""
+    taken: list[tuple[str, IPNetwork]] = [("the join subnet", ipaddress.ip_network(JOIN_CIDR))]
+    taken += [("the Service CIDR", ipaddress.ip_network(cidr)) for cidr in service_cidrs]
+    for node, addresses in sorted(node_addresses.items()):
+        for address in addresses:
+            with contextlib.suppress(ValueError):
+                taken.append((f"the address of node {node}", ipaddress.ip_network(address)))
+    return taken
+
+
+async def validate_subnet(request: AdmissionRequest, ipam: Ipam,
+                          taken: Sequence[tuple[str, IPNetwork]] = ()) -> Answer:
     if request.kind != "Subnet" or request.operation == "CONNECT":
         return Answer(review_response(request.uid, True), "unchanged")
     if request.operation == "DELETE":
         return await _answer(request, _check_subnet_delete(ipam, _object_name(request)))
     if request.object is None:
         raise MalformedReview("request.object is missing")
-    return await _answer(request, _check_subnet_change(ipam, request.object))
+    return await _answer(request, _check_subnet_change(ipam, request.object, taken))
 
 
 async def _held(ipam: Ipam, name: str) -> tuple[int, list[Allocation]]:
@@ -92,10 +116,13 @@ async def _check_subnet_delete(ipam: Ipam, name: str) -> None:
         raise Denial(f"subnet {name} has {_holders(count, holders)}; delete those pods first")
 
 
-async def _check_subnet_change(ipam: Ipam, obj: Mapping[str, Any]) -> None:
+async def _check_subnet_change(ipam: Ipam, obj: Mapping[str, Any],
+                               taken: Sequence[tuple[str, IPNetwork]]) -> None:
     spec = parse_subnet(obj)
     others = await ipam.subnets()
     check_no_overlap(spec, others)
+    if spec.name != JOIN_SUBNET:
+        check_cluster_networks(spec, taken)
     previous = next((s for s in others if s.name == spec.name), None)
     if previous is None or not _networks_changed(previous, spec):
         return
@@ -155,7 +182,26 @@ async def _check_pool_change(ipam: Ipam, obj: Mapping[str, Any], refresh: Refres
                              DENIED_BAD_REQUEST) from exc
             await refresh()
             await asyncio.sleep(SUBNET_WAIT_S)
-    spec.resolve(subnet)
+    resolved = spec.resolve(subnet)
+    try:
+        _, previous = await ipam.pool(spec.name)
+    except errors.UnknownPool:
+        return
+    stranded = [holder for holder in await ipam.pool_usage(previous)
+                if not all(_in_pool(resolved, subnet, ip) for ip in holder.ips)]
+    if stranded:
+        raise Denial(
+            f"spec.ips: IPPool {spec.name} would no longer hold the address of "
+            f"{_holders(len(stranded), stranded)}; delete those pods first")
+
+
+def _in_pool(pool: Pool, subnet: SubnetSpec, address: IPAddress) -> bool:
+    layout = subnet.layout_for(address)
+    if layout is None:
+        return False
+    offset = layout.offset_of(address)
+    return any(span.family == layout.family and span.low <= offset <= span.high
+               for entry in pool.entries for span in entry.spans)
 
 
 def validate_pod_update(request: AdmissionRequest, settings: WebhookSettings) -> Answer:

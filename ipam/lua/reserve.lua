@@ -128,17 +128,24 @@ local function oldest_released(fam, popped)
   end
 end
 
--- First free offset of a pool span, or nil.
+-- First free offset of a pool span, or nil. An exclusion is stepped over whole, and
+-- each address looked at before a free one is held, so the cost is the subnet's
+-- exclusions and allocations, never the span's size.
 local function free_in_span(fam, lo, hi)
   if lo == hi then
     if redis.call('HEXISTS', OWNER[fam], lo) == 0 then return lo end
     return nil
   end
   local fcfg = config[fam]
-  for n = tonumber(lo), tonumber(hi) do
-    local off = fmt(n)
-    if not excluded_until(fcfg.excl, n) and redis.call('HEXISTS', OWNER[fam], off) == 0 then
-      return off
+  local n, last = tonumber(lo), tonumber(hi)
+  while n <= last do
+    local skip_to = excluded_until(fcfg.excl, n)
+    if skip_to then
+      n = skip_to + 1
+    else
+      local off = fmt(n)
+      if redis.call('HEXISTS', OWNER[fam], off) == 0 then return off end
+      n = n + 1
     end
   end
   return nil

@@ -260,7 +260,7 @@ def _start_webhook(settings: LabSettings, processes: Mapping[str, BackgroundProc
         "podnet.cli", "webhook", "--listen", settings.webhook_listen,
         "--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key),
         "--redis", settings.redis.url, "--kubeconfig", str(settings.kubeconfig("webhook")),
-        "--rescan", str(WEBHOOK_RESCAN_S),
+        "--rescan", str(WEBHOOK_RESCAN_S), "--service-cidr", settings.service_cidr,
     ))
     _wait_http(f"{settings.webhook_url}/readyz", process, ca=certificates.ca)
     ca_bundle = base64.b64encode(certificates.ca.read_bytes()).decode()
