@@ -8,6 +8,7 @@ message naming the variable or field, before anything touches the node.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -120,11 +121,24 @@ def check_ifname(value: str) -> str:
     return value
 
 
+MAX_PATH = 4096
+
+
 def check_netns(value: str, command: str) -> str:
+    """An absolute, normalised path of printable characters: the agent opens it to enter
+    the namespace, so ``..`` and control characters have no business there."""
     if command in ("ADD", "CHECK") and not value:
         raise errors.InvalidEnvironment("podnet: CNI_NETNS is not set")
-    if value and not value.startswith("/"):
-        raise errors.InvalidEnvironment(f"podnet: CNI_NETNS {value!r} is not an absolute path")
+    if not value:
+        return value
+    shown = repr(value[:80])
+    if not value.startswith("/") or len(value) > MAX_PATH:
+        raise errors.InvalidEnvironment(
+            f"podnet: CNI_NETNS {shown} is not an absolute path of at most {MAX_PATH} bytes")
+    if not value.isprintable() or posixpath.normpath(value) != value:
+        raise errors.InvalidEnvironment(
+            f"podnet: CNI_NETNS {shown} is not a normalised path of printable characters",
+            "no '..', '//' or control characters")
     return value
 
 
