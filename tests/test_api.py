@@ -23,6 +23,7 @@ from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import build_subnet
 from podnet.daemons import RedisServer
+from tests.metrics_lint import lint
 
 Client = TestClient[web.Request, web.Application]
 
@@ -248,6 +249,7 @@ async def test_metrics_expose_the_utilisation_of_each_subnet(client: Client, ipa
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.content_type == "text/plain"
+    assert lint(await response.text()) == []  # what promtool check metrics would say
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(await response.text())

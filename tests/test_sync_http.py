@@ -21,6 +21,7 @@ from podnet.ovn import OvnCentral
 from podnet_sync.http import HttpSettings, make_sync_app, serving
 from podnet_sync.metrics import SyncMetrics
 from podnet_sync.worker import SyncWorker
+from tests.metrics_lint import lint
 from tests.test_sync import Cluster, watched_worker
 from tests.waiting import eventually
 
@@ -54,6 +55,7 @@ class Served:
     async def metrics(self) -> Samples:
         status, text = await self.get("/metrics")
         assert status == 200
+        assert lint(text) == []  # what promtool check metrics would say
         return {(sample.name, frozenset(sample.labels.items())): sample.value
                 for family in text_string_to_metric_families(text) for sample in family.samples}
 

@@ -26,6 +26,7 @@ from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import build_subnet
 from podnet.daemons import RedisServer
+from tests.metrics_lint import lint
 from tests.tls import client_context, make_certificate
 from webhook.patch import apply_patch
 from webhook.server import RunningWebhook, running_webhook
@@ -873,6 +874,7 @@ async def test_health_readiness_and_metrics_are_served(webhook: Harness) -> None
         text = await metrics.text()
     assert 'podnet_webhook_admissions_total{endpoint="mutate-pods",outcome="mutated"} 1.0' in text
     assert "podnet_webhook_admission_seconds_bucket" in text
+    assert lint(text) == []  # what promtool check metrics would say
     assert "podnet_ipam_operations_total" in text
 
 
