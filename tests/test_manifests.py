@@ -106,6 +106,7 @@ def test_every_listed_file_exists_and_no_manifest_is_left_out() -> None:
         p for p in MANIFESTS.rglob("*.yaml")
         if p.name != "kustomization.yaml"
         and not p.is_relative_to(MANIFESTS / "cert-manager")
+        and not p.is_relative_to(MANIFESTS / "agent-own-node")
         and not p.is_relative_to(MANIFESTS / "scheduler")
     }
     assert listed == on_disk
@@ -422,10 +423,31 @@ def test_rbac_grants_no_wildcards_no_secrets_and_writes_only_where_needed() -> N
             assert "secrets" not in rule["resources"]
             if writes & set(rule["verbs"]):
                 granted.setdefault(role["metadata"]["name"], set()).update(rule["resources"])
-    assert granted == {
-        "podnet-sync": {"pods", "subnets/status", "ippools/status", "events"},
-        "podnet-agent": {"nodes", "nodes/status", "events"},
-    }
+    assert granted == {"podnet-sync": {"pods", "events"}, "podnet-agent": {"nodes"}}
+
+
+def test_every_rbac_rule_says_why_it_is_there() -> None:
+    for path in sorted((MANIFESTS / "rbac").glob("*.yaml")):
+        lines = path.read_text().splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith("- apiGroups:"):
+                assert lines[index - 1].startswith("# "), f"{path.name}:{index + 1}"
+
+
+@SKIP_KUBECTL
+def test_the_agent_own_node_component_builds_a_valid_admission_policy(tmp_path: Path) -> None:
+    relative = os.path.relpath(MANIFESTS, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [relative], "components": [f"{relative}/agent-own-node"],
+    }))
+    built = {ident(o): o for o in kustomize(tmp_path)}
+    policy = built["ValidatingAdmissionPolicy/podnet-agent-own-node"]
+    assert built["ValidatingAdmissionPolicyBinding/podnet-agent-own-node"]["spec"][
+        "policyName"] == "podnet-agent-own-node"
+    kubernetes_validate.validate(policy, KUBERNETES_VERSIONS[-1], strict=True)
+    assert "authentication.kubernetes.io/node-name" in policy["spec"]["validations"][0][
+        "expression"]
 
 
 # ------------------------------------------- cert-manager, scheduler config

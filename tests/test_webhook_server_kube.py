@@ -84,3 +84,28 @@ async def test_an_ippool_applied_right_after_its_subnet_is_validated_against_it(
         async with session.post(running.url + "/validate-ippools", json=body) as response:
             answer = await response.json()
     assert answer["response"]["allowed"] is True
+
+
+async def test_a_subnet_over_a_nodes_address_in_the_api_is_refused_naming_the_node(
+    api: KubeApi, tmp_path: Path, redis_settings: RedisSettings
+) -> None:
+    cert, key = make_certificate(tmp_path / "tls")
+    settings = ServerSettings(
+        tls_cert=cert, tls_key=key, host="127.0.0.1", port=0, redis=redis_settings,
+        kubeconfig=kubeconfig_for(api, tmp_path / "kubeconfig"),
+    )
+    api.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "worker-1"},
+                "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.21"}]}})
+    connector = aiohttp.TCPConnector(ssl=client_context(cert))
+    subnet = {"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "over"},
+              "spec": {"cidrBlock": "192.0.2.0/24"}}
+    async with running_webhook(settings) as running, aiohttp.ClientSession(
+        connector=connector
+    ) as session:
+        body = review(subnet, kind="Subnet", group="kubeovn.io", resource="subnets")
+        async with session.post(running.url + "/validate-subnets", json=body) as response:
+            answer = await response.json()
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["message"] == (
+        "spec.cidrBlock 192.0.2.0/24: subnet over overlaps the address of node worker-1 "
+        "(192.0.2.21/32)")

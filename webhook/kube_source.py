@@ -34,6 +34,7 @@ from ipam.store import Ipam
 from podnet_plumbing.kube import EventHandler, Snapshot, Watcher, WatchEvent, WatchSettings, lister
 from podnet_plumbing.manifests import Manifest
 from webhook.decide import NamespaceInfo
+from webhook.extender import node_from_object
 from webhook.manifests import ManifestSet, register
 
 SOURCE = "kube-apiserver"
@@ -86,11 +87,13 @@ class KubeSource:
             lister(api, "Subnet"), "Subnet", self._noter("Subnet"), settings=settings)
         self.pools = Watcher(
             lister(api, "IPPool"), "IPPool", self._noter("IPPool"), settings=settings)
+        self.nodes = Watcher(lister(api, "Node"), "Node", settings=settings)
 
     @property
     def watchers(self) -> tuple[Watcher, ...]:
-        """The Namespace, Subnet and IPPool watchers (their ``store`` is what was seen)."""
-        return (self.namespaces, self.subnets, self.pools)
+        """The Namespace, Subnet, IPPool and Node watchers (their ``store`` is what was
+        seen)."""
+        return (self.namespaces, self.subnets, self.pools, self.nodes)
 
     async def start(self) -> None:
         for watcher in self.watchers:
@@ -111,10 +114,15 @@ class KubeSource:
         return all(watcher.store.synced for watcher in self.watchers)
 
     async def wait_synced(self, timeout_s: float | None = None) -> None:
-        """Wait until all three lists arrived; ``TimeoutError`` after ``timeout_s``."""
+        """Wait until every list arrived; ``TimeoutError`` after ``timeout_s``."""
         async with asyncio.timeout(timeout_s):
             for watcher in self.watchers:
                 await watcher.store.wait_synced()
+
+    def node_addresses(self) -> dict[str, tuple[str, ...]]:
+        """Each node's InternalIP and ExternalIP addresses: no Subnet may cover them."""
+        return {node.name: node.addresses
+                for node in map(node_from_object, self.nodes.store.objects())}
 
     def namespace(self, name: str) -> NamespaceInfo:
         found = self.namespaces.store.get(name)

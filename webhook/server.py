@@ -138,8 +138,9 @@ def build_app(state: WebhookState) -> web.Application:
             return await admit_pod(review, state.ipam, settings, state.context)
 
     async def subnets(review: AdmissionRequest) -> Answer:
-        taken = cluster_networks(settings.service_cidrs, {
-            node.name: node.addresses for node in state.nodes.values()})
+        nodes = state.manifests.node_addresses() if isinstance(
+            state.manifests, KubeSource) else {n.name: n.addresses for n in state.nodes.values()}
+        taken = cluster_networks(settings.service_cidrs, nodes)
         answer = await validate_subnet(review, state.ipam, taken)
         state.context.catalog.invalidate()
         return answer
