@@ -14,7 +14,7 @@ import json
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -876,6 +876,33 @@ async def test_health_readiness_and_metrics_are_served(webhook: Harness) -> None
     assert "podnet_webhook_admission_seconds_bucket" in text
     assert lint(text) == []  # what promtool check metrics would say
     assert "podnet_ipam_operations_total" in text
+
+
+async def test_with_a_client_ca_only_the_api_servers_certificate_reaches_admission(
+    tmp_path: Path, redis_settings: RedisSettings
+) -> None:
+    cert, key = make_certificate(tmp_path / "tls")
+    client_cert, client_key = make_certificate(tmp_path / "apiserver", "apiserver")
+    settings = replace(server_settings(tmp_path, redis_settings, cert, key),
+                       client_ca=client_cert)
+    with_certificate = client_context(cert)
+    with_certificate.load_cert_chain(client_cert, client_key)
+    body = json.dumps(review(pod())).encode()
+    async with running_webhook(settings) as running:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=client_context(cert))) as anonymous:
+            async with anonymous.post(running.url + "/mutate-pods", data=body) as refused:
+                assert refused.status == 403
+                assert (await refused.json())["message"].startswith(
+                    "a client certificate is required")
+            async with anonymous.get(running.url + "/healthz") as probe:
+                assert probe.status == 200  # kubelet's probes carry no certificate
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=with_certificate)) as apiserver:
+            async with apiserver.post(running.url + "/mutate-pods", data=body,
+                                      headers={"Content-Type": "application/json"}) as answer:
+                assert answer.status == 200
+                assert (await answer.json())["response"]["allowed"] is True
 
 
 async def test_manifest_changes_are_registered_without_a_restart(webhook: Harness) -> None:

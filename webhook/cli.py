@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)")
     parser.add_argument("--tls-cert", required=True, type=Path, help="PEM certificate chain")
     parser.add_argument("--tls-key", required=True, type=Path, help="PEM private key")
+    parser.add_argument(
+        "--client-ca", type=Path, default=None, metavar="PEM",
+        help="serve admission, extender and metrics requests only to clients with a "
+        "certificate of this CA (the API server's); /healthz and /readyz stay open")
     add_redis_options(parser)
     parser.add_argument(
         "--manifests", type=Path, default=None,
@@ -99,6 +103,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         rescan_s=args.rescan,
         kubeconfig=args.kubeconfig,
         in_cluster=args.in_cluster,
+        client_ca=args.client_ca,
         webhook=WebhookSettings(
             excluded_namespaces=excluded,
             excluded_selector=selector,

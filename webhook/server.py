@@ -73,15 +73,41 @@ _SPARE_CONNECTIONS = 8
 """IPAM connections left for validation, the extender and the manifest rescan."""
 
 
-def make_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """A server context refusing anything older than TLS 1.2."""
+def make_ssl_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+    """A server context refusing anything older than TLS 1.2; with ``client_ca``, client
+    certificates signed by it are asked for and checked (``require_client_certificate``
+    refuses the requests that came without one)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"--tls-cert {cert} / --tls-key {key}: cannot load: {exc}") from exc
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--client-ca {client_ca}: cannot load: {exc}") from exc
+        # Optional at the handshake: kubelet's probes of /healthz and /readyz carry no
+        # client certificate; every other route refuses a request without one.
+        context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+@web.middleware
+async def require_client_certificate(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """With ``--client-ca``, only a client with a certificate of that CA (the API server)
+    reaches the admission and extender routes and the metrics."""
+    if request.path in OPEN_PATHS or request.transport is None or \
+            request.transport.get_extra_info("peercert"):
+        return await handler(request)
+    return web.json_response({"message": "a client certificate is required (--client-ca)"},
+                             status=403)
 
 
 class CertificateReloader:
@@ -125,7 +151,9 @@ class WebhookState:
 
 
 def build_app(state: WebhookState) -> web.Application:
-    app = web.Application(client_max_size=state.settings.max_body_bytes)
+    middlewares = [require_client_certificate] if state.settings.client_ca else []
+    app = web.Application(client_max_size=state.settings.max_body_bytes,
+                          middlewares=middlewares)
     settings = state.settings.webhook
 
     # Each admission holds at most one connection of the IPAM's pool at a time; bounding
@@ -346,7 +374,7 @@ async def _every(seconds: float, step: Callable[[], Awaitable[object]], what: st
 @contextlib.asynccontextmanager
 async def running_webhook(settings: ServerSettings) -> AsyncIterator[RunningWebhook]:
     """Serve until the block exits; port 0 picks a free port (see ``RunningWebhook.port``)."""
-    ssl_context = make_ssl_context(settings.tls_cert, settings.tls_key)
+    ssl_context = make_ssl_context(settings.tls_cert, settings.tls_key, settings.client_ca)
     reloader = CertificateReloader(ssl_context, settings.tls_cert, settings.tls_key)
     manifests = _config_source(settings)
     policy = settings.webhook

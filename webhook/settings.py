@@ -122,6 +122,10 @@ class ServerSettings:
     in_cluster: bool = False
     """With either, Subnets, IPPools and Namespaces are followed in the Kubernetes API."""
     tls_reload_s: float = 5.0
+    client_ca: Path | None = None
+    """When set, the admission and extender routes and /metrics serve only clients with a
+    certificate signed by this CA (kube-apiserver's ``--admission-control-config-file``
+    kubeconfig gives it one); /healthz and /readyz stay open for kubelet's probes."""
     """How often the certificate files are checked for rotation."""
     max_body_bytes: int = MAX_BODY_BYTES
     max_extender_body_bytes: int = MAX_EXTENDER_BODY_BYTES
