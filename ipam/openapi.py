@@ -174,11 +174,16 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
-def _path_parameter(name: str, description: str) -> dict[str, Any]:
+def _path_parameter(name: str, description: str, schema: Schema | None = None
+                    ) -> dict[str, Any]:
     return {
         "name": name, "in": "path", "required": True, "description": description,
-        "schema": {"type": "string"},
+        "schema": schema or {"type": "string"},
     }
+
+
+NAME_PATTERN = "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+"""A Kubernetes object name (DNS subdomain): what ``ipam.subnet.validate_name`` takes."""
 
 
 def _query_parameter(name: str, description: str, schema: Schema) -> dict[str, Any]:
@@ -187,7 +192,8 @@ def _query_parameter(name: str, description: str, schema: Schema) -> dict[str, A
 
 
 _UNAVAILABLE = _error("Redis is unreachable or failing.")
-_SUBNET_NAME = _path_parameter("name", "The subnet's name.")
+_SUBNET_NAME = _path_parameter("name", "The subnet's name.", {
+    "type": "string", "pattern": NAME_PATTERN, "maxLength": 253})
 
 
 def _get(
@@ -249,7 +255,8 @@ _PATHS: dict[str, Any] = {
             "404": _error("No allocation holds the address."),
             "503": _UNAVAILABLE,
         },
-        [_path_parameter("ip", "An IPv4 or IPv6 address.")],
+        [_path_parameter("ip", "An IPv4 or IPv6 address.", {"anyOf": [
+            {"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]})],
     ),
     "/api/v1/pods/{namespace}/{name}": _get(
         "getPod", "The allocation of a pod.",
