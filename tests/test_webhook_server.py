@@ -898,11 +898,11 @@ async def test_with_a_client_ca_only_the_api_servers_certificate_reaches_admissi
             async with anonymous.get(running.url + "/healthz") as probe:
                 assert probe.status == 200  # kubelet's probes carry no certificate
         async with aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=with_certificate)) as apiserver:
-            async with apiserver.post(running.url + "/mutate-pods", data=body,
-                                      headers={"Content-Type": "application/json"}) as answer:
-                assert answer.status == 200
-                assert (await answer.json())["response"]["allowed"] is True
+                connector=aiohttp.TCPConnector(ssl=with_certificate)) as apiserver, \
+                apiserver.post(running.url + "/mutate-pods", data=body,
+                               headers={"Content-Type": "application/json"}) as answer:
+            assert answer.status == 200
+            assert (await answer.json())["response"]["allowed"] is True
 
 
 async def test_manifest_changes_are_registered_without_a_restart(webhook: Harness) -> None:
