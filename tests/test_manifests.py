@@ -12,6 +12,7 @@ accounts the pods run as.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -27,12 +28,15 @@ import aiohttp
 import jsonschema
 import kubernetes_validate
 import pytest
+import redis
 import yaml
 
+from ipam import errors
 from ipam.pool import _IPPOOL_FIELDS
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from ipam.subnet import _DEFAULT_ONLY_FIELDS, _INERT_FIELDS, _SUPPORTED_FIELDS
+from ipam.subnet import _DEFAULT_ONLY_FIELDS, _INERT_FIELDS, _SUPPORTED_FIELDS, build_subnet
+from podnet.daemons import RedisServer
 from tests.test_kube_ovn_examples import example_files, load
 from webhook.admit import AdmitContext, CatalogCache
 from webhook.compat import check_object
@@ -391,7 +395,7 @@ def test_podnet_reads_the_redis_password_from_a_mounted_file_never_from_argv_or_
         spec = workload["spec"]["template"]["spec"]
         [container] = [c for c in spec["containers"] if "--redis" in " ".join(c["args"])]
         [url] = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--redis=")]
-        assert "@" not in url, ident(workload)
+        assert ":" not in url.removeprefix("redis://").split("@")[0], ident(workload)
         assert "--redis-password-file=/etc/podnet/redis/password" in container["args"]
         assert not [e for e in container.get("env", []) if "secretKeyRef" in e.get(
             "valueFrom", {})], ident(workload)
@@ -400,6 +404,52 @@ def test_podnet_reads_the_redis_password_from_a_mounted_file_never_from_argv_or_
         assert mounts["redis-auth"]["readOnly"] is True
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["redis-auth"]["secret"]["secretName"] == "podnet-redis-auth"
+        user = url.split("@")[0].removeprefix("redis://")
+        [item] = volumes["redis-auth"]["secret"]["items"]  # its own password, nothing else
+        assert (user, item) == (f"podnet-{item['key']}", {"key": item["key"],
+                                                           "path": "password"})
+
+
+def test_redis_listens_on_its_nodes_address_with_an_acl_file_and_no_password_in_argv() -> None:
+    [redis] = by_kind("StatefulSet", "podnet-redis")["spec"]["template"]["spec"]["containers"]
+    args = redis["args"]
+    assert args[args.index("--bind") + 1:args.index("--bind") + 3] == ["$(NODE_IP)", "127.0.0.1"]
+    assert args[args.index("--aclfile") + 1] == "/etc/podnet/redis-auth/users.acl"
+    assert "--requirepass" not in args and not [
+        e for e in redis["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+
+
+async def allocate_as_writer_and_read_as_reader(secrets: Path, port: int) -> None:
+    def user(name: str) -> Ipam:
+        return Ipam.connect(RedisSettings(url=f"redis://podnet-{name}@127.0.0.1:{port}/0",
+                                          password=(secrets / name).read_text()))
+
+    writer, reader = user("webhook"), user("agent")
+    try:
+        await writer.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+        held = await writer.reserve("s", "token")
+        assert (await reader.lookup_token("token", "s")) == held
+        with pytest.raises(errors.StoreUnavailable, match="no permissions"):
+            await reader.reserve("s", "other")
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+def test_the_shipped_acl_lets_writers_allocate_and_readers_only_read(tmp_path: Path) -> None:
+    subprocess.run([str(MANIFESTS / "redis" / "make-redis-auth.sh"), "--out", str(tmp_path),
+                    "--no-kubectl"], check=True, capture_output=True)
+    server = RedisServer(tmp_path / "redis")
+    server.directory.mkdir(parents=True)
+    server.process = subprocess.Popen([*server.argv(), "--aclfile", str(tmp_path / "users.acl")])
+    try:
+        server.wait_ready()
+        asyncio.run(allocate_as_writer_and_read_as_reader(tmp_path, server.port))
+        anonymous = redis.Redis(port=server.port)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.ping()  # the default user is off
+    finally:
+        server.stop()
 
 
 def test_every_pod_runs_as_a_service_account_bound_to_its_own_role() -> None:
