@@ -502,3 +502,22 @@ async def test_a_not_ready_node_is_tainted_and_its_pods_evicted_after_their_tole
                                 or []))
     await lab.until(lambda: [p["metadata"]["name"] for p in lab.pods()] == ["patient"])
     assert not lab.api.get("Pod", "patient", "default")["metadata"].get("deletionTimestamp")
+
+
+def test_the_scheduler_keeps_pods_off_nodes_whose_taints_they_do_not_tolerate() -> None:
+    tainted = node("node-1")
+    tainted["spec"] = {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                                  {"key": "soft", "effect": "PreferNoSchedule"}]}
+
+    def with_tolerations(*tolerations: dict[str, Any]) -> dict[str, Any]:
+        return {"spec": {"tolerations": list(tolerations)}}
+
+    assert misfit(with_tolerations(), tainted) == (
+        "node(s) had untolerated taint {dedicated: gpu}")
+    assert misfit(with_tolerations({"key": "dedicated", "value": "cpu"}), tainted) is not None
+    assert misfit(with_tolerations({"key": "dedicated", "operator": "Equal", "value": "gpu",
+                                    "effect": "NoSchedule"}), tainted) is None
+    assert misfit(with_tolerations({"key": "dedicated", "operator": "Exists"}), tainted) is None
+    assert misfit(with_tolerations({"operator": "Exists"}), tainted) is None  # tolerates all
+    assert misfit(with_tolerations({"key": "dedicated", "operator": "Exists",
+                                    "effect": "NoExecute"}), tainted) is not None

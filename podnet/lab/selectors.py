@@ -100,6 +100,9 @@ def misfit(pod: Mapping[str, Any], node: Mapping[str, Any]) -> str | None:
         return "node(s) were unschedulable"
     if not node_ready(node):
         return "node(s) were not ready"
+    taint = untolerated_taint(pod, node)
+    if taint is not None:
+        return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
     node_selector = (pod.get("spec") or {}).get("nodeSelector")
     if not equality_selector_matches(node_selector, labels_of(node)):
         return "node(s) didn't match Pod's node affinity/selector"
@@ -107,6 +110,31 @@ def misfit(pod: Mapping[str, Any], node: Mapping[str, Any]) -> str | None:
     if terms is not None and not any(term_matches(t, node) for t in terms):
         return "node(s) didn't match Pod's node affinity/selector"
     return None
+
+
+def untolerated_taint(pod: Mapping[str, Any], node: Mapping[str, Any]
+                      ) -> Mapping[str, Any] | None:
+    """The first NoSchedule or NoExecute taint of ``node`` that no toleration of ``pod``
+    tolerates (kube-scheduler's TaintToleration filter), or None."""
+    tolerations = (pod.get("spec") or {}).get("tolerations") or []
+    for taint in (node.get("spec") or {}).get("taints") or []:
+        if taint.get("effect") not in ("NoSchedule", "NoExecute"):
+            continue  # PreferNoSchedule only scores
+        if not any(tolerates(toleration, taint) for toleration in tolerations):
+            return dict(taint)
+    return None
+
+
+def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
+    """Whether one toleration tolerates one taint, as the core API defines it."""
+    if toleration.get("effect") not in (None, "", taint.get("effect")):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if not toleration.get("key"):
+        return operator == "Exists"  # an empty key with Exists tolerates everything
+    if toleration.get("key") != taint.get("key"):
+        return False
+    return operator == "Exists" or (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def node_ready(node: Mapping[str, Any]) -> bool:
