@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from ipam.pool import _IPPOOL_FIELDS
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
 from ipam.subnet import _DEFAULT_ONLY_FIELDS, _INERT_FIELDS, _SUPPORTED_FIELDS, build_subnet
-from podnet.daemons import RedisServer
+from podnet.daemons import free_port
 from tests.test_kube_ovn_examples import example_files, load
 from webhook.admit import AdmitContext, CatalogCache
 from webhook.compat import check_object
@@ -389,13 +390,15 @@ def test_the_cni_network_config_is_a_conflist_calling_podnet_cni() -> None:
     assert [p["type"] for p in conflist["plugins"]] == ["podnet-cni"]
 
 
-def test_podnet_reads_the_redis_password_from_a_mounted_file_never_from_argv_or_env() -> None:
+def test_podnet_speaks_tls_to_redis_with_a_password_file_never_in_argv_or_env() -> None:
     for workload in (by_kind("Deployment", "podnet-webhook"), by_kind("Deployment", "podnet-sync"),
                      by_kind("DaemonSet", "podnet-agent")):
         spec = workload["spec"]["template"]["spec"]
         [container] = [c for c in spec["containers"] if "--redis" in " ".join(c["args"])]
         [url] = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--redis=")]
-        assert ":" not in url.removeprefix("redis://").split("@")[0], ident(workload)
+        assert url.startswith("rediss://") and url.endswith(
+            "/0?ssl_ca_certs=/etc/podnet/redis-tls/ca.crt"), ident(workload)
+        assert ":" not in url.removeprefix("rediss://").split("@")[0], ident(workload)
         assert "--redis-password-file=/etc/podnet/redis/password" in container["args"]
         assert not [e for e in container.get("env", []) if "secretKeyRef" in e.get(
             "valueFrom", {})], ident(workload)
@@ -404,10 +407,12 @@ def test_podnet_reads_the_redis_password_from_a_mounted_file_never_from_argv_or_
         assert mounts["redis-auth"]["readOnly"] is True
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["redis-auth"]["secret"]["secretName"] == "podnet-redis-auth"
-        user = url.split("@")[0].removeprefix("redis://")
+        user = url.split("@")[0].removeprefix("rediss://")
         [item] = volumes["redis-auth"]["secret"]["items"]  # its own password, nothing else
         assert (user, item) == (f"podnet-{item['key']}", {"key": item["key"],
                                                            "path": "password"})
+        assert volumes["redis-tls"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+        assert mounts["redis-tls"]["mountPath"] == "/etc/podnet/redis-tls"
 
 
 def test_redis_listens_on_its_nodes_address_with_an_acl_file_and_no_password_in_argv() -> None:
@@ -415,18 +420,25 @@ def test_redis_listens_on_its_nodes_address_with_an_acl_file_and_no_password_in_
     args = redis["args"]
     assert args[args.index("--bind") + 1:args.index("--bind") + 3] == ["$(NODE_IP)", "127.0.0.1"]
     assert args[args.index("--aclfile") + 1] == "/etc/podnet/redis-auth/users.acl"
+    assert args[args.index("--port") + 1] == "0"  # TLS only
+    assert args[args.index("--tls-port") + 1] == "16379"
     assert "--requirepass" not in args and not [
         e for e in redis["env"] if "secretKeyRef" in e.get("valueFrom", {})]
 
 
 async def allocate_as_writer_and_read_as_reader(secrets: Path, port: int) -> None:
     def user(name: str) -> Ipam:
-        return Ipam.connect(RedisSettings(url=f"redis://podnet-{name}@127.0.0.1:{port}/0",
-                                          password=(secrets / name).read_text()))
+        url = (f"rediss://podnet-{name}@127.0.0.1:{port}/0"
+               f"?ssl_ca_certs={secrets / 'ca.crt'}")
+        return Ipam.connect(RedisSettings(url=url, password=(secrets / name).read_text()))
 
     writer, reader = user("webhook"), user("agent")
     try:
-        await writer.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+        for _ in range(100):  # until redis-server listens
+            with contextlib.suppress(errors.StoreUnavailable):
+                await writer.ensure_subnet(build_subnet("s", "10.0.0.0/24"))
+                break
+            await asyncio.sleep(0.05)
         held = await writer.reserve("s", "token")
         assert (await reader.lookup_token("token", "s")) == held
         with pytest.raises(errors.StoreUnavailable, match="no permissions"):
@@ -436,20 +448,34 @@ async def allocate_as_writer_and_read_as_reader(secrets: Path, port: int) -> Non
         await reader.close()
 
 
-def test_the_shipped_acl_lets_writers_allocate_and_readers_only_read(tmp_path: Path) -> None:
+def test_redis_as_shipped_speaks_tls_and_lets_writers_allocate_and_readers_only_read(
+    tmp_path: Path,
+) -> None:
+    """The ACL of make-redis-auth.sh and the certificate of make-certs.sh, with the
+    options of redis/redis.yaml, against a real redis-server."""
     subprocess.run([str(MANIFESTS / "redis" / "make-redis-auth.sh"), "--out", str(tmp_path),
                     "--no-kubectl"], check=True, capture_output=True)
-    server = RedisServer(tmp_path / "redis")
-    server.directory.mkdir(parents=True)
-    server.process = subprocess.Popen([*server.argv(), "--aclfile", str(tmp_path / "users.acl")])
+    subprocess.run([str(MAKE_CERTS), "--out", str(tmp_path), "--no-kubectl",
+                    "--redis-address", "127.0.0.1"], check=True, capture_output=True)
+    port = free_port()
+    data = tmp_path / "data"
+    data.mkdir()
+    process = subprocess.Popen([
+        shutil.which("redis-server") or "/usr/bin/redis-server", "--port", "0",
+        "--tls-port", str(port), "--tls-cert-file", str(tmp_path / "redis.crt"),
+        "--tls-key-file", str(tmp_path / "redis.key"), "--tls-ca-cert-file",
+        str(tmp_path / "ca.crt"), "--tls-auth-clients", "no", "--bind", "127.0.0.1",
+        "--aclfile", str(tmp_path / "users.acl"), "--dir", str(data), "--save", ""],
+        stdout=subprocess.DEVNULL)
     try:
-        server.wait_ready()
-        asyncio.run(allocate_as_writer_and_read_as_reader(tmp_path, server.port))
-        anonymous = redis.Redis(port=server.port)
+        asyncio.run(allocate_as_writer_and_read_as_reader(tmp_path, port))
+        anonymous = redis.Redis(host="127.0.0.1", port=port, ssl=True,
+                                ssl_ca_certs=str(tmp_path / "ca.crt"))
         with pytest.raises(redis.exceptions.AuthenticationError):
             anonymous.ping()  # the default user is off
     finally:
-        server.stop()
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_every_pod_runs_as_a_service_account_bound_to_its_own_role() -> None:

@@ -8,10 +8,12 @@
 # certificate expires (the webhook picks up the new Secret without a restart).
 #
 #   manifests/self-signed/make-certs.sh [--namespace NS] [--service NAME] [--days N]
-#                                       [--out DIR]
+#                                       [--redis-address IP] [--out DIR]
 #
-# --out DIR keeps ca.crt, tls.crt and tls.key in DIR (the scheduler extender needs
-# ca.crt); with --out and --no-kubectl nothing is sent to the cluster.
+# --redis-address IP also makes Redis's serving certificate for that node address (the
+# host part of redis-address in config.yaml), signed by the same CA, as the Secret
+# podnet-redis-tls (tls.crt, tls.key, ca.crt). --out DIR keeps the files in DIR (the
+# scheduler extender needs ca.crt); with --out and --no-kubectl nothing is sent.
 set -eu
 
 namespace=podnet-system
@@ -21,6 +23,7 @@ configuration=podnet
 days=825
 out=""
 apply=yes
+redis_address=""
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,8 +31,9 @@ while [ $# -gt 0 ]; do
     --service) service=$2; shift 2 ;;
     --days) days=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --redis-address) redis_address=$2; shift 2 ;;
     --no-kubectl) apply=no; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "make-certs.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,6 +63,20 @@ EXT
 openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
   -CAcreateserial -out "$work/tls.crt" -days "$days" -extfile "$work/tls.ext" 2>/dev/null
 rm -f "$work/tls.csr" "$work/tls.ext" "$work/ca.srl"
+if [ -n "$redis_address" ]; then
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$work/redis.key" -out "$work/redis.csr" -subj "/CN=podnet-redis" 2>/dev/null
+  cat > "$work/redis.ext" <<EXT
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=serverAuth
+subjectAltName=IP:$redis_address,IP:127.0.0.1
+EXT
+  openssl x509 -req -in "$work/redis.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+    -CAcreateserial -out "$work/redis.crt" -days "$days" -extfile "$work/redis.ext" \
+    2>/dev/null
+  rm -f "$work/redis.csr" "$work/redis.ext" "$work/ca.srl"
+fi
 
 if [ "$apply" = no ]; then
   echo "certificates written to $work (nothing sent to the cluster)"
@@ -68,6 +86,12 @@ fi
 kubectl -n "$namespace" create secret tls "$secret" \
   --cert="$work/tls.crt" --key="$work/tls.key" --dry-run=client -o yaml |
   kubectl apply -f -
+
+if [ -n "$redis_address" ]; then
+  kubectl -n "$namespace" create secret generic podnet-redis-tls \
+    --from-file=tls.crt="$work/redis.crt" --from-file=tls.key="$work/redis.key" \
+    --from-file=ca.crt="$work/ca.crt" --dry-run=client -o yaml | kubectl apply -f -
+fi
 
 bundle=$(base64 < "$work/ca.crt" | tr -d '\n')
 for kind in mutatingwebhookconfiguration validatingwebhookconfiguration; do
