@@ -112,6 +112,7 @@ def test_every_listed_file_exists_and_no_manifest_is_left_out() -> None:
         if p.name != "kustomization.yaml"
         and not p.is_relative_to(MANIFESTS / "cert-manager")
         and not p.is_relative_to(MANIFESTS / "agent-own-node")
+        and not p.is_relative_to(MANIFESTS / "ovn-nb-ssl")
         and not p.is_relative_to(MANIFESTS / "scheduler")
     }
     assert listed == on_disk
@@ -508,6 +509,25 @@ def test_every_rbac_rule_says_why_it_is_there() -> None:
         for index, line in enumerate(lines):
             if line.startswith("- apiGroups:"):
                 assert lines[index - 1].startswith("# "), f"{path.name}:{index + 1}"
+
+
+@SKIP_KUBECTL
+def test_the_ovn_nb_ssl_component_gives_the_sync_worker_its_certificate(tmp_path: Path) -> None:
+    relative = os.path.relpath(MANIFESTS, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [relative], "components": [f"{relative}/ovn-nb-ssl"],
+    }))
+    built = {ident(o): o for o in kustomize(tmp_path)}
+    assert built["ConfigMap/podnet-config"]["data"]["ovn-nb"].startswith("ssl:")
+    sync = built["Deployment/podnet-sync"]
+    kubernetes_validate.validate(sync, KUBERNETES_VERSIONS[-1], strict=True)
+    [container] = sync["spec"]["template"]["spec"]["containers"]
+    mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    files = {arg.split("=", 1)[0]: arg.split("=", 1)[1] for arg in container["args"]
+             if arg.startswith("--ovn-nb-") and "=" in arg}
+    assert set(files) == {"--ovn-nb-private-key", "--ovn-nb-certificate", "--ovn-nb-ca-cert"}
+    assert all(path.startswith(mounted["ovn-nb-tls"] + "/") for path in files.values())
 
 
 @SKIP_KUBECTL
