@@ -833,6 +833,23 @@ async def test_a_malformed_affinity_is_denied_naming_the_field_before_anything_i
     assert await webhook.held("zone-a") == 0
 
 
+@pytest.mark.parametrize(("labels", "annotations", "message"), [
+    ({"app/x/y": "web"}, {}, "metadata.labels 'app/x/y': has a prefix that is not a DNS "
+                             "subdomain"),
+    ({"app": "-web"}, {}, "metadata.labels app='-web': is not a label value"),
+    ({"a" * 64: "web"}, {}, "is not a qualified name"),
+    ({}, {"bad key": "x"}, "metadata.annotations 'bad key': is not a qualified name"),
+    ({}, {"big": "x" * (256 * 1024)}, "metadata.annotations: 262147 bytes in all, over the "
+                                      "API server's limit of 262144"),
+])
+async def test_labels_and_annotations_the_api_server_would_refuse_are_denied_first(
+    webhook: Harness, labels: dict[str, str], annotations: dict[str, str], message: str
+) -> None:
+    status = await webhook.denial(pod(labels=labels, annotations=annotations))
+    assert status["code"] == 400 and message in status["message"]
+    assert await webhook.held() == 0
+
+
 async def test_a_deep_pod_affinity_next_to_the_merged_node_affinity_is_kept_as_it_is(
     webhook: Harness,
 ) -> None:

@@ -30,6 +30,7 @@ from ipam.requests import ReserveRequest, parse_static_ips, static_mac, static_r
 from ipam.subnet import DEFAULT_SUBNET, SubnetSpec
 from webhook.compat import annotations_problem
 from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial
+from webhook.metadata import metadata_problem
 from webhook.patch import affinity_problem
 from webhook.settings import WebhookSettings
 
@@ -209,10 +210,10 @@ def decide(
         return Skip(reason)
     name = str(metadata_of(pod).get("name") or name or "")
     _check_names(pod, name)
-    problem = affinity_problem(pod.get("spec"))
+    annotations = annotations_of(pod)
+    problem = metadata_problem(labels_of(pod), annotations) or affinity_problem(pod.get("spec"))
     if problem is not None:
         raise Denial(problem, DENIED_BAD_REQUEST)
-    annotations = annotations_of(pod)
     problem = annotations_problem(annotations)
     if problem is not None:
         raise Denial(problem, DENIED_BAD_REQUEST)
