@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import re
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +44,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import percentile
-from podnet.daemons import free_port
-from podnet.lab import LabSettings, down, up
+from bench._lab import bench_lab
+from podnet.lab import LabSettings
 from podnet.lab.checks import CHECK_PORT, Check, Host, Listener, run_checks
 from podnet.lab.kubelet import sandbox_name
 from podnet.lab.objects import metadata, pod_ips, pod_ready, spec_of
@@ -216,40 +213,6 @@ def summary(values: Sequence[float]) -> tuple[float, float]:
     return percentile(ordered, 0.50), percentile(ordered, 0.99)
 
 
-@contextlib.contextmanager
-def lab(args: argparse.Namespace) -> Iterator[tuple[LabSettings, float]]:
-    """A lab of this run alone; removed on the way out (unless ``--keep``)."""
-    state = Path(tempfile.mkdtemp(prefix="podnet-e2e-", dir="/tmp"))
-    manifests = state / "manifests"
-    manifests.mkdir()
-    (manifests / "bench.yaml").write_text(MANIFESTS)
-    settings = LabSettings(
-        state_dir=state / "state", redis_port=free_port(),
-        ipam_listen=f"127.0.0.1:{free_port()}", apiserver_listen=f"127.0.0.1:{free_port()}",
-        webhook_listen=f"127.0.0.1:{free_port()}", manifests=(manifests,), nodes=args.nodes,
-        prefix=f"pe{uuid.uuid4().hex[:6]}", wait_s=60.0)
-    started = time.monotonic()
-    try:
-        try:
-            with (state / "up.log").open("w") as log, contextlib.redirect_stdout(log):
-                up(settings)
-        except BaseException:
-            print((state / "up.log").read_text()[-4000:], file=sys.stderr)
-            raise
-        yield settings, time.monotonic() - started
-    finally:
-        if args.keep:
-            print(f"kept: podnet down --state-dir {settings.state_dir}")
-        else:
-            with (state / "down.log").open("w") as log, contextlib.redirect_stdout(log):
-                down(settings)
-            for leftover in (state / "up.log", state / "down.log", manifests / "bench.yaml"):
-                leftover.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                manifests.rmdir()
-                state.rmdir()
-
-
 async def measure(settings: LabSettings, args: argparse.Namespace) -> dict[str, Any]:
     api = kube.kube_client(settings.kubeconfig("admin"))
     rest = Rest(kube.kube_client(settings.kubeconfig("admin")))
@@ -329,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.load_before = os.getloadavg()[0]
     print(f"==> podnet up ({args.nodes} nodes), then {args.pods} pods, "
           f"{args.concurrency} creates in flight", flush=True)
-    with lab(args) as (settings, up_s):
+    with bench_lab("e2e", MANIFESTS, args.nodes, args.keep) as (settings, up_s):
         print(f"    lab up in {up_s:.1f}s", flush=True)
         figures = asyncio.run(measure(settings, args))
     print(report(figures, args, up_s))

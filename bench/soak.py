@@ -40,24 +40,23 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._lab import bench_lab
 from ipam import annotations as keys
 from ipam.names import pod_port
 from ipam.settings import RedisSettings
 from ipam.store import Ipam
-from podnet.daemons import free_port
-from podnet.lab import LabSettings, down, lab_processes, revive, up
+from podnet.lab import LabSettings, lab_processes, revive
 from podnet.lab.checks import CHECK_PORT, Check, Listener, pod_host, run_checks
 from podnet.lab.kubelet import sandbox_name
 from podnet.lab.nodes import lab_nodes
@@ -445,41 +444,6 @@ def converge(settings: LabSettings, rest: Rest, timeout_s: float) -> tuple[Findi
 # ------------------------------------------------------------------ run
 
 
-@contextlib.contextmanager
-def lab(args: argparse.Namespace) -> Iterator[LabSettings]:
-    """A lab of this run alone; removed on the way out (unless ``--keep``)."""
-    state = Path(tempfile.mkdtemp(prefix="podnet-soak-", dir="/tmp"))
-    manifests = state / "manifests"
-    manifests.mkdir()
-    (manifests / "soak.yaml").write_text(MANIFESTS)
-    settings = LabSettings(
-        state_dir=state / "state", redis_port=free_port(),
-        ipam_listen=f"127.0.0.1:{free_port()}", apiserver_listen=f"127.0.0.1:{free_port()}",
-        webhook_listen=f"127.0.0.1:{free_port()}", sync_listen=f"127.0.0.1:{free_port()}",
-        manifests=(manifests,), nodes=args.nodes, prefix=f"ps{uuid.uuid4().hex[:6]}",
-        wait_s=90.0)
-    try:
-        try:
-            with (state / "up.log").open("w") as log, contextlib.redirect_stdout(log):
-                up(settings)
-        except BaseException:
-            print((state / "up.log").read_text()[-4000:], file=sys.stderr)
-            raise
-        yield settings
-    finally:
-        if args.keep:
-            print(f"kept: podnet down --state-dir {settings.state_dir}")
-        else:
-            with (state / "down.log").open("w") as log, contextlib.redirect_stdout(log):
-                down(settings)
-            for leftover in (state / "up.log", state / "down.log", state / "revive.log",
-                             manifests / "soak.yaml"):
-                leftover.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                manifests.rmdir()
-                state.rmdir()
-
-
 async def churn(settings: LabSettings, args: argparse.Namespace, tally: Tally) -> None:
     rest = Rest(kube.kube_client(settings.kubeconfig("admin")))
     chance = random.Random(args.seed)
@@ -488,7 +452,7 @@ async def churn(settings: LabSettings, args: argparse.Namespace, tally: Tally) -
     watcher.start()
     await watcher.store.wait_synced()
     killer = Killer(settings, random.Random(args.seed + 1), tally,
-                    settings.state_dir.parent / "revive.log")
+                    settings.state_dir.parent / "revive.log")  # removed with the lab
     stop = threading.Event()
     kills = threading.Thread(target=killer.run, args=(args.kill_every, stop), daemon=True)
     kills.start()
@@ -552,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.load_before = os.getloadavg()[0]
     print(f"==> podnet up ({args.nodes} nodes), then {args.duration:.0f}s of churn with a "
           f"kill -9 every ~{args.kill_every:.0f}s", flush=True)
-    with lab(args) as settings:
+    with bench_lab("soak", MANIFESTS, args.nodes, args.keep, wait_s=90.0) as (settings, _):
         tally = Tally()
         asyncio.run(churn(settings, args, tally))
         print("==> churn over; waiting for everything to hold", flush=True)

@@ -1,15 +1,17 @@
 """Helpers for tests that run ``podnet up``: settings nothing else on the machine uses,
 and a list of whatever of a lab is still on the machine (there must be nothing after
-``podnet down``)."""
+``podnet down``, which ``removed_after`` checks)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from podnet.daemons import free_port
-from podnet.lab import LabSettings
+from podnet.lab import LabSettings, down
 
 
 def lab_settings(state_dir: Path, manifests: Path, **overrides: object) -> LabSettings:
@@ -24,6 +26,17 @@ def lab_settings(state_dir: Path, manifests: Path, **overrides: object) -> LabSe
     }
     values.update(overrides)
     return LabSettings(**values)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def removed_after(settings: LabSettings) -> Iterator[LabSettings]:
+    """``settings``, and on the way out ``podnet down`` and the proof that nothing of the
+    lab is left on the machine."""
+    try:
+        yield settings
+    finally:
+        down(settings)
+        assert leftovers(settings) == []
 
 
 def leftovers(settings: LabSettings) -> list[str]:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from podnet.lab import LabSettings, down, up
+from podnet.lab import LabSettings, up
 from podnet.lab.checks import CHECK_PORT, Check, Listener, pod_host, run_checks
 from podnet.lab.kubelet import sandbox_name
 from podnet.lab.objects import metadata
 from podnet.lab.rest import Rest
 from podnet.lab.up import central_of
 from podnet_plumbing import kube
-from tests.lab_fixtures import lab_settings, leftovers
+from tests.lab_fixtures import lab_settings, removed_after
 
 pytestmark = pytest.mark.slow
 GRACE_S = 12
@@ -46,12 +46,8 @@ def lab(tmp_path: Path) -> Iterator[LabSettings]:
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     (manifests / "pods.yaml").write_text(MANIFESTS)
-    settings = lab_settings(tmp_path / "state", manifests)
-    try:
+    with removed_after(lab_settings(tmp_path / "state", manifests)) as settings:
         yield settings
-    finally:
-        down(settings)
-        assert leftovers(settings) == []
 
 
 def pod_ports(lab: LabSettings) -> set[str]:

@@ -24,7 +24,7 @@ from podnet.lab import DEFAULT_MANIFESTS, LabSettings, down, lab_processes, stat
 from podnet.lab.nodes import lab_nodes
 from podnet.lab.report import Report
 from podnet.lab.up import central_of
-from tests.lab_fixtures import lab_settings, leftovers
+from tests.lab_fixtures import lab_settings, leftovers, removed_after
 
 pytestmark = pytest.mark.slow
 
@@ -70,12 +70,8 @@ def lab(tmp_path: Path) -> Iterator[LabSettings]:
     (manifests / "90-broken.yaml").write_text(BROKEN)
     (manifests / "91-conflict.yaml").write_text(CONFLICT)
     (manifests / "92-coredns.yaml").write_text(COREDNS)  # no admission: adopted
-    settings = lab_settings(tmp_path / "state", manifests)
-    try:
+    with removed_after(lab_settings(tmp_path / "state", manifests)) as settings:
         yield settings
-    finally:
-        down(settings)
-        assert leftovers(settings) == []
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
