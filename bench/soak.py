@@ -16,7 +16,8 @@ back a moment later by ``podnet.lab.revive``, as a second ``podnet up`` would.
 
 After the churn it checks, until everything holds or ``--converge-timeout``:
 
-- **duplicates**: addresses or MACs that two live pods carry;
+- **duplicates**: addresses or MACs that two live pods carry (and, counted during the
+  churn, a taken static address given to a new pod while its holder still existed);
 - **leaked**: IPAM records bound to no live pod, and reservations no pod carries;
 - **missing**: live pods without their bound IPAM record or their OVN port;
 - **nb_mismatch**: podnet's pod ports in OVN NB that are no live pod's, or whose
@@ -129,6 +130,8 @@ class Tally:
     actions: Counter[str] = field(default_factory=Counter)
     kills: Counter[str] = field(default_factory=Counter)
     uids: set[str] = field(default_factory=set)
+    doubled: list[str] = field(default_factory=list)
+    """Addresses given to a second pod while the first still existed, seen during churn."""
 
     async def on_event(self, event: kube.WatchEvent) -> None:
         objects = event.objects if isinstance(event, kube.Snapshot) else (event.obj,)
@@ -240,10 +243,18 @@ class Churn:
     def create_on_taken_address(self) -> None:
         pods = [p for p in self._pods("web") if (metadata(p).get("annotations") or {}).get(
             keys.IP_ADDRESS)]
-        if pods:
-            taken = metadata(self.chance.choice(pods))["annotations"][keys.IP_ADDRESS]
-            self.rest.create(bare_pod(f"squat-{uuid.uuid4().hex[:6]}",
-                                      annotations={keys.IP_ADDRESS: taken}))
+        if not pods:
+            return
+        holder = self.chance.choice(pods)
+        taken = metadata(holder)["annotations"][keys.IP_ADDRESS]
+        squatter = self.rest.create(bare_pod(f"squat-{uuid.uuid4().hex[:6]}",
+                                             annotations={keys.IP_ADDRESS: taken}))
+        # Allowed only if the holder is gone meanwhile (scaled down, evicted): a holder
+        # still there, terminating or not, means two pods with one address.
+        still = self.rest.get("Pod", str(metadata(holder)["name"]), NAMESPACE)
+        if still is not None and metadata(still).get("uid") == metadata(holder).get("uid"):
+            self.tally.doubled.append(f"{taken}: {metadata(holder)['name']} and "
+                                      f"{metadata(squatter)['name']}")
 
 
 class Killer:
@@ -480,9 +491,11 @@ def report(tally: Tally, findings: Findings, converge_s: float,
              "kills: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.kills.items()))]
     for name, values in findings.problems().items():
         lines += [f"{name}: {value}" for value in values[:10]]
+    lines += [f"doubled during the churn: {value}" for value in tally.doubled[:10]]
     result = {
         "kills": sum(tally.kills.values()), "pods_created": len(tally.uids),
-        "duplicates": len(findings.duplicates), "leaked": len(findings.leaked),
+        "duplicates": len(findings.duplicates) + len(tally.doubled),
+        "leaked": len(findings.leaked),
         "missing": len(findings.missing), "nb_mismatch": len(findings.nb_mismatch),
         "unreachable": len(findings.unreachable), "converge_s": round(converge_s, 1),
         "double_bound": len(findings.double_bound),
