@@ -32,10 +32,12 @@ What it serves, over plain HTTP on loopback:
 
 A bearer token ``podnet-lab:<username>`` names the caller (the kubeconfigs ``podnet up``
 writes carry one per component), and becomes the ``userInfo`` of admission reviews.
-Deliberate simplifications: no authorization, no namespace existence checks, no
-finalizers or graceful deletion (delete is immediate; owners' dependents are collected by
-the lab's controllers), and a live watch is never expired by compaction (etcd behaves the
-same way).
+A delete is kube-apiserver's: a pod gets ``deletionTimestamp`` and its grace period and
+stays until the lab kubelet removes it (grace 0 removes it at once), and finalizers hold
+any object until the last is cleared. Deliberate simplifications: no authorization, no
+namespace existence checks, owners' dependents are collected by the lab's controllers,
+and a live watch is never expired by compaction (etcd behaves the same way); docs/lab.md
+lists the rest.
 
 The objects, their history and watches live in ``podnet.lab.apistore``; this module is
 the HTTP side, the server run in a thread (for tests) and the process.
