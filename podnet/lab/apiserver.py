@@ -63,6 +63,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from kubernetes import client
 
+from podnet.lab import discovery
 from podnet.lab.apistore import (
     DEFAULT_SERVICE_CIDR,
     ApiError,
@@ -222,6 +223,9 @@ class ApiHandler:
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and (
+                found := discovery.document(self.state.resources, request.path)) is not None:
+            return _json(found)
         try:
             target = route(self.state.resources, request.path)
             if target.name is None:
@@ -239,6 +243,8 @@ class ApiHandler:
         if request.method == "GET":
             limit = int(query.get("limit") or 0)
             page = self.state.page(resource, where, limit, query.get("continue"))
+            if discovery.wants_table(request.headers.get("Accept", "")):
+                return _json(discovery.table(resource, page[0], page[1]))
             return _json(_list_body(resource, *page))
         if request.method == "POST":
             return _json(await self._create(request, resource, namespace or ""), 201)
@@ -275,7 +281,11 @@ class ApiHandler:
             self.state.bind(namespace, name, await _body(request))
             return _json(_success({"name": name, "kind": "pods"}), 201)
         if request.method == "GET":
-            return _json(self.state.get(resource, namespace, name))
+            found = self.state.get(resource, namespace, name)
+            if discovery.wants_table(request.headers.get("Accept", "")):
+                revision = int(found["metadata"].get("resourceVersion") or 0)
+                return _json(discovery.table(resource, [found], revision))
+            return _json(found)
         if request.method == "DELETE":
             return _json(await self._delete(request, resource, namespace, name))
         if request.method == "POST":
