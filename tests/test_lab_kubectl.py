@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl")
 @pytest.fixture
 def api() -> Iterator[KubeApi]:
     with KubeApi(defaults=True) as server:
-        server.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        pod = server.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
             "name": "web", "namespace": "shop"}, "spec": {
                 "nodeName": "node-1", "containers": [{"name": "a"}, {"name": "b"}]},
             "status": {"phase": "Running", "podIP": "10.16.0.7",
@@ -29,6 +29,18 @@ def api() -> Iterator[KubeApi]:
         server.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
                        "metadata": {"name": "blue"},
                        "spec": {"cidrBlock": "10.70.0.0/24", "natOutgoing": True}})
+        server.create({"apiVersion": "v1", "kind": "Event",
+                       "metadata": {"name": "web.1", "namespace": "shop"},
+                       "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "web",
+                                          "uid": pod["metadata"]["uid"]},
+                       "reason": "AnnotationsIgnored", "type": "Warning",
+                       "message": "podnet keeps what its IPAM holds"}, "shop")
+        server.create({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "front", "namespace": "shop"},
+                       "spec": {"replicas": 3}, "status": {"readyReplicas": 2}}, "shop")
+        server.create({"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": "node-1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
         yield server
 
 
@@ -68,3 +80,18 @@ def test_get_subnets_and_jsonpath_work_on_custom_resources(api: KubeApi, tmp_pat
     assert kubectl(api, tmp_path, "get", "subnets/blue", "-o",
                    "jsonpath={.spec.cidrBlock}") == "10.70.0.0/24"
     assert "web" in kubectl(api, tmp_path, "get", "all", "-n", "shop")
+
+
+def test_events_workloads_and_nodes_print_as_kubectl_prints_them(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    events = kubectl(api, tmp_path, "get", "events", "-n", "shop").splitlines()
+    assert events[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert events[1].split()[1:4] == ["Warning", "AnnotationsIgnored", "pod/web"]
+    deploy = kubectl(api, tmp_path, "get", "deploy", "-n", "shop").splitlines()
+    assert deploy[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert deploy[1].split()[:2] == ["front", "2/3"]
+    nodes = kubectl(api, tmp_path, "get", "no").splitlines()
+    assert nodes[1].split()[:3] == ["node-1", "Ready", "control-plane"]
+    described = kubectl(api, tmp_path, "describe", "pod", "web", "-n", "shop")
+    assert "AnnotationsIgnored" in described and "podnet keeps what its IPAM holds" in described

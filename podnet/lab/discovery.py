@@ -194,8 +194,94 @@ SUBNET_COLUMNS = [
     ("Age", "string", 0, "Time since the subnet was created."),
 ]
 
+def _event_cells(event: Mapping[str, Any], now: float) -> list[Any]:
+    involved = event.get("involvedObject") or {}
+    seen = {"metadata": {"creationTimestamp": event.get("lastTimestamp")
+                         or event.get("eventTime") or metadata(event).get("creationTimestamp")}}
+    return [age(seen, now), event.get("type") or "", event.get("reason") or "",
+            f"{str(involved.get('kind') or '').lower()}/{involved.get('name') or ''}",
+            event.get("message") or "", metadata(event).get("name")]
+
+
+EVENT_COLUMNS = [
+    ("Last Seen", "string", 0, "When the event was last seen."),
+    ("Type", "string", 0, "Normal or Warning."),
+    ("Reason", "string", 0, "Why, in one word."),
+    ("Object", "string", 0, "What it is about."),
+    ("Message", "string", 0, "What happened."),
+    ("Name", "string", 1, "The event's name."),
+]
+
+
+def _workload_cells(workload: Mapping[str, Any], now: float) -> list[Any]:
+    spec, status = spec_of(workload), workload.get("status") or {}
+    wanted = spec.get("replicas", 1)
+    return [metadata(workload).get("name"), f"{status.get('readyReplicas', 0)}/{wanted}",
+            status.get("updatedReplicas", 0), status.get("availableReplicas", 0),
+            age(workload, now)]
+
+
+WORKLOAD_COLUMNS = [
+    ("Name", "string", 0, "The workload's name."),
+    ("Ready", "string", 0, "Ready replicas of those wanted."),
+    ("Up-to-date", "integer", 0, "Replicas of the current template."),
+    ("Available", "integer", 0, "Replicas available."),
+    ("Age", "string", 0, "Time since it was created."),
+]
+
+
+def _statefulset_cells(workload: Mapping[str, Any], now: float) -> list[Any]:
+    name, ready, _, _, created = _workload_cells(workload, now)
+    return [name, ready, created]
+
+
+STATEFULSET_COLUMNS = [WORKLOAD_COLUMNS[0], WORKLOAD_COLUMNS[1], WORKLOAD_COLUMNS[-1]]
+
+
+def _service_cells(service: Mapping[str, Any], now: float) -> list[Any]:
+    spec = spec_of(service)
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}"
+                     for p in spec.get("ports") or [])
+    return [metadata(service).get("name"), spec.get("type") or "ClusterIP",
+            spec.get("clusterIP") or "<none>", "<none>", ports or "<none>", age(service, now)]
+
+
+SERVICE_COLUMNS = [
+    ("Name", "string", 0, "The service's name."),
+    ("Type", "string", 0, "ClusterIP, NodePort, LoadBalancer or ExternalName."),
+    ("Cluster-IP", "string", 0, "Its virtual IP."),
+    ("External-IP", "string", 0, "Addresses outside the cluster."),
+    ("Port(s)", "string", 0, "Its ports."),
+    ("Age", "string", 0, "Time since it was created."),
+]
+
+
+def _node_cells(node: Mapping[str, Any], now: float) -> list[Any]:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    roles = ",".join(sorted(key.removeprefix("node-role.kubernetes.io/") for key in
+                            metadata(node).get("labels") or {}
+                            if key.startswith("node-role.kubernetes.io/"))) or "<none>"
+    version = ((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+    return [metadata(node).get("name"), "Ready" if ready else "NotReady", roles,
+            age(node, now), version]
+
+
+NODE_COLUMNS = [
+    ("Name", "string", 0, "The node's name."),
+    ("Status", "string", 0, "Ready or NotReady."),
+    ("Roles", "string", 0, "Its node-role labels."),
+    ("Age", "string", 0, "Time since it was registered."),
+    ("Version", "string", 0, "Its kubelet's version."),
+]
+
 Cells = Callable[[Mapping[str, Any], float], list[Any]]
 COLUMNS: dict[str, tuple[list[tuple[str, str, int, str]], Cells]] = {
     "Pod": (POD_COLUMNS, _pod_cells),
     "Subnet": (SUBNET_COLUMNS, _subnet_cells),
+    "Event": (EVENT_COLUMNS, _event_cells),
+    "Deployment": (WORKLOAD_COLUMNS, _workload_cells),
+    "StatefulSet": (STATEFULSET_COLUMNS, _statefulset_cells),
+    "Service": (SERVICE_COLUMNS, _service_cells),
+    "Node": (NODE_COLUMNS, _node_cells),
 }
