@@ -17,7 +17,7 @@ that names no address or pool, in a namespace that IPPools bind (``IPPool.spec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -370,33 +370,35 @@ def _check_foreign_pools(request: ReserveRequest, annotations: Mapping[str, str]
                          subnet: SubnetSpec, catalog: Catalog, namespace: str) -> None:
     """Addresses inside an IPPool bound to other namespaces are theirs: a static
     ``ip_address`` or an inline ``ip_pool`` may not take them (Kube-OVN keeps a bound
-    pool's range to its namespaces)."""
-    foreign = [pool for pool in catalog.pools if pool.subnet == subnet.name
-               and pool.namespaces and namespace not in pool.namespaces]
-    if not foreign:
+    pool's range to its namespaces). A request for any address costs nothing here: the
+    allocator holds every pool's addresses back from it."""
+    wanted = _requested_spans(request)
+    if not wanted:
         return
-    wanted = _requested_spans(request, subnet)
-    for pool in foreign:
-        for entry in pool.resolve(subnet).entries:
-            for span in entry.spans:
-                if any(w.family == span.family and w.low <= span.high and span.low <= w.high
-                       for w in wanted):
-                    key = keys.IP_ADDRESS if request.static_ips and request.field == \
-                        keys.IP_ADDRESS else keys.IP_POOL
-                    raise Denial(
-                        f"{key} {str(annotations.get(key, ''))[:64]}: takes addresses of "
-                        f"IPPool {pool.name}, which is bound to namespace "
-                        f"{', '.join(pool.namespaces)}", DENIED_FORBIDDEN,
-                    )
+    for pool in catalog.pools:
+        if pool.subnet != subnet.name or not pool.namespaces or namespace in pool.namespaces:
+            continue
+        if _overlaps(wanted, pool.resolve(subnet)):
+            key = request.field if request.static_ips else keys.IP_POOL
+            raise Denial(
+                f"{key} {str(annotations.get(key, ''))[:64]}: takes addresses of IPPool "
+                f"{pool.name}, which is bound to namespace {', '.join(pool.namespaces)}",
+                DENIED_FORBIDDEN,
+            )
 
 
-def _requested_spans(request: ReserveRequest, subnet: SubnetSpec) -> list[Span]:
+def _requested_spans(request: ReserveRequest) -> list[Span]:
     if request.offsets:
         return [Span(4 if family == "4" else 6, int(offset), int(offset))
                 for family, offset in request.offsets.items()]
     if request.pool is not None:
         return [span for entry in request.pool.entries for span in entry.spans]
     return []
+
+
+def _overlaps(wanted: Sequence[Span], pool: Pool) -> bool:
+    return any(want.family == span.family and want.low <= span.high and span.low <= want.high
+               for entry in pool.entries for span in entry.spans for want in wanted)
 
 
 def _known(catalog: Catalog, name: str, source: str) -> SubnetSpec:
