@@ -41,12 +41,14 @@ SOURCE = "kube-apiserver"
 
 
 class ConfigSource(Protocol):
-    """Where the webhook learns Subnets, IPPools and Namespaces."""
+    """Where the webhook learns Subnets, IPPools, Namespaces and the nodes' addresses."""
 
     problems: list[str]
     loaded: bool
 
     def namespace(self, name: str) -> NamespaceInfo: ...
+
+    def node_addresses(self) -> dict[str, tuple[str, ...]]: ...
 
     async def refresh(self, ipam: Ipam) -> bool: ...
 

@@ -85,6 +85,10 @@ class ManifestSource:
         self._seen: Fingerprint | None = None
         self.loaded = False
 
+    def node_addresses(self) -> dict[str, tuple[str, ...]]:
+        """None known: manifests hold no Node objects."""
+        return {}
+
     def namespace(self, name: str) -> NamespaceInfo:
         return self.current.namespaces.get(name) or NamespaceInfo(name)
 

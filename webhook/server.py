@@ -166,9 +166,7 @@ def build_app(state: WebhookState) -> web.Application:
             return await admit_pod(review, state.ipam, settings, state.context)
 
     async def subnets(review: AdmissionRequest) -> Answer:
-        nodes = state.manifests.node_addresses() if isinstance(
-            state.manifests, KubeSource) else {n.name: n.addresses for n in state.nodes.values()}
-        taken = cluster_networks(settings.service_cidrs, nodes)
+        taken = cluster_networks(settings.service_cidrs, state.manifests.node_addresses())
         answer = await validate_subnet(review, state.ipam, taken)
         state.context.catalog.invalidate()
         return answer
