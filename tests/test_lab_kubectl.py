@@ -28,7 +28,9 @@ def api() -> Iterator[KubeApi]:
                                              {"name": "b", "ready": False}]}}, "shop")
         server.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
                        "metadata": {"name": "blue"},
-                       "spec": {"cidrBlock": "10.70.0.0/24", "natOutgoing": True}})
+                       "spec": {"cidrBlock": "10.70.0.0/24", "natOutgoing": True},
+                       "status": {"v4usingIPs": 3, "v4availableIPs": 250, "v6usingIPs": 0,
+                                  "v6availableIPs": 0}})
         server.create({"apiVersion": "v1", "kind": "Event",
                        "metadata": {"name": "web.1", "namespace": "shop"},
                        "involvedObject": {"kind": "Pod", "namespace": "shop", "name": "web",
@@ -76,7 +78,9 @@ def test_get_pods_prints_the_columns_kubectl_users_know(api: KubeApi, tmp_path: 
 def test_get_subnets_and_jsonpath_work_on_custom_resources(api: KubeApi, tmp_path: Path) -> None:
     lines = kubectl(api, tmp_path, "get", "subnet").splitlines()
     assert lines[0].split()[:5] == ["NAME", "PROVIDER", "PROTOCOL", "CIDR", "PRIVATE"]
+    assert lines[0].split()[-5:] == ["V4USED", "V4AVAILABLE", "V6USED", "V6AVAILABLE", "AGE"]
     assert lines[1].split()[:4] == ["blue", "ovn", "IPv4", "10.70.0.0/24"]
+    assert lines[1].split()[-5:-1] == ["3", "250", "0", "0"]
     assert kubectl(api, tmp_path, "get", "subnets/blue", "-o",
                    "jsonpath={.spec.cidrBlock}") == "10.70.0.0/24"
     assert "web" in kubectl(api, tmp_path, "get", "all", "-n", "shop")

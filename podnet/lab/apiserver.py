@@ -63,7 +63,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from kubernetes import client
 
-from podnet.lab import discovery
+from podnet.lab import discovery, schemas
 from podnet.lab.apistore import (
     DEFAULT_SERVICE_CIDR,
     ApiError,
@@ -77,7 +77,7 @@ from podnet.lab.apistore import (
     selector,
     write_state,
 )
-from podnet.lab.objects import RESOURCES, TOKEN_PREFIX, KubeObject, Resource
+from podnet.lab.objects import RESOURCES, TOKEN_PREFIX, KubeObject, Resource, scale_of
 from podnet_plumbing import logs
 
 __all__ = [
@@ -92,6 +92,8 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 ANONYMOUS = "system:anonymous"
+WARNINGS = web.RequestKey("warnings", list[str])
+"""Where a request's handler collects the ``Warning`` headers of its response."""
 
 
 # --------------------------------------------------------------- admission
@@ -213,6 +215,8 @@ class ApiHandler:
         self.state = state
         self.admission = admission
         self.expired_as_status = expired_as_status
+        self.catalog = schemas.lab_catalog()
+        self.openapi = schemas.OpenApiV3(state.resources, self.catalog)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -223,16 +227,52 @@ class ApiHandler:
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "GET" and (
-                found := discovery.document(self.state.resources, request.path)) is not None:
-            return _json(found)
+        request[WARNINGS] = []
         try:
+            if request.method == "GET" and (found := self._about(request.path)) is not None:
+                return _json(found)
             target = route(self.state.resources, request.path)
             if target.name is None:
-                return await self._collection(request, target.resource, target.namespace)
-            return await self._item(request, target)
+                response = await self._collection(request, target.resource, target.namespace)
+            else:
+                response = await self._item(request, target)
         except ApiError as exc:
-            return _json(exc.status(), exc.code)
+            response = _json(exc.status(), exc.code)
+        if not response.prepared:
+            warnings: list[str] = request[WARNINGS]
+            for text in dict.fromkeys(warnings):
+                response.headers.add("Warning", f"299 - {json.dumps(text)}")
+        return response
+
+    def _about(self, path: str) -> dict[str, Any] | None:
+        """What the server says about itself at ``path``: discovery, or OpenAPI v3."""
+        if path == "/openapi/v3":
+            return self.openapi.root()
+        if path.startswith("/openapi/v3/"):
+            document = self.openapi.document(path.removeprefix("/openapi/v3/"))
+            if document is None:
+                raise ApiError(404, "NotFound", f"no OpenAPI document at {path}")
+            return document
+        return discovery.document(self.state.resources, path)
+
+    def _known_fields(self, request: web.Request, resource: Resource, obj: Any) -> Any:
+        """``obj`` without the fields its kind's schema lacks, as kube-apiserver's
+        decoding (built-in kinds) and pruning (custom resources) leave it. With
+        ``fieldValidation=Strict`` they are refused instead; with ``Warn`` (the default)
+        each is named in a ``Warning`` header, as kubectl shows them."""
+        mode = field_validation(request)
+        schema = self.catalog.schema(resource)
+        if schema is None or not isinstance(obj, dict):
+            return obj
+        dropped = schemas.drop_unknown_fields(schema, obj, self.catalog.definitions)
+        unknown = [f'unknown field "{path}"' for path in dropped]
+        if unknown and mode == "Strict":
+            raise ApiError(400, "BadRequest", f'{resource.kind} in version "{resource.version}"'
+                           f" cannot be handled as a {resource.kind}: strict decoding error: "
+                           + ", ".join(unknown))
+        if mode == "Warn":
+            request[WARNINGS].extend(unknown)
+        return obj
 
     async def _collection(self, request: web.Request, resource: Resource,
                           namespace: str | None) -> web.StreamResponse:
@@ -258,7 +298,8 @@ class ApiHandler:
         them), then quota, then the storage write, where AlreadyExists is found. So a
         create can be refused after every mutating webhook has run."""
         dry_run = _dry_run(request)
-        obj = self.state.prepare(resource, await _body(request), namespace)
+        body = self._known_fields(request, resource, await _body(request))
+        obj = self.state.prepare(resource, body, namespace)
         metadata = obj["metadata"]
         attributes = Attributes("CREATE", resource, str(metadata.get("namespace") or ""),
                                 str(metadata.get("name") or ""), obj, None, user_of(request),
@@ -280,6 +321,8 @@ class ApiHandler:
                 raise ApiError(405, "MethodNotAllowed", "bindings are only created")
             self.state.bind(namespace, name, await _body(request))
             return _json(_success({"name": name, "kind": "pods"}), 201)
+        if target.subresource == "scale":
+            return _json(await self._scale(request, target))
         if request.method == "GET":
             found = self.state.get(resource, namespace, name)
             if discovery.wants_table(request.headers.get("Accept", "")):
@@ -306,6 +349,8 @@ class ApiHandler:
                       change: Callable[[KubeObject], KubeObject]) -> KubeObject:
         resource, namespace, name = target.resource, target.namespace or "", target.name or ""
         dry_run = _dry_run(request)
+        given = change
+        change = lambda current: self._known_fields(request, resource, given(current))  # noqa: E731
         if self.admission is None or target.subresource:
             return self.state.update(resource, namespace, name, change,
                                      subresource=target.subresource, dry_run=dry_run)
@@ -326,6 +371,31 @@ class ApiHandler:
                 if exc.code != 409:
                     raise
         raise conflict(resource, name)
+
+    async def _scale(self, request: web.Request, target: Target) -> KubeObject:
+        """The ``scale`` subresource (``kubectl scale``): an ``autoscaling/v1`` Scale read
+        from, and written to, the workload's ``spec.replicas``. Admission webhooks for
+        the workload do not see it, as their rules name the resource, not ``/scale``."""
+        resource, namespace, name = target.resource, target.namespace or "", target.name or ""
+        if request.method == "GET":
+            return scale_of(self.state.get(resource, namespace, name))
+        if request.method not in ("PUT", "PATCH"):
+            raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported here")
+        body = await _body(request)
+        scaled = _replacement(body) if request.method == "PUT" else patcher(
+            MERGE_PATCH if request.content_type == STRATEGIC_MERGE_PATCH
+            else request.content_type, body)
+
+        def change(current: KubeObject) -> KubeObject:
+            wanted = scaled(scale_of(current))
+            current.setdefault("spec", {})["replicas"] = scale_replicas(wanted)
+            version = (wanted.get("metadata") or {}).get("resourceVersion")
+            if request.method == "PUT" and version:
+                current["metadata"]["resourceVersion"] = version
+            return current
+
+        return scale_of(self.state.update(resource, namespace, name, change,
+                                          dry_run=_dry_run(request)))
 
     async def _delete(self, request: web.Request, resource: Resource, namespace: str,
                       name: str) -> KubeObject:
@@ -405,6 +475,24 @@ async def _grace_period(request: web.Request) -> int | None:
     except ValueError as exc:
         raise ApiError(400, "BadRequest", f"gracePeriodSeconds {text!r} is not an integer"
                        ) from exc
+
+
+def scale_replicas(scale: Any) -> int:
+    """``spec.replicas`` of a Scale someone sent, or a 422 naming it."""
+    replicas = ((scale.get("spec") if isinstance(scale, dict) else None) or {}).get("replicas")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+        raise ApiError(422, "Invalid", f"spec.replicas: Invalid value: {replicas!r}: must be "
+                       "greater than or equal to 0")
+    return replicas
+
+
+def field_validation(request: web.Request) -> str:
+    """The request's ``fieldValidation`` (``Warn`` when not given), or a 400."""
+    mode = request.query.get("fieldValidation") or "Warn"
+    if mode not in schemas.FIELD_VALIDATION:
+        raise ApiError(400, "BadRequest", f"fieldValidation {mode!r} is not one of "
+                       + ", ".join(schemas.FIELD_VALIDATION))
+    return mode
 
 
 def _dry_run(request: web.Request) -> bool:

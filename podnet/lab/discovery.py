@@ -18,7 +18,11 @@ from typing import Any
 from podnet.lab.objects import Resource, metadata, pod_ips, spec_of, timestamp_seconds
 
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
-SUBRESOURCE_VERBS = {"status": ["get", "patch", "update"], "binding": ["create"]}
+SUBRESOURCE_VERBS = {"status": ["get", "patch", "update"], "binding": ["create"],
+                     "scale": ["get", "patch", "update"]}
+SUBRESOURCE_KINDS = {"binding": ("", "", "Binding"), "scale": ("autoscaling", "v1", "Scale")}
+"""Subresources whose kind is not the resource's: (group, version, kind; a group of its
+own only where named)."""
 SHORT_NAMES = {
     "pods": ["po"], "services": ["svc"], "deployments": ["deploy"], "statefulsets": ["sts"],
     "replicasets": ["rs"], "namespaces": ["ns"], "nodes": ["no"], "events": ["ev"],
@@ -81,14 +85,22 @@ def resource_list(resources: Iterable[Resource], group_name: str, version: str
         if resource.plural in IN_ALL:
             entry["categories"] = ["all"]
         entries.append(entry)
-        entries += [{"name": f"{resource.plural}/{sub}", "singularName": "",
-                     "namespaced": resource.namespaced,
-                     "kind": "Binding" if sub == "binding" else resource.kind,
-                     "verbs": SUBRESOURCE_VERBS.get(sub, ["get"])}
-                    for sub in resource.subresources]
+        entries += [subresource_entry(resource, sub) for sub in resource.subresources]
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group_name}/{version}" if group_name else version,
             "resources": entries}
+
+
+def subresource_entry(resource: Resource, sub: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": f"{resource.plural}/{sub}", "singularName": "",
+                             "namespaced": resource.namespaced, "kind": resource.kind,
+                             "verbs": SUBRESOURCE_VERBS.get(sub, ["get"])}
+    if sub in SUBRESOURCE_KINDS:
+        group_name, version, kind = SUBRESOURCE_KINDS[sub]
+        entry["kind"] = kind
+        if group_name:
+            entry.update(group=group_name, version=version)
+    return entry
 
 
 # ------------------------------------------------------------------ tables
@@ -174,11 +186,11 @@ def _subnet_cells(subnet: Mapping[str, Any], now: float) -> list[Any]:
     cidr = str(spec.get("cidrBlock") or "")
     protocol = spec.get("protocol") or ("Dual" if "," in cidr else
                                         "IPv6" if ":" in cidr else "IPv4")
-    used = status.get("v4usingIPs", status.get("v6usingIPs", ""))
-    available = status.get("v4availableIPs", status.get("v6availableIPs", ""))
+    counts = [status.get(field) for field in (
+        "v4usingIPs", "v4availableIPs", "v6usingIPs", "v6availableIPs")]
     return [metadata(subnet).get("name"), spec.get("provider") or "ovn", protocol, cidr,
             bool(spec.get("private")), bool(spec.get("natOutgoing")),
-            bool(spec.get("default")), used, available, age(subnet, now)]
+            bool(spec.get("default")), *counts, age(subnet, now)]
 
 
 SUBNET_COLUMNS = [
@@ -189,8 +201,10 @@ SUBNET_COLUMNS = [
     ("Private", "boolean", 0, "Whether only allowSubnets may reach it."),
     ("NAT", "boolean", 0, "Whether traffic out is masqueraded."),
     ("Default", "boolean", 0, "Whether it is the default subnet."),
-    ("Used", "string", 0, "Addresses in use (status)."),
-    ("Available", "string", 0, "Addresses free (status)."),
+    ("V4Used", "number", 0, "IPv4 addresses in use (status.v4usingIPs)."),
+    ("V4Available", "number", 0, "IPv4 addresses free (status.v4availableIPs)."),
+    ("V6Used", "number", 0, "IPv6 addresses in use (status.v6usingIPs)."),
+    ("V6Available", "number", 0, "IPv6 addresses free (status.v6availableIPs)."),
     ("Age", "string", 0, "Time since the subnet was created."),
 ]
 

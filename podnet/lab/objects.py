@@ -55,9 +55,9 @@ RESOURCES = (
     Resource("", "v1", "events", "Event", True),
     Resource("", "v1", "resourcequotas", "ResourceQuota", True, ("status",)),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
-    Resource("apps", "v1", "deployments", "Deployment", True, ("status",)),
-    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("status",)),
-    Resource("apps", "v1", "statefulsets", "StatefulSet", True, ("status",)),
+    Resource("apps", "v1", "deployments", "Deployment", True, ("status", "scale")),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("status", "scale")),
+    Resource("apps", "v1", "statefulsets", "StatefulSet", True, ("status", "scale")),
     Resource("kubeovn.io", "v1", "subnets", "Subnet", False, ("status",)),
     Resource("kubeovn.io", "v1", "ippools", "IPPool", False, ("status",)),
     Resource("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
@@ -121,6 +121,20 @@ def status_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 def replicas_of(obj: Mapping[str, Any]) -> int:
     replicas = spec_of(obj).get("replicas")
     return 1 if replicas is None else int(replicas)
+
+
+def scale_of(workload: Mapping[str, Any]) -> KubeObject:
+    """A workload's ``autoscaling/v1`` Scale (its selector as a label selector string;
+    ``matchExpressions`` are not rendered)."""
+    meta = metadata(workload)
+    labels = (spec_of(workload).get("selector") or {}).get("matchLabels") or {}
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {key: meta[key] for key in (
+                "name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if key in meta},
+            "spec": {"replicas": replicas_of(workload)},
+            "status": {"replicas": int(status_of(workload).get("replicas") or 0),
+                       "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))}}
 
 
 def controller_ref(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
