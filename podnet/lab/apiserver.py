@@ -15,8 +15,9 @@ What it serves, over plain HTTP on loopback:
   admissionregistration.k8s.io/v1 mutating and validating webhook configurations;
 - list (namespaced and all-namespaces; ``labelSelector``, ``fieldSelector``, ``limit``
   and ``continue``), get, create (``generateName`` too), replace, delete, and patch:
-  merge patch, strategic merge patch (treated as a merge patch; refused for custom
-  resources, as the real API does) and JSON patch; ``dryRun=All``;
+  merge patch, strategic merge patch (lists merged by the merge keys of the kind's
+  schema, directives honoured: ``podnet.lab.strategic``; refused for custom resources,
+  as the real API does) and JSON patch; ``dryRun=All``;
 - watch from a resourceVersion, with one global, increasing resourceVersion as etcd
   keeps. Events older than the retained history (``history_limit``, or everything up to
   a ``compact()``) answer ``410 Expired`` as an ERROR event, as the real API does;
@@ -78,6 +79,7 @@ from podnet.lab.apistore import (
     write_state,
 )
 from podnet.lab.objects import RESOURCES, TOKEN_PREFIX, KubeObject, Resource, scale_of
+from podnet.lab.strategic import builtin_definitions, kind_schema, strategic_merge_patch
 from podnet_plumbing import logs
 
 __all__ = [
@@ -340,7 +342,7 @@ class ApiHandler:
             if request.content_type == STRATEGIC_MERGE_PATCH and not resource.builtin:
                 raise ApiError(415, "UnsupportedMediaType", "strategic merge patch is not "
                                "supported for custom resources; use a merge patch")
-            change = patcher(request.content_type, body)
+            change = patcher(request.content_type, body, resource)
         else:
             raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported here")
         return _json(await self._update(request, target, change))
@@ -510,11 +512,19 @@ async def _body(request: web.Request) -> Any:
         raise ApiError(400, "BadRequest", f"the body is not JSON: {exc}") from exc
 
 
-def patcher(content_type: str, patch: Any) -> Callable[[KubeObject], KubeObject]:
-    """The change a patch of ``content_type`` makes to an object."""
+def patcher(content_type: str, patch: Any,
+            resource: Resource | None = None) -> Callable[[KubeObject], KubeObject]:
+    """The change a patch of ``content_type`` makes to an object (of ``resource``, whose
+    schema says how a strategic merge patch merges its lists)."""
     if content_type in (MERGE_PATCH, STRATEGIC_MERGE_PATCH):
         if not isinstance(patch, dict):
             raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
+        if content_type == STRATEGIC_MERGE_PATCH:
+            definitions = builtin_definitions()
+            schema = None if resource is None else kind_schema(
+                definitions, resource.group, resource.version, resource.kind)
+            return lambda current: dict(strategic_merge_patch(current, patch, schema,
+                                                              definitions))
         return lambda current: dict(merge_patch(current, patch))
     if content_type == JSON_PATCH:
         return lambda current: json_patch(current, patch)
@@ -625,8 +635,9 @@ class ApiServer:
 
     def patch(self, kind: str, name: str, patch: Any, namespace: str = "",
               content_type: str = MERGE_PATCH) -> KubeObject:
-        return self.state.update(self.state.resource(kind), namespace, name,
-                                 patcher(content_type, patch))
+        resource = self.state.resource(kind)
+        return self.state.update(resource, namespace, name,
+                                 patcher(content_type, patch, resource))
 
     def objects(self, kind: str, namespace: str | None = None) -> list[KubeObject]:
         return self.state.select(self.state.resource(kind), Filter(namespace))[0]
