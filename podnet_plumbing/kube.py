@@ -247,6 +247,28 @@ async def patch_pod_annotations(
         raise KubeError(f"patching pod {namespace}/{name}: {exc}") from exc
 
 
+async def patch_subnet_status(
+    api: client.CustomObjectsApi, name: str, status: Mapping[str, Any], timeout_s: float = 10.0,
+) -> None:
+    """Merge ``status`` into a ``kubeovn.io/v1`` Subnet's ``status`` subresource.
+
+    The subresource takes only the status, so a change of the spec meanwhile is never
+    overwritten, and a merge patch touches only the fields given."""
+    body = {"status": dict(status)}
+
+    def call() -> None:
+        api.patch_cluster_custom_object_status(
+            "kubeovn.io", "v1", "subnets", name, body, _content_type=MERGE_PATCH,
+            _preload_content=False, _request_timeout=timeout_s)
+
+    try:
+        await asyncio.to_thread(call)
+    except ApiException as exc:
+        raise api_error(exc, f"patching the status of subnet {name}") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise KubeError(f"patching the status of subnet {name}: {exc}") from exc
+
+
 async def record_event(
     api: client.CoreV1Api, involved: Mapping[str, str], reason: str, message: str, *,
     component: str, event_type: str = "Warning", timeout_s: float = 10.0,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes.client import CoreV1Api
+from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 from ipam.cli import parse_listen, url_of
 from ipam.options import add_redis_options, redis_settings
@@ -37,6 +37,7 @@ from podnet_sync.cluster import PodView
 from podnet_sync.http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
 from podnet_sync.metrics import SyncMetrics
 from podnet_sync.nb import Northbound
+from podnet_sync.status import SubnetStatusPatcher, status_only_change
 from podnet_sync.worker import (
     KINDS,
     PodLister,
@@ -132,12 +133,14 @@ async def kube_watchers(
 
 
 def marking(worker: SyncWorker) -> Any:
-    """Per-kind watch handlers that mark the worker dirty."""
+    """Per-kind watch handlers that mark the worker dirty. A Subnet or IPPool whose
+    status alone changed (the worker's own status patch) asks for nothing."""
     def for_kind(kind: str) -> Any:
         async def on_event(event: kube.WatchEvent) -> None:
             if isinstance(event, kube.Snapshot):
                 worker.mark(kind, full=True)
-            else:
+            elif not (kind in ("Subnet", "IPPool") and event.type == "MODIFIED"
+                      and status_only_change(event.old, event.obj)):
                 worker.mark(kind, event.obj)
         return on_event
     return for_kind
@@ -197,17 +200,21 @@ class ClusterHooks:
     patch_pod: PodPatcher
     report_pod: PodReporter
     list_pods: PodLister
+    patch_subnet_status: SubnetStatusPatcher
 
     def worker(self, ipam: Ipam, northbound: Northbound, stores: Mapping[str, Any],
                settings: SyncSettings) -> SyncWorker:
         return SyncWorker(ipam, northbound, stores, settings, patch_pod=self.patch_pod,
-                          report_pod=self.report_pod, list_pods=self.list_pods)
+                          report_pod=self.report_pod, list_pods=self.list_pods,
+                          patch_subnet_status=self.patch_subnet_status)
 
 
 def cluster_hooks(client: Any) -> ClusterHooks:
     """What the worker does to the cluster, through ``client``: mark pods (``patch_pod``),
-    record Events on them (``report_pod``), and list the pods afresh (``list_pods``)."""
+    record Events on them (``report_pod``), list the pods afresh (``list_pods``), and
+    write the Subnets' status (``patch_subnet_status``)."""
     core = CoreV1Api(client)
+    custom = CustomObjectsApi(client)
     list_pods = kube.lister(client, "Pod")
 
     async def patch(namespace: str, name: str, annotations: Mapping[str, str]) -> object:
@@ -222,7 +229,11 @@ def cluster_hooks(client: Any) -> ClusterHooks:
     async def pods_now() -> list[dict[str, Any]]:
         return await kube.list_now(list_pods, "Pod")
 
-    return ClusterHooks(patch, report, pods_now)
+    async def subnet_status(name: str, status: Mapping[str, Any]) -> object:
+        await kube.patch_subnet_status(custom, name, status)
+        return None
+
+    return ClusterHooks(patch, report, pods_now, subnet_status)
 
 
 async def _run_until(worker: SyncWorker, tasks: list[asyncio.Task[None]],

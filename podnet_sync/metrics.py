@@ -42,6 +42,8 @@ class SyncMetrics:
         self._seconds = {kind: self.step_seconds.labels(kind) for kind in _STEP_KINDS}
         self._addresses = {action: self.addresses.labels(action) for action in _ADDRESS_ACTIONS}
         self._rows: dict[str, Any] = {}
+        self._status_written = self.subnet_status.labels("written")
+        self._status_failed = self.subnet_status.labels("failed")
 
     def _define(self) -> None:
         def counter(name: str, doc: str, *labels: str) -> Counter:
@@ -61,6 +63,10 @@ class SyncMetrics:
         self.pod_failures = counter(
             "pod_failures", "Pods whose address could not be bound in a step (each reported "
             "as an Event on the pod and retried with backoff; the step went on).")
+        self.subnet_status = counter(
+            "subnet_status_patches", "Patches of a Subnet's status (its used and available "
+            "addresses from the IPAM), by outcome (written, failed: retried with backoff).",
+            "outcome")
         self.last_full = Gauge(
             "podnet_sync_last_full_success_timestamp_seconds",
             "Unix time the last full step succeeded.", registry=self.registry)
@@ -70,8 +76,16 @@ class SyncMetrics:
     def attach(self, worker: SyncWorker) -> None:
         """Observe ``worker``'s steps and report its index sizes when scraped."""
         worker.observer = self
+        if worker.status is not None:
+            worker.status.observer = self
         self.index.labels("pods").set_function(lambda: len(worker.index.pods))
         self.index.labels("services").set_function(lambda: len(worker.index.services))
+
+    def status_patched(self) -> None:
+        self._status_written.inc()
+
+    def status_failed(self) -> None:
+        self._status_failed.inc()
 
     def orphans_freed(self, count: int) -> None:
         self._addresses["orphan_freed"].inc(count)

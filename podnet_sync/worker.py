@@ -13,6 +13,9 @@ works in steps, one at a time:
   (after a grace period: an address is never freed on a timeout alone), lets stale
   reservations expire, and reconciles the whole NB state, which repairs any drift.
 
+Each step also notes the subnets whose usage it may have changed; with a cluster, a task
+beside the steps writes their Subnets' status from the IPAM (``podnet_sync.status``).
+
 Everything a step does is idempotent, so a crash at any point is repaired by the next
 start's full resync.
 """
@@ -20,6 +23,7 @@ start's full resync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -49,6 +53,7 @@ from podnet_sync.cluster import (
 )
 from podnet_sync.index import ClusterIndex, ObjectKey, pair_of
 from podnet_sync.nb import Northbound, NorthboundError, Report, Scope
+from podnet_sync.status import StatusSettings, SubnetStatusPatcher, SubnetStatusWriter
 from podnet_sync.topology import (
     ClusterView,
     NodeJoin,
@@ -131,6 +136,8 @@ class SyncSettings:
     """How often the worker looks for such reservations."""
     ensure_builtin_subnets: bool = True
     """Create ``join`` (and ``ovn-default`` when no subnet is default) if missing."""
+    status: StatusSettings = field(default_factory=StatusSettings)
+    """How the Subnets' status is written (when the worker has a cluster to write to)."""
     settle_heap: bool = False
     """After every full step, collect garbage once and freeze the heap (``podnet_plumbing.heap``):
     what a worker process wants, and ``podnet sync`` turns on. It acts on the whole
@@ -185,6 +192,7 @@ class SyncWorker:
         patch_pod: PodPatcher | None = None,
         report_pod: PodReporter | None = None,
         list_pods: PodLister | None = None,
+        patch_subnet_status: SubnetStatusPatcher | None = None,
     ) -> None:
         self.ipam = ipam
         self.northbound = northbound
@@ -216,6 +224,9 @@ class SyncWorker:
         interval later, whoever took this one."""
         self.steps = 0
         self.observer: StepObserver | None = None
+        self.status = None if patch_subnet_status is None else SubnetStatusWriter(
+            self.ipam.usage, patch_subnet_status, self._subnet_object, self.settings.status)
+        """Writes the Subnets' status; None without a cluster to write to."""
 
     # ------------------------------------------------------------------ events
 
@@ -233,7 +244,19 @@ class SyncWorker:
         self._wake.set()
 
     async def run(self) -> None:
-        """Steps until cancelled: on events, and a full resync every interval."""
+        """Steps until cancelled: on events, and a full resync every interval; the
+        Subnets' status is written beside them."""
+        writer = None if self.status is None else asyncio.create_task(
+            self.status.run(), name="podnet-subnet-status")
+        try:
+            await self._steps()
+        finally:
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+
+    async def _steps(self) -> None:
         while True:
             raise_if_cancelled()
             due = self.last_full_at + self.settings.resync_interval_s
@@ -293,6 +316,8 @@ class SyncWorker:
                            list(self.index.slices.values()))
         report.ovn = await self.northbound.reconcile_async(desired_state(view))
         report.routed = await self._mark_routed(pods, view)
+        if self.status is not None:
+            self.status.touch_all(subnet.name for subnet in self._subnets)
         return report
 
     async def _claim_gated(self, pod: PodView, record: Allocation | None) -> int:
@@ -340,6 +365,10 @@ class SyncWorker:
         report.ovn = await self.northbound.reconcile_async(desired, scope)
         touched = [live[key] for key in dirty.pods if key in live]
         report.routed = await self._mark_routed(touched, view)
+        if self.status is not None:
+            self.status.touch({subnet for subnet, _ in pairs} | {
+                record.subnet for pod in touched
+                if (record := self._bound.get(pod.uid)) is not None})
         return report
 
     def _reread_services(self, dirty: Dirty) -> set[str]:
@@ -366,6 +395,10 @@ class SyncWorker:
         return names
 
     # ------------------------------------------------------------- the views
+
+    def _subnet_object(self, name: str) -> Mapping[str, Any] | None:
+        store = self.stores.get("Subnet")
+        return store.get(name) if store is not None else None
 
     def _objects(self, kind: str) -> list[dict[str, Any]]:
         store = self.stores.get(kind)
@@ -598,6 +631,8 @@ class SyncWorker:
                                            keep_sticky=True, only_reserved=True)
             if gone is not None:
                 freed += 1
+                if self.status is not None:
+                    self.status.touch([reservation.subnet])
                 log.info("reservation %s of %s (%s) freed: no pod carries it %.0f s after "
                          "admission", reservation.token, reservation.owner,
                          ",".join(reservation.ip_strings()),

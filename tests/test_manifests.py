@@ -500,7 +500,8 @@ def test_rbac_grants_no_wildcards_no_secrets_and_writes_only_where_needed() -> N
             assert "secrets" not in rule["resources"]
             if writes & set(rule["verbs"]):
                 granted.setdefault(role["metadata"]["name"], set()).update(rule["resources"])
-    assert granted == {"podnet-sync": {"pods", "events"}, "podnet-agent": {"nodes"}}
+    assert granted == {"podnet-sync": {"pods", "events", "subnets/status"},
+                       "podnet-agent": {"nodes"}}
 
 
 def test_every_rbac_rule_says_why_it_is_there() -> None:

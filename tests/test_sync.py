@@ -461,3 +461,57 @@ def joins_of(cluster: Cluster, port: str) -> list[str]:
     """The addresses of every port of that name (there must be one, the node's)."""
     return cluster.central.nbctl("--bare", "--columns=addresses", "find",
                                  "Logical_Switch_Port", f"name={port}").split("\n\n")
+
+
+def subnet_status(cluster: Cluster, name: str = "apps") -> dict[str, Any]:
+    found = [s for s in cluster.api.objects("Subnet") if s["metadata"]["name"] == name]
+    return dict(found[0].get("status") or {}) if found else {}
+
+
+def counts(cluster: Cluster, name: str = "apps") -> tuple[Any, ...]:
+    status = subnet_status(cluster, name)
+    return tuple(status.get(key) for key in (
+        "v4usingIPs", "v4availableIPs", "v6usingIPs", "v6availableIPs"))
+
+
+async def test_a_subnets_status_counts_its_pods_and_follows_a_release(
+    cluster: Cluster,
+) -> None:
+    # 10.20.0.0/24: 256 addresses less network, broadcast and gateway
+    await eventually(lambda: counts(cluster) == (0, 253, 0, 0), what="an empty subnet")
+    await cluster.admit("web-30")
+    await cluster.admit("web-31")
+    await eventually(lambda: counts(cluster) == (2, 251, 0, 0), what="two addresses used")
+    (ready,) = subnet_status(cluster)["conditions"]
+    assert (ready["type"], ready["status"]) == ("Ready", "True")
+    cluster.api.delete("Pod", "web-30", "default")
+    await eventually(lambda: counts(cluster) == (1, 252, 0, 0), what="one address released")
+
+
+class PatchCount:
+    """Counts the worker's status patches (the observer the metrics use)."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def status_patched(self) -> None:
+        self.written += 1
+
+    def status_failed(self) -> None:
+        raise AssertionError("a status patch failed")
+
+
+async def test_a_burst_of_pods_costs_a_few_status_patches_and_no_full_resync(
+    cluster: Cluster,
+) -> None:
+    await eventually(lambda: counts(cluster) == (0, 253, 0, 0), what="an empty subnet")
+    assert cluster.worker.status is not None
+    patches = PatchCount()
+    cluster.worker.status.observer = patches
+    full_before = cluster.worker.last_full_at
+    for number in range(12):
+        await cluster.admit(f"burst-{number}")
+    await eventually(lambda: counts(cluster) == (12, 241, 0, 0), what="twelve addresses used")
+    await asyncio.sleep(1.5)  # a patch still due would have gone out by now
+    assert 1 <= patches.written <= 4
+    assert cluster.worker.last_full_at == full_before  # its own patches asked for none
