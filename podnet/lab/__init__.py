@@ -65,6 +65,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         help="IP, IP:PORT, [IPv6]:PORT, NAMESPACE/POD or NAMESPACE/POD:PORT")
     tracer.add_argument("--raw", action="store_true", help="also print ovn-trace's output")
     tracer.set_defaults(handler=_run_trace)
+    execute = commands.add_parser(
+        "exec", help="run a command in a lab pod's network namespace",
+        description="Run CMD in the network namespace of a pod of podnet up (the lab's "
+        "pods have no containers, so kubectl exec has nothing to enter), e.g. "
+        "`podnet exec default/web-0 -- ping -c1 10.16.0.9`.")
+    _common_options(execute)
+    execute.add_argument("pod", metavar="NAMESPACE/POD", help="the pod (POD alone: default)")
+    execute.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
+                         help="the command and its arguments")
+    execute.set_defaults(handler=_run_exec)
     stop = commands.add_parser("down", help="stop what podnet up started and remove it all")
     _common_options(stop)
     stop.add_argument("--keep-data", action="store_true", help="keep the state directory")
@@ -117,6 +127,18 @@ def _run_trace(args: argparse.Namespace) -> int:
         print(explain(_settings(args), args.pod, args.destination, raw=args.raw))
     except (TraceError, ValueError, kube.KubeError) as exc:
         print(f"podnet trace: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_exec(args: argparse.Namespace) -> int:
+    from podnet.lab.execute import ExecError, exec_in_pod
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        exec_in_pod(_settings(args), args.pod, command)
+    except (ExecError, kube.KubeError, OSError) as exc:
+        print(f"podnet exec: {exc}", file=sys.stderr)
         return 1
     return 0
 

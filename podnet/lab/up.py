@@ -96,7 +96,7 @@ from podnet.lab.objects import (
 )
 from podnet.lab.report import Report, pod_row, workload_problems
 from podnet.lab.rest import Rest
-from podnet.lab.settings import LabSettings
+from podnet.lab.settings import DEFAULT_STATE_DIR, LabSettings
 from podnet.ovn import OvnCentral, OvnError, netns_delete, netns_exists
 from podnet_plumbing import kube
 from podnet_plumbing.manifests import Manifest, ManifestProblem, read_manifests
@@ -166,8 +166,21 @@ def up(settings: LabSettings) -> list[ManifestProblem]:
     report.save(settings.state_dir)
     print("\n" + report.render(), flush=True)
     print(status_report(settings, with_pods=False), flush=True)
-    print(f"Stop with: podnet down --state-dir {settings.state_dir}")
+    print(next_steps(settings))
     return problems
+
+
+def next_steps(settings: LabSettings) -> str:
+    """How to drive the lab with the tools a Kubernetes user already has."""
+    state = "" if settings.state_dir == DEFAULT_STATE_DIR else \
+        f" --state-dir {settings.state_dir}"
+    return "\n".join([
+        "Use it with kubectl:",
+        f"  export KUBECONFIG={settings.kubeconfig('admin')}",
+        "  kubectl get pods -A -o wide",
+        f"Run a command in a pod's network:  podnet exec{state} NAMESPACE/POD -- ping -c1 IP",
+        f"Stop with: podnet down{state}",
+    ])
 
 
 def revive(settings: LabSettings) -> list[str]:
