@@ -249,6 +249,64 @@ def test_apps_kinds_are_served_with_their_status_subresource(api: ApiServer) -> 
     assert [s.status.replicas for s in listed.items] == [1]
 
 
+def deployment(name: str, *containers: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": list(containers)}}}}
+
+
+def test_a_strategic_merge_patch_merges_containers_by_name_and_stores_no_directive(
+    api: ApiServer
+) -> None:
+    api.create(deployment("web", {"name": "app", "image": "nginx"},
+                          {"name": "log", "image": "busybox"}), "default")
+    patch = {"spec": {"template": {"spec": {
+        "$setElementOrder/containers": [{"name": "log"}, {"name": "app"}],
+        "containers": [{"name": "app", "image": "nginx:2"}]}}}}
+    with api.client() as kube_api:
+        apps(kube_api).patch_namespaced_deployment(
+            "web", "default", patch, _content_type="application/strategic-merge-patch+json")
+    spec = api.get("Deployment", "web", "default")["spec"]["template"]["spec"]
+    assert spec == {"containers": [{"name": "log", "image": "busybox"},
+                                   {"name": "app", "image": "nginx:2"}]}
+
+
+def test_a_merge_patch_still_replaces_the_list_it_names(api: ApiServer) -> None:
+    api.create(deployment("web", {"name": "app", "image": "nginx"},
+                          {"name": "log", "image": "busybox"}), "default")
+    with api.client() as kube_api:
+        apps(kube_api).patch_namespaced_deployment(
+            "web", "default", {"spec": {"template": {"spec": {"containers": [
+                {"name": "app", "image": "nginx:2"}]}}}},
+            _content_type="application/merge-patch+json")
+    spec = api.get("Deployment", "web", "default")["spec"]["template"]["spec"]
+    assert spec["containers"] == [{"name": "app", "image": "nginx:2"}]
+
+
+def test_a_strategic_merge_patch_missing_a_merge_key_is_refused_with_422(
+    api: ApiServer
+) -> None:
+    api.create(deployment("web", {"name": "app", "image": "nginx"}), "default")
+    with api.client() as kube_api, pytest.raises(ApiException) as refused:
+        apps(kube_api).patch_namespaced_deployment(
+            "web", "default", {"spec": {"template": {"spec": {"containers": [
+                {"image": "nginx:2"}]}}}},
+            _content_type="application/strategic-merge-patch+json")
+    assert refused.value.status == 422
+    assert "spec.template.spec.containers" in json.loads(refused.value.body or "{}")["message"]
+
+
+def test_custom_resources_refuse_a_strategic_merge_patch_with_415(api: ApiServer) -> None:
+    api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "blue"},
+                "spec": {"cidrBlock": "10.70.0.0/24"}})
+    with api.client() as kube_api, pytest.raises(ApiException) as refused:
+        client.CustomObjectsApi(kube_api).patch_cluster_custom_object(
+            "kubeovn.io", "v1", "subnets", "blue", {"spec": {"private": True}},
+            _content_type="application/strategic-merge-patch+json")
+    assert refused.value.status == 415
+
+
 @dataclass
 class Recorder:
     """Admission that records who asked, and allows everything."""

@@ -59,10 +59,8 @@ def builtin_definitions() -> Definitions:
 def kind_schema(definitions: Definitions, group: str, version: str, kind: str) -> Schema | None:
     """The definition of the kind ``group/version, kind`` (``""`` for the core group)."""
     wanted = {"group": group, "version": version, "kind": kind}
-    for schema in definitions.values():
-        if wanted in schema.get("x-kubernetes-group-version-kind", []) and "properties" in schema:
-            return schema
-    return None
+    return next((schema for schema in definitions.values()
+                 if wanted in schema.get("x-kubernetes-group-version-kind", [])), None)
 
 
 def strategic_merge_patch(original: Any, patch: Any, schema: Schema | None,

@@ -1,0 +1,66 @@
+"""``kubectl patch`` against the lab's API server: a strategic merge patch merges
+containers by name, as it does in a cluster, instead of replacing the list."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.kube_api import KubeApi
+
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl")
+
+
+@pytest.fixture
+def api() -> Iterator[KubeApi]:
+    with KubeApi(defaults=True) as server:
+        server.create({"apiVersion": "apps/v1", "kind": "Deployment",
+                       "metadata": {"name": "front", "namespace": "shop"},
+                       "spec": {"selector": {"matchLabels": {"app": "front"}}, "template": {
+                           "metadata": {"labels": {"app": "front"}}, "spec": {"containers": [
+                               {"name": "web", "image": "nginx"},
+                               {"name": "log", "image": "busybox"}]}}}}, "shop")
+        yield server
+
+
+def kubectl(api: KubeApi, cache: Path, *args: str) -> str:
+    assert KUBECTL is not None
+    result = subprocess.run(
+        [KUBECTL, f"--server={api.url}", "--token=podnet-lab:admin",
+         f"--cache-dir={cache}", *args],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def containers(api: KubeApi) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = api.get("Deployment", "front", "shop")[
+        "spec"]["template"]["spec"]["containers"]
+    return found
+
+
+def test_a_container_added_by_name_keeps_the_others(api: KubeApi, tmp_path: Path) -> None:
+    patch = {"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "image": "nginx:2"}, {"name": "sidecar", "image": "envoy"}]}}}}
+    kubectl(api, tmp_path, "-n", "shop", "patch", "deployment", "front", "--type=strategic",
+            "-p", json.dumps(patch))
+    # kube-apiserver's order: the patch's items in its order, the others where they were
+    # relative to them (a new item is not placed after an old one it cannot compare to)
+    assert containers(api) == [{"name": "web", "image": "nginx:2"},
+                               {"name": "sidecar", "image": "envoy"},
+                               {"name": "log", "image": "busybox"}]
+
+
+def test_a_container_deleted_by_its_directive_leaves_the_others(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    patch = {"spec": {"template": {"spec": {"containers": [
+        {"name": "log", "$patch": "delete"}]}}}}
+    kubectl(api, tmp_path, "-n", "shop", "patch", "deployment", "front", "-p", json.dumps(patch))
+    assert containers(api) == [{"name": "web", "image": "nginx"}]
