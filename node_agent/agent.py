@@ -11,7 +11,9 @@ QoS again, and touches nothing else of a running pod.
 An ADD, in order: wait (bounded) until the pod is allocated and routed; make the veth
 and move its pod end into the pod; add the host end to ``br-int`` (with the QoS) while
 the pod end gets its addresses, routes and qdisc; wait for ``ovn-installed``; answer the
-CNI result. DEL and CHECK are idempotent and need nothing but the container id.
+CNI result. DEL and CHECK are idempotent and need nothing but the container id. A failed
+ADD is also told on the pod, as a Warning Event, when the agent has the Kubernetes API
+(``node_agent.events``: never in the way of the CNI answer).
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from ipam import errors as ipam_errors
 from ipam.store import Ipam
 from node_agent import bootstrap, errors, netconf, netns, ovs, plug
+from node_agent.events import (
+    FAILED_ATTACH,
+    EventRecorder,
+    EventSettings,
+    attach_failure,
+    kube_sender,
+)
 from node_agent.gateway import JOIN_INTERFACE, GatewayPlan, plan_gateway
 from node_agent.netconf import CniCall, PodRef
 from node_agent.network import (
@@ -74,6 +83,8 @@ class AgentSettings:
     """How often the node's pod ports are checked against the live pods (by UID): a
     port whose pod is gone (a DEL that never came) is removed."""
     join_interface: str = JOIN_INTERFACE
+    events: EventSettings = field(default_factory=EventSettings)
+    """How failed attaches become Events on their pods (with the Kubernetes API only)."""
 
 
 @dataclass
@@ -146,6 +157,9 @@ class Agent:
         self.pods = pods
         self.ipam = ipam
         self.kube_api = kube_api
+        self.events = None if kube_api is None else EventRecorder(
+            kube_sender(kube_api, pods.uid), settings.events)
+        """Records failed attaches on their pods; None without the Kubernetes API."""
         self.ovs = ovs.Ovs(settings.ovs_db)
         self.plumber: plug.Plumber | None = None
         self.routing: Routing | None = None
@@ -170,6 +184,8 @@ class Agent:
         await self.pods.start()
         self.pods.on_change = self._pod_changed
         await self.reconcile()
+        if self.events is not None:
+            self.events.start()
         await self.server.start()
         self._tasks.append(asyncio.create_task(self._node_loop(), name="podnet-node"))
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="podnet-ports"))
@@ -182,6 +198,8 @@ class Agent:
             await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
         self._tasks.clear()
         await self.server.stop()
+        if self.events is not None:
+            await self.events.stop()
         await self.pods.stop()
         await self.ovs.stop()
         if self.plumber is not None:
@@ -284,7 +302,19 @@ class Agent:
         call = netconf.parse_call(request)
         handlers = {"ADD": self.add, "DEL": self.delete, "CHECK": self.check,
                     "STATUS": self.status, "GC": self.gc}
-        return await handlers[call.command](call)
+        if call.command != "ADD":
+            return await handlers[call.command](call)
+        try:
+            return await self.add(call)
+        except Exception as exc:
+            self._attach_failed(call, exc)
+            raise
+
+    def _attach_failed(self, call: CniCall, exc: Exception) -> None:
+        """Tell the pod why its ADD failed (a Warning Event), without waiting for it."""
+        if self.events is not None and call.pod is not None:
+            self.events.warn(call.pod, FAILED_ATTACH,
+                             attach_failure(call.pod, call.container_id, exc))
 
     def _container(self, container_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Calls for one container run one at a time."""

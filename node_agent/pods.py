@@ -60,6 +60,10 @@ class PodSource(Protocol):
         """Whether the pod still exists (None: cannot tell right now)."""
         ...
 
+    def uid(self, pod: PodRef) -> str:
+        """The pod's UID as known now, without I/O ('' when unknown)."""
+        ...
+
 
 def _bad(pod: PodRef, exc: InvalidPodNetwork) -> errors.BadPodAnnotations:
     return errors.BadPodAnnotations(f"podnet: pod {pod.key}: {exc}")
@@ -154,6 +158,10 @@ class KubePods:
             log.warning("pod %s: %s", pod.key, exc)
             return None
 
+    def uid(self, pod: PodRef) -> str:
+        stored = self.store.get(pod.name, pod.namespace)
+        return str(((stored or {}).get("metadata") or {}).get("uid") or pod.uid)
+
     async def present(self, pod: PodRef) -> bool | None:
         if not self.store.synced:
             return None
@@ -204,6 +212,9 @@ class IpamPods:
                     f"waited {timeout_s:.0f}s; reserve one (webhook or podnet ipam) first",
                 )
             await asyncio.sleep(self.poll_s)
+
+    def uid(self, pod: PodRef) -> str:
+        return pod.uid
 
     async def present(self, pod: PodRef) -> bool | None:
         try:

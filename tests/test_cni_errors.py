@@ -8,14 +8,17 @@ object on stdout with the spec's ``code`` and a ``msg``, and the exit status is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from podnet.daemons import RedisServer
 from tests.agent_harness import CniOutcome, Lab, LabNode, lab
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 ARGS = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"
@@ -109,6 +112,31 @@ async def test_add_into_a_network_namespace_that_is_gone_fails_and_del_succeeds(
     assert "does not exist" in str(answer["msg"])
     deleted = await cluster.cni(node, "DEL", container_id="c3", netns=gone, args=ARGS)
     assert (deleted.returncode, deleted.stdout) == (0, ""), deleted
+
+
+async def test_a_failed_add_is_one_warning_event_on_the_pod_however_often_it_is_retried(
+    cluster: Lab, node: LabNode,
+) -> None:
+    pod = await cluster.admit("broken", "apps", node.name)
+    gone = "/run/netns/pnpod-broken-gone"
+    args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=broken"
+    for attempt in range(3):  # kubelet retries a failing sandbox
+        outcome = await cluster.cni(node, "ADD", container_id=f"c5{attempt}", netns=gone,
+                                    args=args)
+        assert error_of(outcome)["code"] == 102
+
+    def failed_attaches() -> list[dict[str, Any]]:
+        return [event for event in cluster.api.objects("Event", "default")
+                if event["involvedObject"]["name"] == "broken"]
+
+    (event,) = await eventually(failed_attaches, what="an Event on the pod")
+    assert (event["type"], event["reason"]) == ("Warning", "FailedAttach")
+    assert event["involvedObject"]["uid"] == pod["metadata"]["uid"]
+    assert "pod default/broken" in event["message"]
+    assert "does not exist" in event["message"]
+    assert event["source"]["component"] == "podnet-agent"
+    await asyncio.sleep(0.5)  # the retries' Events, had they been queued, would be in
+    assert len(failed_attaches()) == 1
 
 
 async def test_no_agent_behind_the_socket_means_try_again_later(

@@ -501,7 +501,7 @@ def test_rbac_grants_no_wildcards_no_secrets_and_writes_only_where_needed() -> N
             if writes & set(rule["verbs"]):
                 granted.setdefault(role["metadata"]["name"], set()).update(rule["resources"])
     assert granted == {"podnet-sync": {"pods", "events", "subnets/status"},
-                       "podnet-agent": {"nodes"}}
+                       "podnet-agent": {"nodes", "events"}}
 
 
 def test_every_rbac_rule_says_why_it_is_there() -> None:
