@@ -250,6 +250,19 @@ async def test_deleting_a_deployment_collects_its_replicaset_and_pods(lab: Lab) 
     await lab.until(lambda: not lab.pods() and not lab.api.objects("ReplicaSet"))
 
 
+async def test_a_foreground_deletion_ends_only_once_the_collector_removed_the_dependents(
+    lab: Lab,
+) -> None:
+    lab.api.create(deployment("web", 2))
+    await lab.until(lambda: len(lab.pods()) == 2)
+    lab.api.state.delete(lab.api.state.resource("Deployment"), "default", "web",
+                         propagation="Foreground")
+    held = lab.api.get("Deployment", "web", "default")["metadata"]
+    assert held["finalizers"] == ["foregroundDeletion"]
+    await lab.until(lambda: not lab.api.objects("Deployment"))
+    assert not lab.api.objects("ReplicaSet")
+
+
 async def test_a_scaled_down_replicaset_removes_unscheduled_pods_first(lab: Lab) -> None:
     lab.api.create(deployment("web", 2))
     await lab.until(lambda: sum(1 for p in lab.pods() if spec_of(p).get("nodeName")) == 2)

@@ -3,16 +3,14 @@ the ``all`` category) and ``kubectl get`` prints the server's Tables."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.kube_api import KubeApi
+from tests.kubectl import KUBECTL, kubectl_ok
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl")
 
 
@@ -47,13 +45,7 @@ def api() -> Iterator[KubeApi]:
 
 
 def kubectl(api: KubeApi, cache: Path, *args: str) -> str:
-    assert KUBECTL is not None
-    result = subprocess.run(
-        [KUBECTL, f"--server={api.url}", "--token=podnet-lab:admin",
-         f"--cache-dir={cache}", *args],
-        capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return kubectl_ok(api.url, cache, *args)
 
 
 def test_api_resources_lists_every_served_kind_with_its_short_names(

@@ -4,16 +4,14 @@ containers by name, as it does in a cluster, instead of replacing the list."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.kube_api import KubeApi
+from tests.kubectl import KUBECTL, kubectl_ok
 
-KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl")
 
 
@@ -30,13 +28,7 @@ def api() -> Iterator[KubeApi]:
 
 
 def kubectl(api: KubeApi, cache: Path, *args: str) -> str:
-    assert KUBECTL is not None
-    result = subprocess.run(
-        [KUBECTL, f"--server={api.url}", "--token=podnet-lab:admin",
-         f"--cache-dir={cache}", *args],
-        capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return kubectl_ok(api.url, cache, *args)
 
 
 def containers(api: KubeApi) -> list[dict[str, str]]:

@@ -10,19 +10,24 @@ from typing import Any
 import pytest
 
 from podnet.lab.apistore import ApiError
-from podnet.lab.strategic import builtin_definitions, kind_schema, strategic_merge_patch
+from podnet.lab.objects import RESOURCES
+from podnet.lab.schemas import lab_catalog
+from podnet.lab.strategic import strategic_merge_patch
+
+KINDS = {resource.kind: resource for resource in RESOURCES}
+
+
+def patched_as(kind: str, original: dict[str, Any], patch: dict[str, Any]) -> Any:
+    known = lab_catalog()
+    return strategic_merge_patch(original, patch, known.schema(KINDS[kind]), known.definitions)
 
 
 def pod_patched(original: dict[str, Any], patch: dict[str, Any]) -> Any:
-    definitions = builtin_definitions()
-    return strategic_merge_patch(original, patch, kind_schema(definitions, "", "v1", "Pod"),
-                                 definitions)
+    return patched_as("Pod", original, patch)
 
 
 def deployment_patched(original: dict[str, Any], patch: dict[str, Any]) -> Any:
-    definitions = builtin_definitions()
-    schema = kind_schema(definitions, "apps", "v1", "Deployment")
-    return strategic_merge_patch(original, patch, schema, definitions)
+    return patched_as("Deployment", original, patch)
 
 
 def pod(*containers: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -39,10 +44,10 @@ def names(items: list[dict[str, Any]]) -> list[str]:
 
 
 def test_the_kind_schema_is_found_by_group_version_and_kind() -> None:
-    definitions = builtin_definitions()
-    assert kind_schema(definitions, "apps", "v1", "Deployment") is definitions[
+    known = lab_catalog()
+    assert known.schema(KINDS["Deployment"]) is known.definitions[
         "io.k8s.api.apps.v1.Deployment"]
-    assert kind_schema(definitions, "kubeovn.io", "v1", "Subnet") is None
+    assert known.schema(KINDS["Subnet"]) is known.definitions["io.kubeovn.v1.Subnet"]
 
 
 def test_a_container_patched_by_name_merges_into_it_and_keeps_the_others() -> None:

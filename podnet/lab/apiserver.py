@@ -61,6 +61,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
 from aiohttp import web
 from kubernetes import client
 
@@ -79,7 +80,7 @@ from podnet.lab.apistore import (
     write_state,
 )
 from podnet.lab.objects import RESOURCES, TOKEN_PREFIX, KubeObject, Resource, scale_of
-from podnet.lab.strategic import builtin_definitions, kind_schema, strategic_merge_patch
+from podnet.lab.strategic import strategic_merge_patch
 from podnet_plumbing import logs
 
 __all__ = [
@@ -93,6 +94,7 @@ log = logging.getLogger(__name__)
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
 ANONYMOUS = "system:anonymous"
 WARNINGS = web.RequestKey("warnings", list[str])
 """Where a request's handler collects the ``Warning`` headers of its response."""
@@ -293,14 +295,15 @@ class ApiHandler:
         raise ApiError(405, "MethodNotAllowed", f"{request.method} is not supported here")
 
     async def _create(self, request: web.Request, resource: Resource,
-                      namespace: str) -> KubeObject:
+                      namespace: str, sent: Any = None) -> KubeObject:
         """As kube-apiserver's create handler: mutating admission on the object as sent
         (no name yet for ``generateName``, no UID), then the name generated, UID and
         timestamps set and the name validated, then validating admission (which sees
         them), then quota, then the storage write, where AlreadyExists is found. So a
         create can be refused after every mutating webhook has run."""
         dry_run = _dry_run(request)
-        body = self._known_fields(request, resource, await _body(request))
+        sent = await _body(request) if sent is None else sent
+        body = self._known_fields(request, resource, sent)
         obj = self.state.prepare(resource, body, namespace)
         metadata = obj["metadata"]
         attributes = Attributes("CREATE", resource, str(metadata.get("namespace") or ""),
@@ -335,6 +338,8 @@ class ApiHandler:
             return _json(await self._delete(request, resource, namespace, name))
         if request.method == "POST":
             raise ApiError(405, "MethodNotAllowed", "POST is not supported on an object")
+        if request.method == "PATCH" and request.content_type == APPLY_PATCH:
+            return await self._apply(request, target)
         body = await _body(request)
         if request.method == "PUT":
             change = _replacement(body)
@@ -348,11 +353,19 @@ class ApiHandler:
         return _json(await self._update(request, target, change))
 
     async def _update(self, request: web.Request, target: Target,
-                      change: Callable[[KubeObject], KubeObject]) -> KubeObject:
+                      requested: Callable[[KubeObject], KubeObject]) -> KubeObject:
         resource, namespace, name = target.resource, target.namespace or "", target.name or ""
         dry_run = _dry_run(request)
-        given = change
-        change = lambda current: self._known_fields(request, resource, given(current))  # noqa: E731
+        keep_status = "status" in resource.subresources and not target.subresource
+
+        def change(current: KubeObject) -> KubeObject:
+            updated: KubeObject = self._known_fields(request, resource, requested(current))
+            if keep_status:  # written only through the status subresource, as upstream
+                updated.pop("status", None)
+                if "status" in current:
+                    updated["status"] = current["status"]
+            return updated
+
         if self.admission is None or target.subresource:
             return self.state.update(resource, namespace, name, change,
                                      subresource=target.subresource, dry_run=dry_run)
@@ -373,6 +386,27 @@ class ApiHandler:
                 if exc.code != 409:
                     raise
         raise conflict(resource, name)
+
+    async def _apply(self, request: web.Request, target: Target) -> web.Response:
+        """Server-side apply (``kubectl apply --server-side``), as far as the lab goes: an
+        object that does not exist is created (admission sees a CREATE); one that does gets
+        the applied configuration merged in as a strategic merge patch (lists by the
+        schema's merge keys; a merge patch for custom resources). Not kept: managedFields,
+        conflicts between field managers, and the removal of fields a manager stops
+        applying (docs/lab.md)."""
+        resource, namespace, name = target.resource, target.namespace or "", target.name or ""
+        if not request.query.get("fieldManager"):
+            raise ApiError(422, "Invalid", 'PatchOptions.meta.k8s.io "" is invalid: '
+                           "fieldManager: Required value: is required for apply patch")
+        applied = _yaml_body(await request.read())
+        named = (applied.get("metadata") or {}).get("name")
+        if named != name:
+            raise ApiError(400, "BadRequest", f"the name of the object ({named}) does not "
+                           f"match the name on the URL ({name})")
+        if self.state.find(resource, namespace, name) is None and not target.subresource:
+            return _json(await self._create(request, resource, namespace, applied), 201)
+        merge = STRATEGIC_MERGE_PATCH if resource.builtin else MERGE_PATCH
+        return _json(await self._update(request, target, patcher(merge, applied, resource)))
 
     async def _scale(self, request: web.Request, target: Target) -> KubeObject:
         """The ``scale`` subresource (``kubectl scale``): an ``autoscaling/v1`` Scale read
@@ -406,8 +440,9 @@ class ApiHandler:
             current = self.state.get(resource, namespace, name)
             await self.admission.admit(Attributes(
                 "DELETE", resource, namespace, name, None, current, user_of(request), dry_run))
+        options = await _delete_options(request)
         return self.state.delete(resource, namespace, name, dry_run,
-                                 await _grace_period(request))
+                                 _grace_period(options), _propagation(options))
 
     async def _watch(self, request: web.Request, resource: Resource,
                      where: Filter) -> web.StreamResponse:
@@ -463,15 +498,26 @@ async def _ok(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def _grace_period(request: web.Request) -> int | None:
-    """``gracePeriodSeconds`` of a DELETE, from the query or the DeleteOptions body."""
-    text = request.query.get("gracePeriodSeconds")
-    if text is None and request.can_read_body:
-        options = await _body(request)
-        value = options.get("gracePeriodSeconds") if isinstance(options, dict) else None
-        text = None if value is None else str(value)
-    if text is None:
+async def _delete_options(request: web.Request) -> dict[str, Any]:
+    """A DELETE's options: the DeleteOptions body, overridden by the query."""
+    body = await _body(request) if request.can_read_body else {}
+    options = dict(body) if isinstance(body, dict) else {}
+    options.update((key, request.query[key]) for key in (
+        "gracePeriodSeconds", "propagationPolicy") if key in request.query)
+    return options
+
+
+def _propagation(options: Mapping[str, Any]) -> str | None:
+    policy = options.get("propagationPolicy")
+    return None if policy is None else str(policy)
+
+
+def _grace_period(options: Mapping[str, Any]) -> int | None:
+    """``gracePeriodSeconds`` of a DELETE, or a 400 naming it."""
+    value = options.get("gracePeriodSeconds")
+    if value is None:
         return None
+    text = str(value)
     try:
         return int(text)
     except ValueError as exc:
@@ -512,6 +558,17 @@ async def _body(request: web.Request) -> Any:
         raise ApiError(400, "BadRequest", f"the body is not JSON: {exc}") from exc
 
 
+def _yaml_body(data: bytes) -> dict[str, Any]:
+    """An apply patch: one YAML (or JSON) object."""
+    try:
+        found = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise ApiError(400, "BadRequest", f"the apply patch is not YAML: {exc}") from exc
+    if not isinstance(found, dict):
+        raise ApiError(400, "BadRequest", "an apply patch must be an object")
+    return found
+
+
 def patcher(content_type: str, patch: Any,
             resource: Resource | None = None) -> Callable[[KubeObject], KubeObject]:
     """The change a patch of ``content_type`` makes to an object (of ``resource``, whose
@@ -520,11 +577,10 @@ def patcher(content_type: str, patch: Any,
         if not isinstance(patch, dict):
             raise ApiError(400, "BadRequest", "a merge patch must be a JSON object")
         if content_type == STRATEGIC_MERGE_PATCH:
-            definitions = builtin_definitions()
-            schema = None if resource is None else kind_schema(
-                definitions, resource.group, resource.version, resource.kind)
+            known = schemas.lab_catalog()
+            schema = None if resource is None else known.schema(resource)
             return lambda current: dict(strategic_merge_patch(current, patch, schema,
-                                                              definitions))
+                                                              known.definitions))
         return lambda current: dict(merge_patch(current, patch))
     if content_type == JSON_PATCH:
         return lambda current: json_patch(current, patch)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.lab.objects import RESOURCES, KubeObject, Resource, now_timestamp
+from podnet.lab.objects import FOREGROUND_DELETION, RESOURCES, KubeObject, Resource, now_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -554,13 +554,28 @@ class ApiState:
             return self._commit(resource, "MODIFIED", updated, copy.deepcopy(current))
 
     def delete(self, resource: Resource, namespace: str, name: str,
-               dry_run: bool = False, grace_s: int | None = None) -> KubeObject:
+               dry_run: bool = False, grace_s: int | None = None,
+               propagation: str | None = None) -> KubeObject:
         """Delete as kube-apiserver does: an object with finalizers, or a pod with a grace
         period, only gets ``deletionTimestamp`` (the kubelet removes a pod once it has
         stopped, with grace 0; clearing the last finalizer removes the rest). A pod that
-        is not on a node, or has finished, goes at once; ``grace_s=0`` forces."""
+        is not on a node, or has finished, goes at once; ``grace_s=0`` forces.
+
+        ``propagation`` is the DeleteOptions' ``propagationPolicy``: ``Background`` (the
+        default; the garbage collector removes dependents once the owner is gone),
+        ``Foreground`` (the owner waits, with the ``foregroundDeletion`` finalizer, until
+        the collector has removed its dependents) or ``Orphan`` (dependents lose their
+        owner reference and stay; the real collector does it behind an ``orphan``
+        finalizer, the lab at once)."""
+        if propagation not in PROPAGATION_POLICIES:
+            raise ApiError(400, "BadRequest", f"propagationPolicy {propagation!r} is not one "
+                           f"of {', '.join(p for p in PROPAGATION_POLICIES if p)}")
         with self.lock:
             current = self._stored(resource, namespace, name)
+            if propagation == "Orphan" and not dry_run:
+                self._orphan_dependents(current)
+            if propagation == "Foreground":
+                current = self._with_finalizer(resource, current, FOREGROUND_DELETION, dry_run)
             grace = deletion_grace(resource, current, grace_s)
             finalizers = current["metadata"].get("finalizers") or []
             if grace == 0 and not finalizers:
@@ -578,6 +593,34 @@ class ApiState:
                 return updated
             self.objects[resource][(namespace, name)] = updated
             return self._commit(resource, "MODIFIED", updated, copy.deepcopy(current))
+
+    def _orphan_dependents(self, owner: KubeObject) -> None:
+        """Drop ``owner`` from the ownerReferences of everything it owns."""
+        uid = owner["metadata"]["uid"]
+        for resource, objects in self.objects.items():
+            for key, obj in list(objects.items()):
+                refs = obj["metadata"].get("ownerReferences") or []
+                kept = [ref for ref in refs if ref.get("uid") != uid]
+                if len(kept) == len(refs):
+                    continue
+                updated = copy.deepcopy(obj)
+                updated["metadata"]["ownerReferences"] = kept
+                if not kept:
+                    del updated["metadata"]["ownerReferences"]
+                objects[key] = updated
+                self._commit(resource, "MODIFIED", updated, obj)
+
+    def _with_finalizer(self, resource: Resource, obj: KubeObject, finalizer: str,
+                        dry_run: bool) -> KubeObject:
+        finalizers = obj["metadata"].get("finalizers") or []
+        if finalizer in finalizers:
+            return obj
+        updated = copy.deepcopy(obj)
+        updated["metadata"]["finalizers"] = [*finalizers, finalizer]
+        if dry_run:
+            return updated
+        self.objects[resource][object_key(obj)] = updated
+        return self._commit(resource, "MODIFIED", updated, obj)
 
     def bind(self, namespace: str, name: str, binding: Any) -> None:
         """The ``pods/binding`` subresource: what the scheduler posts to place a pod."""
@@ -685,6 +728,9 @@ class ApiState:
             self.compacted = self.revision
             self.history.clear()
         return loaded
+
+
+PROPAGATION_POLICIES = (None, "Background", "Foreground", "Orphan")
 
 
 def conflict(resource: Resource, name: str) -> ApiError:

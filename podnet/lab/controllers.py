@@ -63,6 +63,7 @@ from kubernetes import client
 from ipam import names
 from podnet.lab.kubelet import Attachment, Kubelet
 from podnet.lab.objects import (
+    FOREGROUND_DELETION,
     REPLICA_FAILURE,
     KubeObject,
     controlled_by,
@@ -480,6 +481,8 @@ class ControllerManager:
     async def deployments(self) -> None:
         replicasets = self.views["ReplicaSet"]
         for deployment in self.views["Deployment"].list():
+            if terminating(deployment):
+                continue  # being deleted: its ReplicaSets are the collector's now
             owned = [rs for rs in replicasets.list(namespace_of(deployment))
                      if controlled_by(rs, deployment)]
             template = spec_of(deployment).get("template") or {}
@@ -502,6 +505,8 @@ class ControllerManager:
     async def replicasets(self) -> None:
         pods = self.views["Pod"]
         for replicaset in self.views["ReplicaSet"].list():
+            if terminating(replicaset):
+                continue
             owned = [p for p in pods.list(namespace_of(replicaset))
                      if controlled_by(p, replicaset) and not terminal(p)
                      and not terminating(p)]
@@ -519,7 +524,7 @@ class ControllerManager:
 
     async def statefulsets(self) -> None:
         for statefulset in self.views["StatefulSet"].list():
-            if self.retry.waiting(uid_of(statefulset)):
+            if self.retry.waiting(uid_of(statefulset)) or terminating(statefulset):
                 continue
             owned = {ordinal: pod for pod in self.views["Pod"].list(namespace_of(statefulset))
                      if controlled_by(pod, statefulset)
@@ -596,17 +601,37 @@ class ControllerManager:
                     self._wake_later(since + tolerated - now)
 
     async def collect_garbage(self) -> None:
-        doomed = []
+        """Delete what a gone owner (or one deleted in the foreground) controlled; let a
+        foreground deletion finish once nothing it owns is left."""
+        doomed, owned = [], set()
         for kind, owner_kinds in OWNERS.items():
             live = {k: self.views[k].uids() for k in owner_kinds}
+            ending = {uid_of(o) for k in owner_kinds for o in self.views[k].list()
+                      if FOREGROUND_DELETION in (metadata(o).get("finalizers") or [])}
             for obj in self.views[kind].list():
                 ref = controller_ref(obj)
-                if ref is not None and ref.get("kind") in live and \
-                        ref.get("uid") not in live[str(ref.get("kind"))]:
+                if ref is None or ref.get("kind") not in live:
+                    continue
+                owned.add(str(ref.get("uid")))
+                if ref.get("uid") not in live[str(ref.get("kind"))] or ref.get("uid") in ending:
                     doomed.append({**obj, "kind": kind})
-        for result in await self._gather(self._delete(obj) for obj in doomed):
+        finished = [self._finish_foreground(owner) for owner in self._foreground_owners()
+                    if uid_of(owner) not in owned]
+        for result in await self._gather([*(self._delete(obj) for obj in doomed
+                                            if not terminating(obj)), *finished]):
             if isinstance(result, Exception):
                 log.warning("garbage collection: %s", result)
+
+    def _foreground_owners(self) -> list[KubeObject]:
+        kinds = {kind for owner_kinds in OWNERS.values() for kind in owner_kinds}
+        return [{**owner, "kind": kind} for kind in sorted(kinds)
+                for owner in self.views[kind].list()
+                if FOREGROUND_DELETION in (metadata(owner).get("finalizers") or [])]
+
+    async def _finish_foreground(self, owner: KubeObject) -> None:
+        kept = [f for f in metadata(owner).get("finalizers") or [] if f != FOREGROUND_DELETION]
+        await self._patch(owner, {"metadata": {
+            "finalizers": kept, "resourceVersion": metadata(owner).get("resourceVersion")}})
 
     # --------------------------------------------------------- scheduler
 

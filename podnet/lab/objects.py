@@ -21,6 +21,8 @@ KubeObject = dict[str, Any]
 TOKEN_PREFIX = "podnet-lab:"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 REPLICA_FAILURE = "ReplicaFailure"
+FOREGROUND_DELETION = "foregroundDeletion"
+"""The finalizer that holds an owner deleted in the foreground until its dependents go."""
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,12 @@ the ``x-kubernetes-patch-strategy`` / ``x-kubernetes-patch-merge-key`` of each f
 A field the schema does not know merges as in a merge patch. Malformed patches are
 refused as kube-apiserver refuses them: a directive of the wrong shape is a 400, a
 patch that cannot be merged (an item without its merge key, an unknown ``$patch``) a
-422. Pure functions, except for ``builtin_definitions``, which reads the schemas once.
+422. Pure functions: the schemas come from ``podnet.lab.schemas``.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import importlib.resources
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from typing import Any
 
 from podnet.lab.apistore import ApiError
 
-__all__ = ["builtin_definitions", "kind_schema", "strategic_merge_patch"]
+__all__ = ["strategic_merge_patch"]
 
 Schema = Mapping[str, Any]
 Definitions = Mapping[str, Schema]
@@ -45,22 +43,6 @@ RETAIN_KEYS = "$retainKeys"
 SET_ELEMENT_ORDER = "$setElementOrder"
 DELETE_FROM_PRIMITIVE_LIST = "$deleteFromPrimitiveList"
 _REF = "#/$defs/"
-
-
-@functools.cache
-def builtin_definitions() -> Definitions:
-    """The definitions of Kubernetes v1.32's built-in kinds, by name."""
-    root = importlib.resources.files("kubernetes_validate") / "kubernetes-json-schema"
-    definitions: Definitions = json.loads(
-        (root / "v1.32.0-local" / "_definitions.json").read_text())["$defs"]
-    return definitions
-
-
-def kind_schema(definitions: Definitions, group: str, version: str, kind: str) -> Schema | None:
-    """The definition of the kind ``group/version, kind`` (``""`` for the core group)."""
-    wanted = {"group": group, "version": version, "kind": kind}
-    return next((schema for schema in definitions.values()
-                 if wanted in schema.get("x-kubernetes-group-version-kind", [])), None)
 
 
 def strategic_merge_patch(original: Any, patch: Any, schema: Schema | None,
