@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 KUBECTL = shutil.which("kubectl")
+
+
+def client_version() -> tuple[int, int]:
+    """kubectl's (major, minor), or (0, 0) without one."""
+    if KUBECTL is None:
+        return (0, 0)
+    shown = subprocess.run([KUBECTL, "version", "--client", "-o", "json"], capture_output=True,
+                           text=True, timeout=30, check=False).stdout
+    try:
+        version = json.loads(shown)["clientVersion"]
+        return int(version["major"]), int(re.sub(r"\D.*", "", version["minor"]))
+    except (ValueError, KeyError):
+        return (0, 0)
+
+
+MODERN = client_version() >= (1, 27)
+"""Whether kubectl reads OpenAPI v3 (validation, ``explain``), as 1.27 and later do;
+older ones (Debian 12 ships 1.20) want the protobuf OpenAPI v2 the lab does not serve."""
 
 
 def run_kubectl(server: str, cache: Path, *args: str, stdin: str | None = None,

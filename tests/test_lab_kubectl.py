@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.kube_api import KubeApi
-from tests.kubectl import KUBECTL, kubectl_ok
+from tests.kubectl import KUBECTL, MODERN, kubectl_ok
 
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None or not MODERN,
+                                reason="needs kubectl 1.27 or later")
 
 
 @pytest.fixture

@@ -3,15 +3,17 @@ the served OpenAPI, dry runs, server-side apply, ``scale`` and cascading deletes
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.kube_api import KubeApi
-from tests.kubectl import KUBECTL, kubectl_ok, run_kubectl
+from tests.kubectl import KUBECTL, MODERN, kubectl_ok, run_kubectl
 
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="needs kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None or not MODERN,
+                                reason="needs kubectl 1.27 or later")
 DEPLOYMENT = """\
 apiVersion: apps/v1
 kind: Deployment
@@ -155,3 +157,23 @@ def test_a_status_is_written_only_through_the_status_subresource(
     kubectl_ok(api.url, tmp_path, "patch", "subnet", "blue", "--type=merge",
                "--subresource=status", "-p", '{"status": {"v4usingIPs": 9}}')
     assert api.get("Subnet", "blue")["status"] == {"v4usingIPs": 9}
+
+
+def test_get_watch_prints_each_change_as_a_row(api: KubeApi, tmp_path: Path) -> None:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "shop"},
+           "spec": {"containers": [{"name": "c"}]}}
+    api.create(pod, "shop")
+    watching = subprocess.Popen(
+        [str(KUBECTL), f"--server={api.url}", "--token=podnet-lab:admin",
+         f"--cache-dir={tmp_path}", "get", "pods", "-n", "shop", "--watch"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert watching.stdout is not None
+    try:
+        header, first = watching.stdout.readline(), watching.stdout.readline()
+        api.patch("Pod", "a", {"status": {"phase": "Running"}}, "shop")
+        second = watching.stdout.readline()  # kubectl prints each change as it comes
+    finally:
+        watching.kill()
+        watching.communicate(timeout=10)
+    assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert first.split()[2] == "Pending" and second.split()[2] == "Running"

@@ -462,17 +462,25 @@ class ApiHandler:
             timeout = float(request.query.get("timeoutSeconds") or 1800)
             await response.prepare(request)
             async with asyncio.timeout(timeout):
-                await self._follow(stream, response)
+                await self._follow(stream, response,
+                                   discovery.wants_table(request.headers.get("Accept", "")))
         except (TimeoutError, ConnectionError):
             pass
         finally:
             self.state.close_watch(stream)
         return response
 
-    async def _follow(self, stream: WatchStream, response: web.StreamResponse) -> None:
+    async def _follow(self, stream: WatchStream, response: web.StreamResponse,
+                      as_table: bool) -> None:
+        """Write the stream's events (each object as a one-row Table for ``kubectl get
+        --watch``, which asks for them) until it ends."""
         while not stream.ended:
             for event in self.state.take(stream):
                 rendered = stream.render(event)
+                if rendered is not None and as_table and rendered["type"] != "BOOKMARK":
+                    obj = rendered["object"]
+                    rendered = {**rendered, "object": discovery.table(
+                        stream.resource, [obj], int(obj["metadata"]["resourceVersion"]))}
                 if rendered is not None:
                     await response.write(_line(rendered))
             if not stream.pending and not stream.ended:
