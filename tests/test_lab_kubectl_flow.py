@@ -17,6 +17,9 @@ import pytest
 
 from ipam import annotations as keys
 from podnet.lab import LabSettings, up
+from podnet.lab.rest import Rest
+from podnet.lab.up import check_connectivity
+from podnet_plumbing import kube
 from tests.kubectl import KUBECTL, MODERN, run_kubectl
 from tests.lab_fixtures import lab_settings, removed_after
 
@@ -159,3 +162,29 @@ def test_a_kubectl_user_deploys_scales_reaches_and_deletes_an_application(
     kubectl("wait", "-n", "shop", "--for=delete", "pod", "-l", "app=web", "--timeout=120s")
     kubectl("delete", "--ignore-not-found", "--wait", "-f", "-", stdin=WEB)
     assert kubectl("get", "all", "-n", "shop", "--no-headers").strip() == ""
+
+
+@pytest.fixture
+def bare_lab(tmp_path: Path) -> Iterator[LabSettings]:
+    """A lab that ``podnet up`` started with nothing to apply."""
+    manifests = tmp_path / "nothing"
+    manifests.mkdir()
+    with removed_after(lab_settings(tmp_path / "state", manifests)) as settings:
+        assert up(settings) == []
+        yield settings
+
+
+def test_the_examples_applied_with_kubectl_behave_as_when_podnet_up_applies_them(
+    bare_lab: LabSettings, tmp_path: Path
+) -> None:
+    kubectl = Kubectl(bare_lab, tmp_path / "cache")
+    applied = kubectl("apply", "-f", str(EXAMPLES))
+    assert "subnet.kubeovn.io/shop created" in applied
+    workloads = kubectl("get", "deployments,statefulsets", "-A", "-o", "jsonpath="
+                        "{range .items[*]}{.kind}/{.metadata.name} {.metadata.namespace}\n{end}")
+    for line in workloads.splitlines():
+        workload, namespace = line.split()
+        kubectl("rollout", "status", "-n", namespace, workload.lower(), "--timeout=180s")
+    rest = Rest(kube.kube_client(bare_lab.kubeconfig("admin")))
+    results = check_connectivity(bare_lab, rest)
+    assert results and [r for r in results if not r.ok] == []

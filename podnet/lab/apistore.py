@@ -343,8 +343,16 @@ def apply_defaults(resource: Resource, obj: KubeObject, state: ApiState) -> None
     elif resource.kind in ("Deployment", "StatefulSet", "ReplicaSet"):
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
+        if resource.kind != "ReplicaSet":
+            spec.setdefault("revisionHistoryLimit", 10)
         if resource.kind == "StatefulSet":
             spec.setdefault("podManagementPolicy", "OrderedReady")
+            spec.setdefault("updateStrategy", {"type": "RollingUpdate",
+                                               "rollingUpdate": {"partition": 0}})
+        if resource.kind == "Deployment":
+            spec.setdefault("progressDeadlineSeconds", 600)
+            spec.setdefault("strategy", {"type": "RollingUpdate", "rollingUpdate": {
+                "maxUnavailable": "25%", "maxSurge": "25%"}})
 
 
 class ApiState:
