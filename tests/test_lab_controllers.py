@@ -305,6 +305,10 @@ async def test_a_pod_no_node_fits_is_reported_unschedulable_in_kube_schedulers_w
     assert condition["status"] == "False" and condition["reason"] == "Unschedulable"
     assert condition["message"] == (
         "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector.")
+    (event,) = await lab.until(lambda: lab.api.objects("Event", "default"))
+    assert (event["reason"], event["type"], event["involvedObject"]["name"]) == (
+        "FailedScheduling", "Warning", "lost")
+    assert event["message"] == condition["message"]
     lab.api.patch("Node", "node-1", {"metadata": {"labels": {"zone": "c"}}})
     await lab.until(lambda: spec_of(lab.api.get("Pod", "lost", "default")).get("nodeName")
                     == "node-1")
@@ -371,6 +375,10 @@ async def test_a_failed_attach_leaves_the_pod_pending_with_the_reason_and_is_ret
          if c["type"] == "PodReadyToStartContainers"), None))
     assert condition["status"] == "False"
     assert condition["message"] == "no network for flaky today"
+    event = (await lab.until(lambda: lab.api.objects("Event", "default")))[0]
+    assert (event["reason"], event["source"]["component"]) == ("FailedCreatePodSandBox",
+                                                               "kubelet")
+    assert event["message"].endswith("no network for flaky today")
     lab.kubelet.failing.clear()
     running_pod = await lab.until(lambda: pod_ready(lab.api.get("Pod", "flaky", "default"))
                                   and lab.api.get("Pod", "flaky", "default"))

@@ -371,6 +371,7 @@ class ControllerManager:
                  settings: ControllerSettings | None = None,
                  watch: kube.WatchSettings | None = None) -> None:
         self.rest = Rest(api)
+        self.core = client.CoreV1Api(api)
         self.kubelet = kubelet
         self.extender = extender
         self.settings = settings or ControllerSettings()
@@ -680,6 +681,17 @@ class ControllerManager:
             reasons.update(failed.values())
         return fits, unschedulable_message(len(nodes), reasons)
 
+    async def _event(self, pod: Mapping[str, Any], reason: str, message: str,
+                     component: str) -> None:
+        """A Warning Event on the pod, as kube-scheduler and the kubelet record them, so
+        ``kubectl describe pod`` says why it is not running (never fails the caller)."""
+        involved = {"kind": "Pod", "namespace": namespace_of(pod), "name": name_of(pod),
+                    "uid": uid_of(pod)}
+        try:
+            await kube.record_event(self.core, involved, reason, message, component=component)
+        except kube.KubeError as exc:
+            log.warning("pod %s/%s: event %s not recorded: %s", *key_of(pod), reason, exc)
+
     async def _bind(self, pod: Mapping[str, Any], node: str) -> None:
         try:
             await self._call(self.rest.bind, namespace_of(pod), name_of(pod), node)
@@ -698,6 +710,7 @@ class ControllerManager:
         with contextlib.suppress(kube.KubeError):
             await self._patch({**pod, "kind": "Pod"},
                               {"status": {"conditions": [*others, condition]}}, "status")
+        await self._event(pod, "FailedScheduling", message, "default-scheduler")
 
     # ----------------------------------------------------------- kubelet
 
@@ -762,6 +775,8 @@ class ControllerManager:
             with contextlib.suppress(kube.KubeError):
                 await self._patch({**pod, "kind": "Pod"}, sandbox_failed(pod, str(exc)),
                                   "status")
+            await self._event(pod, "FailedCreatePodSandBox",
+                              f"Failed to create pod sandbox: {exc}", "kubelet")
             return
         self.retry.succeeded(uid)
         self._attached[uid] = (pod, name_of(node))
