@@ -27,7 +27,8 @@ SHORT_NAMES = {
     "pods": ["po"], "services": ["svc"], "deployments": ["deploy"], "statefulsets": ["sts"],
     "replicasets": ["rs"], "namespaces": ["ns"], "nodes": ["no"], "events": ["ev"],
     "resourcequotas": ["quota"], "endpointslices": [], "subnets": ["subnet"],
-    "ippools": ["ippool"],
+    "ippools": ["ippool"], "networkpolicies": ["netpol"], "adminnetworkpolicies": ["anp"],
+    "baselineadminnetworkpolicies": ["banp"],
 }
 IN_ALL = frozenset({"pods", "services", "deployments", "statefulsets", "replicasets"})
 """The resources ``kubectl get all`` lists (their ``all`` category)."""

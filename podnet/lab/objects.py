@@ -33,6 +33,8 @@ class Resource:
     kind: str
     namespaced: bool
     subresources: tuple[str, ...] = ()
+    custom: bool = False
+    """Defined by a CustomResourceDefinition (its schema in ``manifests/crds/``)."""
 
     @property
     def api_version(self) -> str:
@@ -41,7 +43,7 @@ class Resource:
     @property
     def builtin(self) -> bool:
         """Built-in lists omit kind and apiVersion on their items; custom ones do not."""
-        return not self.group.endswith(".io") or self.group.endswith(".k8s.io")
+        return not self.custom
 
     @property
     def key(self) -> str:
@@ -60,8 +62,13 @@ RESOURCES = (
     Resource("apps", "v1", "deployments", "Deployment", True, ("status", "scale")),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("status", "scale")),
     Resource("apps", "v1", "statefulsets", "StatefulSet", True, ("status", "scale")),
-    Resource("kubeovn.io", "v1", "subnets", "Subnet", False, ("status",)),
-    Resource("kubeovn.io", "v1", "ippools", "IPPool", False, ("status",)),
+    Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True),
+    Resource("policy.networking.k8s.io", "v1alpha1", "adminnetworkpolicies",
+             "AdminNetworkPolicy", False, ("status",), custom=True),
+    Resource("policy.networking.k8s.io", "v1alpha1", "baselineadminnetworkpolicies",
+             "BaselineAdminNetworkPolicy", False, ("status",), custom=True),
+    Resource("kubeovn.io", "v1", "subnets", "Subnet", False, ("status",), custom=True),
+    Resource("kubeovn.io", "v1", "ippools", "IPPool", False, ("status",), custom=True),
     Resource("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
              "MutatingWebhookConfiguration", False),
     Resource("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
