@@ -177,3 +177,37 @@ def test_get_watch_prints_each_change_as_a_row(api: KubeApi, tmp_path: Path) -> 
         watching.communicate(timeout=10)
     assert header.split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     assert first.split()[2] == "Pending" and second.split()[2] == "Running"
+
+
+ADMIN_POLICY = """\
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: cluster-control}
+spec:
+  priority: 20
+  subject: {namespaces: {}}
+  ingress:
+  - name: allow-monitoring
+    action: Allow
+    from: [{namespaces: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]
+  - name: pass-the-rest-to-namespaces
+    action: Pass
+    from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: web}}}}]
+    ports: [{portNumber: {protocol: TCP, port: 80}}, {namedPort: http},
+            {portRange: {protocol: UDP, start: 5000, end: 5100}}]
+  egress:
+  - {name: deny-metadata, action: Deny, to: [{networks: [169.254.169.254/32]}]}
+"""
+
+
+def test_an_admin_network_policy_is_stored_whole_and_explained_from_its_crd(
+    api: KubeApi, tmp_path: Path
+) -> None:
+    kubectl_ok(api.url, tmp_path, "apply", "-f", "-", stdin=ADMIN_POLICY)
+    stored = api.get("AdminNetworkPolicy", "cluster-control")["spec"]
+    assert stored["ingress"][1]["ports"][2]["portRange"]["end"] == 5100
+    assert stored["egress"][0]["to"] == [{"networks": ["169.254.169.254/32"]}]
+    assert "priority" in kubectl_ok(api.url, tmp_path, "explain", "anp.spec.priority")
+    header, row = kubectl_ok(api.url, tmp_path, "get", "anp").splitlines()
+    assert header.split() == ["NAME", "PRIORITY", "AGE"]  # the CRD's printer columns
+    assert row.split()[:2] == ["cluster-control", "20"]

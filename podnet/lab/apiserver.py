@@ -259,6 +259,10 @@ class ApiHandler:
             return document
         return discovery.document(self.state.resources, path)
 
+    def _table(self, resource: Resource, items: list[KubeObject], revision: int) -> KubeObject:
+        printer = self.catalog.columns.get((resource.group, resource.version, resource.kind))
+        return discovery.table(resource, items, revision, printer=printer or ())
+
     def _known_fields(self, request: web.Request, resource: Resource, obj: Any) -> Any:
         """``obj`` without the fields its kind's schema lacks, as kube-apiserver's
         decoding (built-in kinds) and pruning (custom resources) leave it. With
@@ -288,7 +292,7 @@ class ApiHandler:
             limit = int(query.get("limit") or 0)
             page = self.state.page(resource, where, limit, query.get("continue"))
             if discovery.wants_table(request.headers.get("Accept", "")):
-                return _json(discovery.table(resource, page[0], page[1]))
+                return _json(self._table(resource, page[0], page[1]))
             return _json(_list_body(resource, *page))
         if request.method == "POST":
             return _json(await self._create(request, resource, namespace or ""), 201)
@@ -332,7 +336,7 @@ class ApiHandler:
             found = self.state.get(resource, namespace, name)
             if discovery.wants_table(request.headers.get("Accept", "")):
                 revision = int(found["metadata"].get("resourceVersion") or 0)
-                return _json(discovery.table(resource, [found], revision))
+                return _json(self._table(resource, [found], revision))
             return _json(found)
         if request.method == "DELETE":
             return _json(await self._delete(request, resource, namespace, name))
@@ -479,7 +483,7 @@ class ApiHandler:
                 rendered = stream.render(event)
                 if rendered is not None and as_table and rendered["type"] != "BOOKMARK":
                     obj = rendered["object"]
-                    rendered = {**rendered, "object": discovery.table(
+                    rendered = {**rendered, "object": self._table(
                         stream.resource, [obj], int(obj["metadata"]["resourceVersion"]))}
                 if rendered is not None:
                     await response.write(_line(rendered))

@@ -114,11 +114,14 @@ def wants_table(accept: str) -> bool:
 
 
 def table(resource: Resource, items: Sequence[Mapping[str, Any]], revision: int,
-          now: float | None = None) -> dict[str, Any]:
+          now: float | None = None,
+          printer: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The Table ``kubectl get`` prints: the columns of the kind (``-o wide`` adds the
-    ones of priority 1), a row per object with its partial metadata."""
+    ones of priority 1), a row per object with its partial metadata. A kind without
+    columns of its own here takes its CRD's ``additionalPrinterColumns`` (``printer``)."""
     now = datetime.now(UTC).timestamp() if now is None else now
-    columns, cells = COLUMNS.get(resource.kind, (GENERIC_COLUMNS, _generic_cells))
+    columns, cells = COLUMNS.get(resource.kind) or (
+        crd_columns(printer) if printer else (GENERIC_COLUMNS, _generic_cells))
     definitions = [{"name": name, "type": kind, "format": "name" if name == "Name" else "",
                     "description": description, "priority": priority}
                    for name, kind, priority, description in columns]
@@ -147,6 +150,33 @@ def age(obj: Mapping[str, Any], now: float) -> str:
     if hours < 48:
         return f"{hours}h"
     return f"{days}d"
+
+
+def crd_columns(printer: Sequence[Mapping[str, Any]]) -> tuple[
+        list[tuple[str, str, int, str]], Cells]:
+    """A CRD's printer columns (simple ``.a.b`` JSON paths; dates shown as ages)."""
+    columns = [("Name", "string", 0, "The object's name.")] + [
+        (str(c.get("name")), "string" if c.get("type") == "date" else str(c.get("type")),
+         int(c.get("priority") or 0), str(c.get("description") or ""))
+        for c in printer]
+
+    def cells(obj: Mapping[str, Any], now: float) -> list[Any]:
+        found: list[Any] = [metadata(obj).get("name")]
+        for column in printer:
+            value = field_at(obj, str(column.get("jsonPath") or ""))
+            if column.get("type") == "date":
+                value = age({"metadata": {"creationTimestamp": value}}, now)
+            found.append("" if value is None else value)
+        return found
+
+    return columns, cells
+
+
+def field_at(obj: Any, path: str) -> Any:
+    """The value at a dotted JSON path (``.spec.priority``), or None."""
+    for part in path.strip(".").split("."):
+        obj = obj.get(part) if isinstance(obj, Mapping) else None
+    return obj
 
 
 GENERIC_COLUMNS = [("Name", "string", 0, "The object's name."),

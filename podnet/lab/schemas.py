@@ -92,6 +92,8 @@ class Catalog:
     definitions: Mapping[str, Schema]
     kinds: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     """(group, version, kind) → the name of its definition."""
+    columns: Mapping[tuple[str, str, str], tuple[Schema, ...]] = field(default_factory=dict)
+    """(group, version, kind) → its CRD's ``additionalPrinterColumns``."""
 
     def schema(self, resource: Resource) -> Schema | None:
         name = self.kinds.get((resource.group, resource.version, resource.kind))
@@ -100,12 +102,18 @@ class Catalog:
 
 def catalog(builtin: Mapping[str, Schema], crds: Iterable[Schema]) -> Catalog:
     definitions: dict[str, Schema] = dict(builtin)
+    columns: dict[tuple[str, str, str], tuple[Schema, ...]] = {}
     for crd in crds:
         definitions.update(_crd_definitions(crd))
+        spec = crd.get("spec") or {}
+        for version in spec.get("versions") or []:
+            key = (str(spec.get("group")), str(version.get("name")),
+                   str((spec.get("names") or {}).get("kind")))
+            columns[key] = tuple(version.get("additionalPrinterColumns") or ())
     kinds = {(gvk.get("group", ""), gvk.get("version", ""), gvk.get("kind", "")): name
              for name, schema in definitions.items()
              for gvk in schema.get("x-kubernetes-group-version-kind") or []}
-    return Catalog(definitions, kinds)
+    return Catalog(definitions, kinds, columns)
 
 
 @functools.cache
