@@ -25,3 +25,14 @@ AGENT_READY_LABEL = "podnet.io/agent-ready"
 
 WRITTEN = (ALLOCATED, IP_ADDRESS, MAC_ADDRESS, CIDR, GATEWAY, LOGICAL_SWITCH, RESERVATION)
 """The keys the webhook writes at admission: podnet's, not the pod owner's, from then on."""
+
+ENABLE_LOG = "ovn.kubernetes.io/enable_log"
+"""On a NetworkPolicy, ``"true"``: log the packets its ACLs act on (Kube-OVN)."""
+LOG_ACL_ACTIONS = "ovn.kubernetes.io/log_acl_actions"
+"""On a NetworkPolicy: which verdicts to log, ``allow``, ``drop`` or ``allow,drop``
+(default ``drop``) (Kube-OVN)."""
+ACL_LOG_METER_RATE = "ovn.kubernetes.io/acl_log_meter_rate"
+"""On a NetworkPolicy: at most this many logged packets a second (Kube-OVN)."""
+ACL_LOGGING = "k8s.ovn.org/acl-logging"
+"""On a namespace: ``{"deny": "<severity>", "allow": "<severity>"}`` logs its policies'
+verdicts at those syslog severities (OVN-Kubernetes)."""

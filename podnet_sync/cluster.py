@@ -48,6 +48,15 @@ def _ips(text: str) -> tuple[IPAddress, ...]:
 
 
 @dataclass(frozen=True)
+class ContainerPort:
+    """A port a pod's container declares: what a NetworkPolicy's named port resolves to."""
+
+    name: str
+    number: int
+    protocol: str
+
+
+@dataclass(frozen=True)
 class PodView:
     """A pod as OVN sees it: its port's addresses, subnet and node."""
 
@@ -73,6 +82,10 @@ class PodView:
     """The UID of the StatefulSet that owns the pod (a re-created set is another)."""
     deletion_deadline_s: float = 0.0
     """Unix time its grace period ends (``deletionTimestamp``); 0 when not deleting."""
+    labels: tuple[tuple[str, str], ...] = ()
+    """The pod's labels, sorted (what NetworkPolicy selectors match)."""
+    container_ports: tuple[ContainerPort, ...] = ()
+    """Every container's declared ports (NetworkPolicy named ports)."""
 
     @property
     def allocated(self) -> bool:
@@ -120,7 +133,25 @@ def parse_pod(obj: Mapping[str, Any]) -> PodView:
         deletion_deadline_s=_seconds(metadata.get("deletionTimestamp")),
         statefulset_uid=sts_uid,
         wanted_ips=() if allocated else _wanted_ips(annotations.get(keys.IP_ADDRESS, "")),
+        labels=tuple(sorted((str(k), str(v)) for k, v in _labels(obj).items())),
+        container_ports=_container_ports(spec),
     )
+
+
+def _container_ports(spec: Mapping[str, Any]) -> tuple[ContainerPort, ...]:
+    """The named and numbered ports of the pod's containers (malformed entries left out)."""
+    found: list[ContainerPort] = []
+    for container in spec.get("containers") or []:
+        if not isinstance(container, Mapping):
+            continue
+        for port in container.get("ports") or []:
+            if not isinstance(port, Mapping):
+                continue
+            number = port.get("containerPort")
+            if isinstance(number, int) and not isinstance(number, bool):
+                found.append(ContainerPort(str(port.get("name") or ""), number,
+                                           str(port.get("protocol") or "TCP").upper()))
+    return tuple(found)
 
 
 def _seconds(timestamp: Any) -> float:

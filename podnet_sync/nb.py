@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command as ovsdb_command
@@ -36,8 +36,11 @@ from podnet_sync.nb_model import (
     Acl,
     AddressSet,
     DesiredState,
+    GroupAcl,
     LoadBalancer,
+    Meter,
     Pairs,
+    PortGroup,
     Router,
     RouterPolicy,
     RouterPort,
@@ -58,6 +61,9 @@ class NorthboundError(RuntimeError):
 
 SCOPED_KINDS = ("switch_ports", "load_balancers", "address_sets", "policies")
 """The kinds a ``Scope`` can limit to some keys (the rest is the skeleton)."""
+POLICY_KINDS = ("port_groups", "policy_address_sets", "meters")
+"""NetworkPolicy's rows: a step reconciles all of them or none (``Scope.network_policy``)."""
+NETPOL_KIND = "netpol"
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,12 @@ class Scope:
     policies: frozenset[str] | None = None
     structure: bool = True
     """Routers, router ports, switches and ACLs (the slow-changing skeleton)."""
+    network_policy: bool = True
+    """Port groups with their ACLs, the policies' address sets and the log meters."""
 
     def allows(self, kind: str, key: str) -> bool:
+        if kind in POLICY_KINDS:
+            return self.network_policy
         if kind in SCOPED_KINDS:
             keys: frozenset[str] | None = getattr(self, kind)
             return keys is None or key in keys
@@ -156,10 +166,14 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         else:
             routers = self._named_rows("Logical_Router", {CLUSTER_ROUTER})
             switches = self._named_rows("Logical_Switch", self._switches_of(ports))
-        self._sync_switch_ports(switches, ports)
+        ports = self._sync_switch_ports(switches, ports)
         if self.scope.structure:
             self._sync_acls(switches)
         self._sync_address_sets()
+        if self.scope.network_policy:  # after the ports: a group refers to them
+            self._sync_policy_address_sets()
+            self._sync_meters()
+            self._sync_port_groups(ports)
         self._sync_policies(routers)
         if self.scope.structure:
             self._sync_static_routes(routers)
@@ -270,7 +284,9 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         table (the skeleton again only if some of it was left)."""
         return Scope(
             **{kind: frozenset(self.left.get(kind, ())) for kind in SCOPED_KINDS},
-            structure=any(kind not in SCOPED_KINDS for kind in self.left),
+            structure=any(kind not in SCOPED_KINDS and kind not in POLICY_KINDS
+                          for kind in self.left),
+            network_policy=any(kind in POLICY_KINDS for kind in self.left),
         )
 
     def _insert(self, table: str, **columns: Any) -> Row:
@@ -354,7 +370,9 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
 
     # ---------------------------------------------------------------- ports, ACLs
 
-    def _sync_switch_ports(self, switches: Mapping[str, Row], current: Mapping[str, Row]) -> None:
+    def _sync_switch_ports(
+        self, switches: Mapping[str, Row], current: Mapping[str, Row]
+    ) -> dict[str, Row]:
         if self.scope.switch_ports is None:  # a full step reads the true parent of every port
             parents = {p.uuid: sw for sw in switches.values() for p in _refs(sw, "ports")}
 
@@ -399,8 +417,8 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             detach(row)
             row.delete()
 
-        self._diff("switch_ports", current, self.desired.switch_ports, read, create, update,
-                   delete)
+        return self._diff("switch_ports", current, self.desired.switch_ports, read, create,
+                          update, delete)
 
     def _sync_acls(self, switches: Mapping[str, Row]) -> None:
         parent = {acl.uuid: switch for switch in switches.values() for acl in _refs(switch, "acls")}
@@ -422,16 +440,112 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             self._detach_delete(parent, row, "acls")
             create(want)
 
-        self._diff("acls", self._owned("ACL", lambda r: dict(r.external_ids).get(KEY, "")),
-                   self.desired.acls, read, create, update,
+        on_switches = {key: row for key, row in
+                       self._owned("ACL", lambda r: dict(r.external_ids).get(KEY, "")).items()
+                       if dict(row.external_ids).get(KIND_KEY) != NETPOL_KIND}
+        self._diff("acls", on_switches, self.desired.acls, read, create, update,
                    delete=lambda r: self._detach_delete(parent, r, "acls"))
+
+    # ---------------------------------------------------------------- policies
+
+    def _sync_policy_address_sets(self) -> None:
+        current = {row.name: row for row in self._table("Address_Set").rows.values()
+                   if _ours(row) and dict(row.external_ids).get(KIND_KEY) == NETPOL_KIND}
+        self._diff(
+            "policy_address_sets", current, self.desired.policy_address_sets,
+            read=lambda r: AddressSet(r.name, tuple(sorted(r.addresses)), _dict(r.external_ids)),
+            create=lambda w: self._insert("Address_Set", name=w.name,
+                                          addresses=list(w.addresses),
+                                          external_ids=dict(w.external_ids)),
+            update=self._assign,
+            delete=lambda r: r.delete(),
+        )
+
+    def _sync_meters(self) -> None:
+        def read(row: Row) -> Meter:
+            bands = _refs(row, "bands")
+            return Meter(row.name, bands[0].rate if len(bands) == 1 else 0,
+                         _dict(row.external_ids), row.unit, bool(row.fair and row.fair[0]))
+
+        def write(row: Row, want: Meter) -> None:
+            row.unit = want.unit
+            row.fair = [want.fair]
+            row.external_ids = dict(want.external_ids)
+            row.bands = [self._insert("Meter_Band", action="drop", rate=want.rate)]
+
+        def create(want: Meter) -> Row:
+            row = self._insert("Meter", name=want.name)
+            write(row, want)
+            return row
+
+        self._diff("meters", self._owned("Meter", lambda r: r.name), self.desired.meters,
+                   read, create, write, delete=lambda r: r.delete())
+
+    def _sync_port_groups(self, ports: Mapping[str, Row]) -> None:
+        """Port groups and their ACLs. A group's ports are written as far as they exist
+        (in the database or made in this transaction); one still missing is left out,
+        and compared as left out, so a reconcile does not rewrite the group forever."""
+        found: dict[str, Row | None] = dict(ports)
+
+        def port_row(name: str) -> Row | None:
+            if name not in found:
+                found[name] = next((row for row in idlutils.rows_by_value(
+                    self.api.idl, "Logical_Switch_Port", "name", name) if _ours(row)), None)
+            return found[name]
+
+        desired = {name: replace(group, ports=tuple(p for p in group.ports if port_row(p)))
+                   for name, group in self.desired.port_groups.items()}
+
+        def read(row: Row) -> PortGroup:
+            return PortGroup(row.name, tuple(sorted(port.name for port in _refs(row, "ports"))),
+                             _dict(row.external_ids),
+                             tuple(sorted((_read_group_acl(acl) for acl in _refs(row, "acls")),
+                                          key=lambda acl: acl.key)))
+
+        def update(row: Row, want: PortGroup) -> None:
+            row.ports = [port_row(name) for name in want.ports]
+            row.external_ids = dict(want.external_ids)
+            wanted = {acl.key: acl for acl in want.acls}
+            for acl_row in _refs(row, "acls"):
+                acl = _read_group_acl(acl_row)
+                if wanted.get(acl.key) == acl:
+                    del wanted[acl.key]
+                else:
+                    row.delvalue("acls", acl_row)
+                    acl_row.delete()
+            for acl in wanted.values():
+                row.addvalue("acls", self._insert_group_acl(acl))
+
+        def create(want: PortGroup) -> Row:
+            row = self._insert("Port_Group", name=want.name)
+            update(row, want)
+            return row
+
+        def delete(row: Row) -> None:
+            for acl_row in _refs(row, "acls"):
+                acl_row.delete()
+            row.delete()
+
+        self._diff("port_groups", self._owned("Port_Group", lambda r: r.name), desired,
+                   read, create, update, delete)
+
+    def _insert_group_acl(self, acl: GroupAcl) -> Row:
+        return self._insert(
+            "ACL", priority=acl.priority, direction=acl.direction, match=acl.match,
+            action=acl.action, options=dict(acl.options), log=acl.log,
+            severity=[acl.severity] if acl.severity else [],
+            name=[acl.name] if acl.name else [], meter=[acl.meter] if acl.meter else [],
+            external_ids=_acl_ids(acl.key, NETPOL_KIND),
+        )
 
     # ---------------------------------------------------------------- routing
 
     def _sync_address_sets(self) -> None:
+        current = {name: row for name, row in
+                   self._in_scope("Address_Set", self.scope.address_sets).items()
+                   if dict(row.external_ids).get(KIND_KEY) != NETPOL_KIND}
         self._diff(
-            "address_sets", self._in_scope("Address_Set", self.scope.address_sets),
-            self.desired.address_sets,
+            "address_sets", current, self.desired.address_sets,
             read=lambda r: AddressSet(r.name, tuple(sorted(r.addresses)), _dict(r.external_ids)),
             create=lambda w: self._insert("Address_Set", name=w.name,
                                           addresses=list(w.addresses),
@@ -558,6 +672,18 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 return row
         self.report.count("load_balancer_groups", "created")
         return self._insert("Load_Balancer_Group", name=LB_GROUP)
+
+
+def _optional(value: Any) -> str:
+    return str(value[0]) if value else ""
+
+
+def _read_group_acl(row: Row) -> GroupAcl:
+    return GroupAcl(
+        dict(row.external_ids).get(KEY, ""), row.priority, row.direction, row.match,
+        row.action, _dict(row.options), bool(row.log), _optional(row.severity),
+        _optional(row.name), _optional(row.meter),
+    )
 
 
 def _acl_ids(key: str, kind: str) -> dict[str, str]:

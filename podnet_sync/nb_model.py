@@ -122,6 +122,47 @@ class AddressSet:
     external_ids: Pairs
 
 
+@dataclass(frozen=True)
+class GroupAcl:
+    """An ACL on a port group; ``key`` (in external_ids) identifies it across reconciles.
+
+    ``name``, ``severity`` and ``meter`` are empty unless ``log`` is set."""
+
+    key: str
+    priority: int
+    direction: str
+    match: str
+    action: str
+    options: Pairs = ()
+    log: bool = False
+    severity: str = ""
+    name: str = ""
+    meter: str = ""
+
+
+@dataclass(frozen=True)
+class PortGroup:
+    """A named group of switch ports and the ACLs that apply to them (NetworkPolicy).
+
+    ``ports`` are switch port names; the NB adapter writes those that exist."""
+
+    name: str
+    ports: tuple[str, ...]
+    external_ids: Pairs
+    acls: tuple[GroupAcl, ...] = ()
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A packet-rate limit (a single drop band), used to rate-limit ACL logging."""
+
+    name: str
+    rate: int
+    external_ids: Pairs
+    unit: str = "pktps"
+    fair: bool = True
+
+
 @dataclass
 class DesiredState:
     """Every row podnet wants in the NB database, keyed by its identity."""
@@ -135,5 +176,10 @@ class DesiredState:
     policies: dict[str, RouterPolicy] = field(default_factory=dict)
     static_routes: dict[str, StaticRoute] = field(default_factory=dict)
     address_sets: dict[str, AddressSet] = field(default_factory=dict)
+    port_groups: dict[str, PortGroup] = field(default_factory=dict)
+    policy_address_sets: dict[str, AddressSet] = field(default_factory=dict)
+    """NetworkPolicy peers' addresses; reconciled with ``port_groups``, not with the
+    gateways' ``address_sets``."""
+    meters: dict[str, Meter] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     """Objects left out, with the reason (logged by the worker)."""

@@ -1,0 +1,710 @@
+"""Kubernetes NetworkPolicy as OVN port groups, address sets and ACLs: a pure compiler.
+
+A NetworkPolicy is a set of allows on top of an implied default deny, and OVN's ACLs are
+a priority-ordered first match, so the compiler splits every policy into two kinds of
+rows:
+
+- **isolation**, per namespace and direction: a port group of the pods that some policy
+  selects for that direction, with a ``drop`` of all IP traffic (ARP is never IP, and
+  IPv6 neighbour discovery is allowed explicitly), and for ingress an allow from the
+  nodes' join addresses, the source of kubelet's health checks;
+- **allows**, per policy: a port group of the pods it selects and one ``allow-related``
+  ACL per rule (or per resolved named port), whose peers are address sets of the pods
+  its selectors match, with ``ipBlock`` CIDRs written into the match.
+
+Allows of every policy share one priority, so policies add up (a union, as the API says),
+and that priority sits above the isolation drop. ``allow-related`` makes each allowed
+connection stateful: replies pass without a rule of their own.
+
+Egress ACLs are ``from-lport`` with ``options:apply-after-lb=true``: a client connects to
+a Service's ClusterIP, and only after the load balancer has chosen a backend does the
+destination say which pod is reached. Ingress ACLs are ``to-lport``, which OVN always
+applies after the load balancer. OVN keeps the priorities of its three ACL stages
+(``from-lport``, ``from-lport`` after the load balancer, ``to-lport``) apart, so the
+bands below hold within each stage.
+
+**Priority bands.** OVN 23.03 has no ACL tiers and no ``pass`` action, so the three
+layers of Kubernetes network policy are bands of priorities, highest first:
+
+=============================  ===============  ==========================================
+layer                          priorities       rows
+=============================  ===============  ==========================================
+AdminNetworkPolicy (later)     20000-29999      one band per ANP priority, above everything
+NetworkPolicy allow            10001            every policy's allows; ND; node health
+NetworkPolicy isolation        10000            drop for pods a policy isolates
+private subnets (topology)     2900-3000        the switch ACLs of ``private: true`` subnets
+BaselineAdminNetworkPolicy     1000-1999        below isolation: applies to unselected pods
+=============================  ===============  ==========================================
+
+Every name that reaches a match (port groups, address sets) is derived from the policy's
+namespace and name through a hash, with a readable part of letters, digits and ``_``
+only: those are user strings and never enter a match as they are. ``ipBlock`` CIDRs do
+enter it, but only as re-printed by ``ipaddress``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ipam import annotations as keys
+from ipam.addresses import IPAddress
+from podnet_sync.cluster import PodView
+from podnet_sync.nb_model import AddressSet, DesiredState, GroupAcl, Meter, PortGroup, owned
+
+ANP_PRIORITIES = range(20000, 30000)
+"""Reserved for AdminNetworkPolicy: above every NetworkPolicy row."""
+NP_ALLOW = 10001
+NP_DENY = 10000
+BANP_PRIORITIES = range(1000, 2000)
+"""Reserved for BaselineAdminNetworkPolicy: below NetworkPolicy isolation, so it decides
+only for pods no NetworkPolicy selects."""
+
+INGRESS = "Ingress"
+EGRESS = "Egress"
+PROTOCOLS = frozenset({"TCP", "UDP", "SCTP"})
+OPERATORS = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+"""The label kube-apiserver puts on every namespace (assumed when a store lacks it)."""
+SEVERITIES = frozenset({"alert", "warning", "notice", "info", "debug"})
+ACL_NAME_MAX = 63
+DEFAULT_LOG_RATE = 20
+"""Logged packets a second per meter when a policy does not say."""
+NODES_SET = "podnet_np_nodes_ip{family}"
+
+_PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", re.ASCII)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Labels = Mapping[str, str]
+
+
+class PolicyError(ValueError):
+    """A NetworkPolicy podnet cannot compile; the message names the field."""
+
+
+# ------------------------------------------------------------------ the policies
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One ``matchExpressions`` entry."""
+
+    key: str
+    operator: str
+    values: frozenset[str] = frozenset()
+
+    def holds(self, labels: Labels) -> bool:
+        present = self.key in labels
+        if self.operator == "Exists":
+            return present
+        if self.operator == "DoesNotExist":
+            return not present
+        inside = present and labels[self.key] in self.values
+        return inside if self.operator == "In" else not inside
+
+
+@dataclass(frozen=True)
+class Selector:
+    """A label selector; the empty one matches everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    expressions: tuple[Requirement, ...] = ()
+
+    def matches(self, labels: Labels) -> bool:
+        return (all(labels.get(key) == value for key, value in self.match_labels)
+                and all(requirement.holds(labels) for requirement in self.expressions))
+
+
+@dataclass(frozen=True)
+class IPBlock:
+    network: IPNetwork
+    excepts: tuple[IPNetwork, ...] = ()
+
+    def covers(self, ip: IPAddress) -> bool:
+        return ip in self.network and not any(ip in hole for hole in self.excepts)
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A ``from``/``to`` entry: selectors (``None`` = not given) or an ipBlock."""
+
+    pods: Selector | None = None
+    namespaces: Selector | None = None
+    block: IPBlock | None = None
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    protocol: str = "TCP"
+    port: int | str | None = None
+    """A number, a container port's name, or ``None`` for every port."""
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    peers: tuple[Peer, ...] = ()
+    """Empty: every source (ingress) or destination (egress)."""
+    ports: tuple[PolicyPort, ...] = ()
+    """Empty: every port and protocol."""
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    """What a policy's own (Kube-OVN) annotations ask to be logged."""
+
+    allow: bool = False
+    drop: bool = False
+    rate: int = 0
+    """Packets a second; 0 for the default."""
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    namespace: str
+    name: str
+    uid: str
+    selector: Selector
+    ingress: tuple[Rule, ...] = ()
+    egress: tuple[Rule, ...] = ()
+    types: frozenset[str] = frozenset({INGRESS})
+    logging: LogRequest = LogRequest()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NamespaceView:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+    allow_severity: str = ""
+    """From ``k8s.ovn.org/acl-logging``: log allowed packets at this severity."""
+    deny_severity: str = ""
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{where} must be an object")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PolicyError(f"{where} must be a list")
+    return value
+
+
+def parse_selector(value: Any, where: str) -> Selector:
+    """A label selector as the API defines it (an invalid one raises ``PolicyError``)."""
+    body = _mapping(value, where)
+    labels = _mapping(body.get("matchLabels"), f"{where}.matchLabels")
+    for key, label in labels.items():
+        if not isinstance(label, str):
+            raise PolicyError(f"{where}.matchLabels.{key} must be a string")
+    requirements = []
+    for index, entry in enumerate(_list(body.get("matchExpressions"),
+                                        f"{where}.matchExpressions")):
+        requirements.append(_requirement(_mapping(entry, f"{where}.matchExpressions[{index}]"),
+                                         f"{where}.matchExpressions[{index}]"))
+    return Selector(tuple(sorted((str(k), v) for k, v in labels.items())), tuple(requirements))
+
+
+def _requirement(entry: Mapping[str, Any], where: str) -> Requirement:
+    key, operator = entry.get("key"), entry.get("operator")
+    values = _list(entry.get("values"), f"{where}.values")
+    if not isinstance(key, str) or not key:
+        raise PolicyError(f"{where}.key is required")
+    if operator not in OPERATORS:
+        raise PolicyError(f"{where}.operator {operator!r} is not one of "
+                          "In, NotIn, Exists, DoesNotExist")
+    if operator in ("In", "NotIn") and not values:
+        raise PolicyError(f"{where}.values must not be empty for operator {operator}")
+    if operator in ("Exists", "DoesNotExist") and values:
+        raise PolicyError(f"{where}.values must be empty for operator {operator}")
+    if not all(isinstance(value, str) for value in values):
+        raise PolicyError(f"{where}.values must be strings")
+    return Requirement(key, str(operator), frozenset(values))
+
+
+def _ip_block(value: Any, where: str) -> IPBlock:
+    body = _mapping(value, where)
+    try:
+        network = ipaddress.ip_network(str(body.get("cidr", "")), strict=False)
+    except ValueError as exc:
+        raise PolicyError(f"{where}.cidr {body.get('cidr')!r} is not a CIDR") from exc
+    holes = []
+    for index, text in enumerate(_list(body.get("except"), f"{where}.except")):
+        try:
+            hole = ipaddress.ip_network(str(text), strict=False)
+        except ValueError as exc:
+            raise PolicyError(f"{where}.except[{index}] {text!r} is not a CIDR") from exc
+        if hole.version != network.version or not hole.subnet_of(network):  # type: ignore[arg-type]
+            raise PolicyError(f"{where}.except[{index}] {text} is not inside cidr {network}")
+        holes.append(hole)
+    return IPBlock(network, tuple(holes))
+
+
+def _peer(value: Any, where: str) -> Peer:
+    body = _mapping(value, where)
+    given = {name for name in ("podSelector", "namespaceSelector", "ipBlock") if name in body
+             and body[name] is not None}
+    if not given:
+        raise PolicyError(f"{where} needs podSelector, namespaceSelector or ipBlock")
+    if "ipBlock" in given and len(given) > 1:
+        raise PolicyError(f"{where}: ipBlock cannot be combined with a selector")
+    if "ipBlock" in given:
+        return Peer(block=_ip_block(body["ipBlock"], f"{where}.ipBlock"))
+    return Peer(
+        pods=parse_selector(body["podSelector"], f"{where}.podSelector")
+        if "podSelector" in given else None,
+        namespaces=parse_selector(body["namespaceSelector"], f"{where}.namespaceSelector")
+        if "namespaceSelector" in given else None,
+    )
+
+
+def _port_number(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise PolicyError(f"{where} {value!r} is not a port number (1-65535)")
+    return value
+
+
+def _policy_port(value: Any, where: str) -> PolicyPort:
+    body = _mapping(value, where)
+    protocol = str(body.get("protocol") or "TCP")
+    if protocol not in PROTOCOLS:
+        raise PolicyError(f"{where}.protocol {protocol!r} is not TCP, UDP or SCTP")
+    port = body.get("port")
+    end = body.get("endPort")
+    if isinstance(port, str):
+        if len(port) > 15 or not _PORT_NAME.fullmatch(port) or port.isdigit():
+            raise PolicyError(f"{where}.port {port!r} is neither a number nor a port name")
+        if end is not None:
+            raise PolicyError(f"{where}.endPort needs a numeric port")
+        return PolicyPort(protocol, port)
+    number = None if port is None else _port_number(port, f"{where}.port")
+    if end is not None:
+        if number is None:
+            raise PolicyError(f"{where}.endPort needs a numeric port")
+        end = _port_number(end, f"{where}.endPort")
+        if end < number:
+            raise PolicyError(f"{where}.endPort {end} is below port {number}")
+    return PolicyPort(protocol, number, end)
+
+
+def _rules(value: Any, where: str, peers_field: str) -> tuple[Rule, ...]:
+    rules = []
+    for index, entry in enumerate(_list(value, where)):
+        body = _mapping(entry, f"{where}[{index}]")
+        rules.append(Rule(
+            tuple(_peer(peer, f"{where}[{index}].{peers_field}[{n}]")
+                  for n, peer in enumerate(_list(body.get(peers_field),
+                                                 f"{where}[{index}].{peers_field}"))),
+            tuple(_policy_port(port, f"{where}[{index}].ports[{n}]")
+                  for n, port in enumerate(_list(body.get("ports"),
+                                                 f"{where}[{index}].ports"))),
+        ))
+    return tuple(rules)
+
+
+def parse_network_policy(obj: Mapping[str, Any]) -> NetworkPolicy:
+    """A ``networking.k8s.io/v1`` NetworkPolicy; ``PolicyError`` names what is wrong."""
+    metadata = _mapping(obj.get("metadata"), "metadata")
+    namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    if not namespace or not name:
+        raise PolicyError("metadata.namespace and metadata.name are required")
+    spec = _mapping(obj.get("spec"), "spec")
+    ingress = _rules(spec.get("ingress"), "spec.ingress", "from")
+    egress = _rules(spec.get("egress"), "spec.egress", "to")
+    types = _list(spec.get("policyTypes"), "spec.policyTypes")
+    for kind in types:
+        if kind not in (INGRESS, EGRESS):
+            raise PolicyError(f"spec.policyTypes {kind!r} is not Ingress or Egress")
+    if not types:  # the API's default: Ingress, and Egress when there are egress rules
+        types = [INGRESS, *([EGRESS] if egress else [])]
+    return NetworkPolicy(
+        namespace, name, str(metadata.get("uid") or ""),
+        parse_selector(spec.get("podSelector"), "spec.podSelector"),
+        ingress, egress, frozenset(types), _log_request(metadata.get("annotations")),
+    )
+
+
+def _log_request(annotations: Any) -> LogRequest:
+    """Kube-OVN's logging annotations; malformed values log nothing extra, never fail."""
+    if not isinstance(annotations, Mapping) or annotations.get(keys.ENABLE_LOG) != "true":
+        return LogRequest()
+    actions = {part.strip() for part in
+               str(annotations.get(keys.LOG_ACL_ACTIONS) or "drop").split(",")}
+    rate_text = str(annotations.get(keys.ACL_LOG_METER_RATE) or "")
+    rate = int(rate_text) if rate_text.isdigit() and int(rate_text) > 0 else 0
+    return LogRequest(allow="allow" in actions, drop="drop" in actions, rate=rate)
+
+
+def parse_namespace(obj: Mapping[str, Any]) -> NamespaceView:
+    """A namespace's labels (with ``kubernetes.io/metadata.name``) and its OVN-Kubernetes
+    ``acl-logging`` severities (an unreadable annotation asks for no logging)."""
+    metadata = _mapping(obj.get("metadata"), "metadata")
+    name = str(metadata.get("name") or "")
+    labels = {str(k): str(v) for k, v in _mapping(metadata.get("labels"), "labels").items()}
+    labels.setdefault(NAMESPACE_NAME_LABEL, name)
+    annotations = metadata.get("annotations")
+    text = annotations.get(keys.ACL_LOGGING) if isinstance(annotations, Mapping) else None
+    try:
+        wanted = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        wanted = {}
+    wanted = wanted if isinstance(wanted, dict) else {}
+
+    def severity(verdict: str) -> str:
+        value = wanted.get(verdict)
+        return value if isinstance(value, str) and value in SEVERITIES else ""
+
+    return NamespaceView(name, tuple(sorted(labels.items())), severity("allow"),
+                         severity("deny"))
+
+
+# ------------------------------------------------------------------ names
+
+
+def safe_name(kind: str, *parts: str) -> str:
+    """A port group or address set name for a match: ``np<kind>_`` + a readable part of
+    letters, digits and ``_`` + a hash of the exact parts (unique, never injectable)."""
+    readable = re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts))[:40]
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
+    return f"np{kind}_{readable}_{digest}"
+
+
+def policy_group(policy: NetworkPolicy) -> str:
+    return safe_name("", policy.namespace, policy.name)
+
+
+def isolation_group(namespace: str, direction: str) -> str:
+    return safe_name("deny", namespace, direction)
+
+
+def acl_name(text: str) -> str:
+    """An ACL ``name`` (shown in OVN's log lines), cut to OVN's 63 characters."""
+    if len(text) <= ACL_NAME_MAX:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:ACL_NAME_MAX - 9]}~{digest}"
+
+
+def meter_name(rate: int) -> str:
+    return f"podnet-acl-log-{rate}"
+
+
+# ------------------------------------------------------------------ compiling
+
+
+@dataclass(frozen=True)
+class Side:
+    """How one direction of a policy is spelled in OVN."""
+
+    kind: str
+    short: str
+    acl_direction: str
+    port_field: str
+    peer_field: str
+    options: tuple[tuple[str, str], ...]
+
+
+INGRESS_SIDE = Side(INGRESS, "in", "to-lport", "outport", "src", ())
+EGRESS_SIDE = Side(EGRESS, "eg", "from-lport", "inport", "dst", (("apply-after-lb", "true"),))
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """Everything the policy rows depend on."""
+
+    policies: Sequence[NetworkPolicy]
+    pods: Sequence[PodView]
+    """The pods that have a switch port (host-network pods are never selected)."""
+    namespaces: Mapping[str, NamespaceView] = field(default_factory=dict)
+    node_ips: Sequence[IPAddress] = ()
+    """The nodes' join addresses: where kubelet's health checks come from."""
+
+
+@dataclass
+class Logging:
+    """The log columns an ACL gets."""
+
+    severity: str = ""
+    meter: str = ""
+
+    def columns(self, name: str) -> dict[str, Any]:
+        if not self.severity:
+            return {}
+        return {"log": True, "severity": self.severity, "name": acl_name(name),
+                "meter": self.meter}
+
+
+class Compiler:
+    """One compilation; the rows accumulate in the ``DesiredState`` given."""
+
+    def __init__(self, view: PolicyView, state: DesiredState) -> None:
+        self.view = view
+        self.state = state
+        self.pods = [pod for pod in view.pods if pod.ips and not pod.host_network]
+        self.by_namespace: dict[str, list[PodView]] = defaultdict(list)
+        for pod in self.pods:
+            self.by_namespace[pod.namespace].append(pod)
+        self.isolated: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.deny_logging: dict[str, LogRequest] = {}
+
+    # -------------------------------------------------------------- selection
+
+    def namespace_labels(self, namespace: str) -> Labels:
+        known = self.view.namespaces.get(namespace)
+        return dict(known.labels) if known else {NAMESPACE_NAME_LABEL: namespace}
+
+    def namespace_names(self) -> set[str]:
+        return set(self.view.namespaces) | set(self.by_namespace)
+
+    def selected(self, policy: NetworkPolicy) -> list[PodView]:
+        return [pod for pod in self.by_namespace.get(policy.namespace, [])
+                if policy.selector.matches(dict(pod.labels))]
+
+    def peer_pods(self, policy: NetworkPolicy, peer: Peer) -> list[PodView]:
+        """The pods a peer stands for (for an ipBlock: the pods inside it)."""
+        if peer.block is not None:
+            block = peer.block
+            return [pod for pod in self.pods if any(block.covers(ip) for ip in pod.ips)]
+        if peer.namespaces is None:
+            namespaces = [policy.namespace]
+        else:
+            selector = peer.namespaces
+            namespaces = sorted(ns for ns in self.namespace_names()
+                                if selector.matches(self.namespace_labels(ns)))
+        pods = [pod for ns in namespaces for pod in self.by_namespace.get(ns, [])]
+        if peer.pods is None:
+            return pods
+        chosen = peer.pods
+        return [pod for pod in pods if chosen.matches(dict(pod.labels))]
+
+    # ---------------------------------------------------------------- rows
+
+    def address_set(self, pods: Iterable[PodView], family: int, *parts: str) -> str:
+        name = safe_name("as", *parts, f"ip{family}")
+        addresses = sorted({str(ip) for pod in pods for ip in pod.ips if ip.version == family})
+        self.state.policy_address_sets[name] = AddressSet(
+            name, tuple(addresses), owned("netpol", **{"podnet.io/set": "/".join(parts)}))
+        return name
+
+    def addresses_clause(self, pods: Sequence[PodView], direction: str, *parts: str) -> str:
+        """``ip4.<direction> == $set4 || ip6.<direction> == $set6`` over the pods' IPs."""
+        return " || ".join(
+            f"ip{family}.{direction} == ${self.address_set(pods, family, *parts)}"
+            for family in (4, 6))
+
+    def meter(self, rate: int) -> str:
+        name = meter_name(rate or DEFAULT_LOG_RATE)
+        self.state.meters[name] = Meter(name, rate or DEFAULT_LOG_RATE, owned("meter"))
+        return name
+
+    def allow_logging(self, policy: NetworkPolicy) -> Logging:
+        namespace = self.view.namespaces.get(policy.namespace)
+        severity = namespace.allow_severity if namespace else ""
+        if not severity and policy.logging.allow:
+            severity = "info"
+        return Logging(severity, self.meter(policy.logging.rate) if severity else "")
+
+    # ---------------------------------------------------------------- policies
+
+    def compile(self) -> None:
+        if not self.view.policies:
+            return
+        for policy in sorted(self.view.policies, key=lambda p: p.key):
+            self.compile_policy(policy)
+        self.compile_isolation()
+
+    def compile_policy(self, policy: NetworkPolicy) -> None:
+        selected = self.selected(policy)
+        group = policy_group(policy)
+        acls: list[GroupAcl] = []
+        for side, rules in ((INGRESS_SIDE, policy.ingress), (EGRESS_SIDE, policy.egress)):
+            if side.kind not in policy.types:
+                continue
+            for pod in selected:
+                self.isolated[(policy.namespace, side.kind)].add(pod.port_name)
+            if policy.logging.drop:
+                self.deny_logging.setdefault(policy.namespace, policy.logging)
+            for index, rule in enumerate(rules):
+                acls.extend(self.rule_acls(policy, group, side, index, rule, selected))
+        self.state.port_groups[group] = PortGroup(
+            group, tuple(sorted(pod.port_name for pod in selected)),
+            owned("netpol", **{"podnet.io/policy": policy.key}),
+            tuple(sorted(acls, key=lambda acl: acl.key)))
+
+    def rule_acls(self, policy: NetworkPolicy, group: str, side: Side, index: int,
+                  rule: Rule, selected: Sequence[PodView]) -> list[GroupAcl]:
+        parts = (policy.namespace, policy.name, side.short, str(index))
+        logging = self.allow_logging(policy)
+        label = f"np:{policy.key}:{side.short}{index}"
+        base = f"{side.port_field} == @{group}"
+        numbered = [port for port in rule.ports if not isinstance(port.port, str)]
+        needs_peers = bool(numbered or not rule.ports or side is INGRESS_SIDE)
+        peers = self.peers_clause(policy, side, rule, *parts) if needs_peers else ""
+        acls = []
+        if numbered or not rule.ports:
+            ports = " || ".join(_port_clause(port) for port in numbered)
+            acls.append(self.allow(f"np/{'/'.join(parts)}", side, logging, label,
+                                   base, peers if peers or ports else "ip", ports))
+        for number, port in enumerate(rule.ports):
+            if isinstance(port.port, str):
+                acls.extend(self.named_port_acls(policy, side, rule, port, number, selected,
+                                                 base, peers, logging, label, parts))
+        return acls
+
+    def peers_clause(self, policy: NetworkPolicy, side: Side, rule: Rule,
+                     *parts: str) -> str:
+        """The rule's peers as one clause ('' for every address)."""
+        if not rule.peers:
+            return ""
+        clauses = []
+        selectors = [peer for peer in rule.peers if peer.block is None]
+        if selectors:
+            pods = _unique(pod for peer in selectors for pod in self.peer_pods(policy, peer))
+            clauses.append(self.addresses_clause(pods, side.peer_field, *parts, "peers"))
+        for peer in rule.peers:
+            if peer.block is not None:
+                clauses.append(_block_clause(peer.block, side.peer_field))
+        return " || ".join(clauses)
+
+    def named_port_acls(
+        self, policy: NetworkPolicy, side: Side, rule: Rule, port: PolicyPort, number: int,
+        selected: Sequence[PodView], base: str, peers: str, logging: Logging, label: str,
+        parts: tuple[str, ...],
+    ) -> list[GroupAcl]:
+        """A named port means a number per destination pod: the pods are grouped by the
+        number their container port of that name and protocol has, and each group gets
+        an ACL matching its pods' addresses and that number. For ingress the
+        destinations are the selected pods; for egress the peers' pods (every pod when
+        the rule has no peers)."""
+        if side is INGRESS_SIDE:
+            destinations = list(selected)
+        elif rule.peers:
+            destinations = _unique(pod for peer in rule.peers
+                                   for pod in self.peer_pods(policy, peer))
+            peers = ""  # the destination addresses below are the peers' own
+        else:
+            destinations = self.pods
+        by_number: dict[int, list[PodView]] = defaultdict(list)
+        for pod in destinations:
+            resolved = _resolve(pod, str(port.port), port.protocol)
+            if resolved is not None:
+                by_number[resolved].append(pod)
+        acls = []
+        for resolved, pods in sorted(by_number.items()):
+            named = (*parts, f"port{number}", str(resolved))
+            where = self.addresses_clause(pods, "dst", *named)
+            acls.append(self.allow(f"np/{'/'.join(named)}", side, logging, label, base,
+                                   peers, where, f"{port.protocol.lower()}.dst == {resolved}"))
+        return acls
+
+    def allow(self, key: str, side: Side, logging: Logging, label: str,
+              *clauses: str) -> GroupAcl:
+        return GroupAcl(key, NP_ALLOW, side.acl_direction, _and(*clauses), "allow-related",
+                        side.options, **logging.columns(label))
+
+    # ---------------------------------------------------------------- isolation
+
+    def compile_isolation(self) -> None:
+        """A port group per namespace and direction of the pods a policy isolates,
+        with its drop, the ND allow, and (ingress) the nodes' health checks."""
+        nodes = " || ".join(
+            f"ip{family}.src == ${self.node_set(family)}" for family in (4, 6))
+        for namespace in sorted({ns for ns, _ in self.isolated}):
+            for side in (INGRESS_SIDE, EGRESS_SIDE):
+                members = self.isolated.get((namespace, side.kind), set())
+                if members:
+                    self.isolation_rows(namespace, side, members, nodes)
+
+    def node_set(self, family: int) -> str:
+        name = NODES_SET.format(family=family)
+        addresses = sorted(str(ip) for ip in self.view.node_ips if ip.version == family)
+        self.state.policy_address_sets[name] = AddressSet(name, tuple(addresses),
+                                                          owned("netpol"))
+        return name
+
+    def isolation_rows(self, namespace: str, side: Side, members: set[str],
+                       nodes: str) -> None:
+        group = isolation_group(namespace, side.kind)
+        base = f"{side.port_field} == @{group}"
+        key = f"np-isolation/{namespace}/{side.short}"
+        logging = self.deny_log(namespace)
+        acls = [
+            GroupAcl(f"{key}/drop", NP_DENY, side.acl_direction, _and(base, "ip"), "drop",
+                     side.options, **logging.columns(f"np:{namespace}:deny-{side.short}")),
+            GroupAcl(f"{key}/nd", NP_ALLOW, side.acl_direction,
+                     _and(base, "nd || nd_rs || nd_ra"), "allow", side.options),
+        ]
+        if side is INGRESS_SIDE:
+            acls.append(GroupAcl(f"{key}/nodes", NP_ALLOW, side.acl_direction,
+                                 _and(base, nodes), "allow-related", side.options))
+        self.state.port_groups[group] = PortGroup(
+            group, tuple(sorted(members)),
+            owned("netpol", **{"podnet.io/namespace": namespace,
+                               "podnet.io/direction": side.kind}),
+            tuple(sorted(acls, key=lambda acl: acl.key)))
+
+    def deny_log(self, namespace: str) -> Logging:
+        known = self.view.namespaces.get(namespace)
+        asked = self.deny_logging.get(namespace)
+        severity = known.deny_severity if known else ""
+        if not severity and asked is not None:
+            severity = "warning"
+        rate = asked.rate if asked is not None else 0
+        return Logging(severity, self.meter(rate) if severity else "")
+
+
+def _unique(pods: Iterable[PodView]) -> list[PodView]:
+    return list({pod.port_name: pod for pod in pods}.values())
+
+
+def _resolve(pod: PodView, name: str, protocol: str) -> int | None:
+    return next((port.number for port in pod.container_ports
+                 if port.name == name and port.protocol == protocol), None)
+
+
+def _port_clause(port: PolicyPort) -> str:
+    protocol = port.protocol.lower()
+    if port.port is None:
+        return protocol
+    if port.end_port is not None and port.end_port != port.port:
+        return f"({protocol}.dst >= {port.port} && {protocol}.dst <= {port.end_port})"
+    return f"{protocol}.dst == {port.port}"
+
+
+def _block_clause(block: IPBlock, direction: str) -> str:
+    family = f"ip{block.network.version}.{direction}"
+    clause = f"{family} == {block.network}"
+    if block.excepts:
+        holes = ", ".join(str(hole) for hole in block.excepts)
+        clause += f" && {family} != {{{holes}}}"
+    return f"({clause})"
+
+
+def _and(*clauses: str) -> str:
+    """The clauses ANDed, each parenthesised when it is an OR ('' ones left out)."""
+    parts = [f"({clause})" if "||" in clause else clause for clause in clauses if clause]
+    return " && ".join(parts)
+
+
+def add_network_policies(state: DesiredState, view: PolicyView) -> None:
+    """Add the port groups, address sets, ACLs and meters of ``view``'s policies."""
+    Compiler(view, state).compile()
