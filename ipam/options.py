@@ -1,5 +1,5 @@
 """The Redis options of every podnet component, spelled once: ``--redis``, the password
-file and ``--prefix``.
+file, the replica acknowledgements and ``--prefix``.
 
 A password written into ``--redis redis://:secret@host`` sits in the process's command
 line, which every user of the node can read in ``/proc/<pid>/cmdline``. The password
@@ -12,6 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ipam.errors import MalformedValue
+from ipam.redis_url import is_sentinel_url, parse_sentinel_url
 from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
 
 REDIS_URL_ENV = "PODNET_REDIS_URL"
@@ -23,9 +25,12 @@ def add_redis_options(parser: argparse._ActionsContainer) -> None:
     """``--redis``, ``--redis-password-file`` and ``--prefix`` on ``parser`` (or a group)."""
     default_url = os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
     parser.add_argument(
-        "--redis", metavar="URL", default=default_url,
+        "--redis", metavar="URL", default=default_url, type=redis_url,
         help="the IPAM's Redis: redis://[user@]host:port/db, rediss://... for TLS, "
-        f"unix:///path/redis.sock (default: ${REDIS_URL_ENV} if set, else {DEFAULT_REDIS_URL})",
+        "unix:///path/redis.sock, or the primary Redis Sentinel names: "
+        "redis+sentinel://[user@]host1:26379,host2:26379,.../<master-name>/<db> "
+        "(rediss+sentinel://...?ssl_ca_certs=... for TLS) "
+        f"(default: ${REDIS_URL_ENV} if set, else {DEFAULT_REDIS_URL})",
     )
     parser.add_argument(
         "--redis-password-file", metavar="PATH", type=password_from_file, default=None,
@@ -34,9 +39,41 @@ def add_redis_options(parser: argparse._ActionsContainer) -> None:
         "out of the command line",
     )
     parser.add_argument(
+        "--redis-min-replica-acks", metavar="N", type=_count, default=0,
+        help="count a write as done only once N replicas hold it (Redis WAIT), else "
+        "report the store unavailable; for a primary with replicas (default: 0, off)",
+    )
+    parser.add_argument(
+        "--redis-ack-timeout-ms", metavar="MS", type=_positive, default=1000,
+        help="how long to wait for those replicas (default: 1000)",
+    )
+    parser.add_argument(
         "--prefix", default=DEFAULT_PREFIX,
         help=f"key prefix of this cluster's IPAM in Redis (default: {DEFAULT_PREFIX})",
     )
+
+
+def redis_url(url: str) -> str:
+    """``url``, refused at start when it is a Sentinel URL that does not read."""
+    if is_sentinel_url(url):
+        try:
+            parse_sentinel_url(url)
+        except MalformedValue as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return url
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def password_from_file(path: str) -> str:
@@ -58,4 +95,8 @@ def password_from_file(path: str) -> str:
 
 def redis_settings(args: argparse.Namespace) -> RedisSettings:
     """The settings ``add_redis_options`` parsed."""
-    return RedisSettings(url=args.redis, prefix=args.prefix, password=args.redis_password or "")
+    return RedisSettings(
+        url=args.redis, prefix=args.prefix, password=args.redis_password or "",
+        min_replica_acks=args.redis_min_replica_acks,
+        replica_ack_timeout_ms=args.redis_ack_timeout_ms,
+    )

@@ -12,7 +12,10 @@ class RedisSettings:
     """Where the IPAM keeps its index.
 
     ``url`` takes every form redis-py knows: ``redis://[user:password@]host:port/db``,
-    ``rediss://`` for TLS (``?ssl_ca_certs=...``), ``unix:///path/redis.sock?db=0``.
+    ``rediss://`` for TLS (``?ssl_ca_certs=...``), ``unix:///path/redis.sock?db=0``; and
+    the primary that Redis Sentinel names, ``redis+sentinel://[user:password@]host1:26379,
+    host2:26379/<master-name>/<db>`` (``rediss+sentinel://`` for TLS), read by
+    ``ipam.redis_url``.
     ``prefix`` starts every key, so several clusters can share one Redis.
     """
 
@@ -24,6 +27,13 @@ class RedisSettings:
     """Retries of an operation whose connection failed (all operations are idempotent)."""
     password: str = field(default="", repr=False)
     """The password when the URL has none (read from a file by the command line)."""
+    min_replica_acks: int = 0
+    """Replicas that must hold a script's writes before it counts as done (Redis
+    ``WAIT``); fewer within ``replica_ack_timeout_ms`` is ``StoreUnavailable``, never a
+    success. 0 is off (one Redis has no replica to ask); with replicas and Sentinel, 1
+    keeps an acknowledged allocation through a failover to the most up-to-date replica."""
+    replica_ack_timeout_ms: int = 1000
+    """How long ``WAIT`` waits for ``min_replica_acks`` replicas."""
 
 
 @dataclass(frozen=True)

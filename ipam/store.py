@@ -3,8 +3,9 @@
 Every mutation is one Lua script on the keys of one subnet (they share a hash tag, so
 the layout works on Redis Cluster too), which makes it atomic against any number of
 callers in any number of processes. Scripts run through redis-py's ``Script`` objects:
-EVALSHA, falling back to EVAL when the script cache was emptied by a restart or a
-failover (``NOSCRIPT``).
+EVALSHA, loading the script again when the script cache was emptied by a restart or a
+failover (``NOSCRIPT``). With ``RedisSettings.min_replica_acks`` a script counts as done
+only once that many replicas hold its writes (see ``ipam.batching``).
 
 Idempotency is by token: reserving again under a token returns what the token holds,
 binding again to the same pod is a no-op, and releasing what is gone is not an error.
@@ -23,8 +24,6 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from ipam import errors, names
 from ipam.addresses import (
@@ -37,6 +36,7 @@ from ipam.addresses import (
 )
 from ipam.annotations import MAC_ADDRESS, RESERVATION
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
+from ipam.connection import redis_client
 from ipam.mac import random_mac
 from ipam.metrics import IpamMetrics
 from ipam.pool import IPPoolSpec, Pool, pooled_intervals
@@ -121,7 +121,9 @@ class Ipam:
         self.metrics = metrics or IpamMetrics()
         self._specs: dict[str, tuple[SubnetSpec, float]] = {}
         self._spec_cache_s = 1.0
-        self._batcher = ScriptBatcher(client)
+        self._batcher = ScriptBatcher(
+            client, min_replica_acks=redis_settings.min_replica_acks,
+            replica_ack_timeout_ms=redis_settings.replica_ack_timeout_ms)
         self._scripts = {
             name: client.register_script(_script_source(name))
             for name in (
@@ -136,21 +138,7 @@ class Ipam:
         settings: IpamSettings | None = None,
         metrics: IpamMetrics | None = None,
     ) -> Ipam:
-        # Every operation is idempotent (by token), so a dropped connection (a Redis
-        # restart or failover) is retried on a fresh one, a few times, with backoff.
-        # A burst beyond the pool waits for a connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_settings.url,
-            password=redis_settings.password or None,  # the URL's own, if any, comes first
-            decode_responses=True,
-            socket_timeout=redis_settings.socket_timeout_s,
-            socket_connect_timeout=redis_settings.socket_timeout_s,
-            max_connections=redis_settings.max_connections,
-            timeout=redis_settings.socket_timeout_s,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), redis_settings.retries),
-            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        client = redis_client(redis_settings)
         return cls(client, redis_settings, settings or IpamSettings(), metrics)
 
     async def close(self) -> None:

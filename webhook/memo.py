@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
+from ipam.connection import redis_client
 from ipam.errors import StoreUnavailable
 from ipam.settings import RedisSettings
 
@@ -76,21 +77,22 @@ class ReviewMemo(Protocol):
 class RedisReviewMemo:
     """``ReviewMemo`` on Redis, beside the IPAM's keys."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, ttl_s: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, ttl_s: int, min_replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self._ttl = str(ttl_s)
         self._keys = [f"{prefix}review:"]
         self._keep_first = client.register_script(_KEEP_FIRST)
-        self._batcher = ScriptBatcher(client)
+        self._batcher = ScriptBatcher(client, min_replica_acks=min_replica_acks,
+                                      replica_ack_timeout_ms=replica_ack_timeout_ms)
 
     @classmethod
     def connect(cls, redis: RedisSettings, ttl_s: int) -> RedisReviewMemo:
-        client = aioredis.Redis.from_url(
-            redis.url, password=redis.password or None, decode_responses=True,
-            socket_timeout=redis.socket_timeout_s, socket_connect_timeout=redis.socket_timeout_s,
-        )
-        return cls(client, redis.prefix, ttl_s)
+        return cls(redis_client(redis), redis.prefix, ttl_s, redis.min_replica_acks,
+                   redis.replica_ack_timeout_ms)
 
     def key(self, uid: str) -> str:
         return f"{self._prefix}review:{uid}"
