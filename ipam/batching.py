@@ -14,6 +14,14 @@ request handled as if it were a call of its own) can go further: ``call_merged``
 the requests made in one turn for the same script and keys into one script call. Redis
 then parses one command and runs the script once for all of them, and the client packs
 and reads one command instead of many; the requests keep their own answers.
+
+With ``min_replica_acks`` a batch ends with ``WAIT``: Redis replicates asynchronously,
+and a reply sent before any replica holds the write is lost with a failed primary. WAIT
+counts the replicas that hold everything the connection wrote, so one WAIT after a
+pipeline covers all of its scripts. Too few replicas in time and every script of the
+batch fails with ``StoreUnavailable`` (retryable): its write may still survive, which is
+why callers retry under the same token and never free an address on a timeout. Off (0),
+nothing is added, not even the pipeline a lone call does not need.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.commands.core import AsyncScript
+
+from ipam.errors import StoreUnavailable
 
 UNIT_SEPARATOR = "\x1f"
 """Joins a request's fields into one script argument (no field can hold it: names,
@@ -62,9 +72,12 @@ class _Call:
 
 class ScriptBatcher:
     def __init__(
-        self, client: aioredis.Redis, max_batch: int = 256, max_merge: int = 32
+        self, client: aioredis.Redis, max_batch: int = 256, max_merge: int = 32,
+        *, min_replica_acks: int = 0, replica_ack_timeout_ms: int = 1000,
     ) -> None:
         self._client = client
+        self._acks = min_replica_acks
+        self._ack_timeout_ms = replica_ack_timeout_ms
         self._max_batch = max_batch
         self._max_merge = max_merge
         """Most requests in one merged script call: Redis serves no one else while it
@@ -109,6 +122,9 @@ class ScriptBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
+        if self._acks > 0:
+            await self._send_acknowledged(batch)
+            return
         if len(batch) == 1:
             await self._settle_alone(batch[0])
             return
@@ -137,3 +153,49 @@ class ScriptBatcher:
             call.fail(exc)
             return
         call.settle(result)
+
+    async def _send_acknowledged(self, batch: list[_Call]) -> None:
+        """Send ``batch`` and WAIT on the same connection; the scripts the cache had
+        lost go again, loaded first, with a WAIT of their own."""
+        results = await self._acknowledged(batch, load=False)
+        again = [c for c, r in zip(batch, results, strict=True)
+                 if isinstance(r, redis.exceptions.NoScriptError)]
+        settled = dict(zip(map(id, batch), results, strict=True))
+        if again:
+            settled.update(zip(map(id, again), await self._acknowledged(again, load=True),
+                               strict=True))
+        for call in batch:
+            result = settled[id(call)]
+            if isinstance(result, BaseException):
+                call.fail(result)
+            else:
+                call.settle(result)
+
+    async def _acknowledged(self, calls: list[_Call], *, load: bool) -> list[Any]:
+        """Each call's answer (or its exception); a success that too few replicas
+        acknowledged becomes ``StoreUnavailable``."""
+        scripts = list({c.script.sha: c.script for c in calls}.values()) if load else []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for script in scripts:
+                    pipe.script_load(script.script)
+                for call in calls:
+                    pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                pipe.wait(self._acks, self._ack_timeout_ms)
+                replies = await pipe.execute(raise_on_error=False)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            return [exc] * len(calls)
+        *answers, acked = replies[len(scripts):]
+        shortfall = self._shortfall(acked)
+        if shortfall is None:
+            return answers
+        return [a if isinstance(a, BaseException) else shortfall for a in answers]
+
+    def _shortfall(self, acked: Any) -> StoreUnavailable | None:
+        if isinstance(acked, int) and acked >= self._acks:
+            return None
+        got = f"{acked} replicas" if isinstance(acked, int) else f"WAIT failed ({acked})"
+        return StoreUnavailable(
+            f"redis: the write was acknowledged by {got}, fewer than the "
+            f"{self._acks} asked for within {self._ack_timeout_ms} ms; it may or may not "
+            "survive a failover, so it is not reported as done")
