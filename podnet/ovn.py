@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from podnet.daemons import DaemonError, free_port, require_binary
 
@@ -636,3 +637,29 @@ class Underlay:
             delete_link(link)
         self.links.clear()
         delete_link(self.bridge)
+
+
+class Central(Protocol):
+    """OVN central as the lab uses it, single (``OvnCentral``) or on raft
+    (``podnet.ovn_raft.RaftCentral``)."""
+
+    directory: Path
+
+    @property
+    def nb_remote(self) -> str: ...
+
+    @property
+    def sb_remote(self) -> str: ...
+
+    @property
+    def daemons(self) -> tuple[OvsDaemon, ...]: ...
+
+    def pids(self) -> dict[str, int]: ...
+
+    def start(self, timeout_s: float = ...) -> Central: ...
+
+    def stop(self, timeout_s: float = ...) -> None: ...
+
+    def nbctl(self, *args: str, timeout_s: float = ...) -> str: ...
+
+    def sbctl(self, *args: str, timeout_s: float = ...) -> str: ...

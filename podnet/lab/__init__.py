@@ -45,6 +45,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--wait", type=float, default=60.0,
                         help="seconds to wait for pods to settle (default 60)")
+    parser.add_argument("--ha", action="store_true",
+                        help="run OVN central on raft: NB and SB on three members each, two "
+                        "ovn-northd in active/standby (podnet status shows the roles)")
     parser.set_defaults(handler=_run_up)
     status = commands.add_parser(
         "status", help="show what podnet up runs, its pods and the connectivity checks")
@@ -97,7 +100,7 @@ def _settings(args: argparse.Namespace) -> LabSettings:
     return LabSettings(
         state_dir=args.state_dir, redis_port=args.redis_port, ipam_listen=args.listen,
         manifests=tuple(args.manifests or (DEFAULT_MANIFESTS,)), nodes=args.nodes,
-        wait_s=args.wait, apiserver_listen=base.apiserver_listen,
+        wait_s=args.wait, ha=args.ha, apiserver_listen=base.apiserver_listen,
         webhook_listen=base.webhook_listen, sync_listen=base.sync_listen,
         prefix=base.prefix,
         underlay_cidr=base.underlay_cidr, service_cidr=base.service_cidr,

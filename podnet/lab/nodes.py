@@ -31,7 +31,7 @@ from typing import Any
 from podnet.lab.ledger import Ledger
 from podnet.lab.settings import LabSettings
 from podnet.ovn import (
-    OvnCentral,
+    Central,
     OvnError,
     OvsNode,
     delete_link,
@@ -80,7 +80,7 @@ class LabNode:
     def zone(self) -> str:
         return f"zone-{chr(ord('a') + (self.index - 1) % 26)}"
 
-    def ovs(self, central: OvnCentral) -> OvsNode:
+    def ovs(self, central: Central) -> OvsNode:
         return OvsNode(self.directory, name=self.name, system_id=self.name,
                        ovn_remote=central.sb_remote, encap_ip=self.ip, netns=self.netns)
 
@@ -126,7 +126,7 @@ def ensure_underlay(settings: LabSettings, ledger: Ledger) -> str:
     return bridge
 
 
-def start_node(node: LabNode, central: OvnCentral, ledger: Ledger) -> OvsNode:
+def start_node(node: LabNode, central: Central, ledger: Ledger) -> OvsNode:
     """Start (or keep) the node's daemons and join it to the underlay."""
     ovs = node.ovs(central)
     if netns_exists(node.netns) and ovs.vswitchd.pid() is None:
@@ -185,7 +185,7 @@ def remove_link(name: str) -> None:
             raise
 
 
-def stop_node(node: LabNode, central: OvnCentral) -> list[str]:
+def stop_node(node: LabNode, central: Central) -> list[str]:
     """Stop the node's daemons and remove its namespace and link; returns what failed."""
     ovs = node.ovs(central)
     failures = []

@@ -17,6 +17,8 @@ from typing import Any
 
 from ipam.settings import RedisSettings
 from podnet.daemons import RedisServer
+from podnet.ovn import Central, OvnCentral
+from podnet.ovn_raft import RaftCentral
 
 DEFAULT_STATE_DIR = Path("/var/lib/podnet")
 DEFAULT_MANIFESTS = Path(__file__).resolve().parent.parent.parent / "examples"
@@ -46,6 +48,8 @@ class LabSettings:
     no cluster subnet, reached from pods only through their node's gateway."""
     wait_s: float = 60.0
     """How long ``up`` waits for pods to settle before reporting what is not ready."""
+    ha: bool = False
+    """OVN central on raft: NB and SB on three members each, two ovn-northd."""
 
     @property
     def redis(self) -> RedisServer:
@@ -98,6 +102,12 @@ class LabSettings:
         """The external host's address on the underlay: the nodes' default gateway."""
         network = ipaddress.ip_network(self.underlay_cidr)
         return ipaddress.ip_interface(f"{network.broadcast_address - 1}/{network.prefixlen}")
+
+    def central(self) -> Central:
+        """The lab's OVN central: one NB, one SB and northd, or (``ha``) all on raft."""
+        if self.ha:
+            return RaftCentral(self.state_dir / "ovn-central-raft")
+        return OvnCentral(self.state_dir / "ovn-central", nb_port=None, sb_port=None)
 
     def kubeconfig(self, component: str) -> Path:
         return self.state_dir / "kubeconfig" / f"{component}.yaml"

@@ -39,7 +39,7 @@ from podnet.daemons import BackgroundProcess
 from podnet.lab.objects import key_of, metadata
 from podnet.lab.rest import Rest
 from podnet.lab.settings import LabSettings
-from podnet.ovn import OvnCentral, OvnError, run
+from podnet.ovn import Central, OvnError, run
 from podnet_plumbing import kube
 
 ACL_TABLE = re.compile(r"^ls_(in|out)_acl(_after_lb|_eval|_action)?$")
@@ -382,7 +382,7 @@ def explain(settings: LabSettings, pod_key: str, destination: str,
     host, port = parse_destination(destination)
     if "/" in host:
         host = _pod_address(_find_pod(pods, host), _family_of(source))
-    central = OvnCentral(settings.state_dir / "ovn-central", nb_port=None, sb_port=None)
+    central = settings.central()
     packet, switch = _packet(central, source, host, port, pods)
     summary, text = trace_packet(central.sb_remote, switch, packet)
     what = f":{port} (TCP SYN)" if port is not None else " (ICMP echo request)"
@@ -414,7 +414,7 @@ def _pod_address(pod: Mapping[str, Any], family: int) -> str:
     return address
 
 
-def _packet(central: OvnCentral, pod: Mapping[str, Any], destination: str, port: int | None,
+def _packet(central: Central, pod: Mapping[str, Any], destination: str, port: int | None,
             pods: Sequence[Mapping[str, Any]]) -> tuple[Packet, str]:
     """The packet ``pod`` sends to ``destination``, and the switch it enters."""
     try:
@@ -447,7 +447,7 @@ def _neighbour_mac(annotations: Mapping[str, str], destination: str,
     return ""
 
 
-def _gateway_mac(central: OvnCentral, subnet: str) -> str:
+def _gateway_mac(central: Central, subnet: str) -> str:
     try:
         return central.nbctl("get", "Logical_Router_Port", f"ovn-cluster-{subnet}",
                              "mac").strip().strip('"')

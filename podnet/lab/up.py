@@ -97,7 +97,8 @@ from podnet.lab.objects import (
 from podnet.lab.report import Report, pod_row, workload_problems
 from podnet.lab.rest import Rest
 from podnet.lab.settings import DEFAULT_STATE_DIR, LabSettings
-from podnet.ovn import OvnCentral, OvnError, netns_delete, netns_exists
+from podnet.ovn import Central, OvnError, netns_delete, netns_exists
+from podnet.ovn_raft import RaftCentral
 from podnet_plumbing import kube
 from podnet_plumbing.manifests import Manifest, ManifestProblem, read_manifests
 
@@ -139,8 +140,8 @@ def lab_processes(settings: LabSettings) -> dict[str, BackgroundProcess]:
     return found
 
 
-def central_of(settings: LabSettings) -> OvnCentral:
-    return OvnCentral(settings.state_dir / "ovn-central", nb_port=None, sb_port=None)
+def central_of(settings: LabSettings) -> Central:
+    return settings.central()
 
 
 def ledger_of(settings: LabSettings) -> Ledger:
@@ -195,7 +196,7 @@ def revive(settings: LabSettings) -> list[str]:
             if process.pid() != before.get(name)]
 
 
-def _start_all(settings: LabSettings, progress: Progress) -> tuple[Rest, OvnCentral, bool]:
+def _start_all(settings: LabSettings, progress: Progress) -> tuple[Rest, Central, bool]:
     """Start every process of the lab that does not run; the API server's client, OVN
     central and whether the nodes attach pods."""
     processes = lab_processes(settings)
@@ -243,9 +244,10 @@ def _start_redis(settings: LabSettings, processes: Mapping[str, BackgroundProces
     return started
 
 
-def _start_central(settings: LabSettings, progress: Progress) -> OvnCentral:
+def _start_central(settings: LabSettings, progress: Progress) -> Central:
     central = central_of(settings)
-    progress.step(f"OVN central (NB/SB on unix sockets in {central.directory}, northd)")
+    shape = "3-member raft NB and SB, 2 northd" if settings.ha else "NB/SB, northd"
+    progress.step(f"OVN central ({shape}, on unix sockets in {central.directory})")
     return central.start()
 
 
@@ -293,7 +295,7 @@ def _start_ipam_endpoint(settings: LabSettings, processes: Mapping[str, Backgrou
     _wait_http(f"http://{settings.ipam_listen}/readyz", process)
 
 
-def _start_nodes(settings: LabSettings, central: OvnCentral, ledger: Ledger, rest: Rest,
+def _start_nodes(settings: LabSettings, central: Central, ledger: Ledger, rest: Rest,
                  progress: Progress) -> list[LabNode]:
     nodes = lab_nodes(settings)
     bridge = ensure_underlay(settings, ledger)
@@ -335,7 +337,7 @@ def _forget_readiness(rest: Rest, node: str) -> None:
 
 
 def _start_sync(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
-                central: OvnCentral, progress: Progress, restart: bool = False) -> None:
+                central: Central, progress: Progress, restart: bool = False) -> None:
     """Start the sync worker; ``restart`` it when Redis was started afresh under it, so
     that its first step, a full resync, rebuilds the index on this Redis."""
     progress.step("sync worker (API server -> IPAM bindings and OVN northbound)")
@@ -478,7 +480,7 @@ def _wait_alive(process: BackgroundProcess, settle_s: float = 0.5) -> None:
 # ---------------------------------------------------------- manifests
 
 
-async def _apply_and_watch(settings: LabSettings, rest: Rest, central: OvnCentral,
+async def _apply_and_watch(settings: LabSettings, rest: Rest, central: Central,
                            attaching: bool, progress: Progress
                            ) -> tuple[list[ManifestProblem], Report]:
     manifests, problems = read_manifests(settings.manifests)
@@ -531,7 +533,7 @@ def wanted_subnets(objects: Sequence[Mapping[str, Any]]) -> tuple[set[str], set[
     return subnets, pools
 
 
-async def _wait_admission_ready(settings: LabSettings, central: OvnCentral, outcome: Applied,
+async def _wait_admission_ready(settings: LabSettings, central: Central, outcome: Applied,
                                 progress: Progress, timeout_s: float = 30.0) -> None:
     """Wait until the webhook can give addresses in every applied subnet.
 
@@ -552,7 +554,7 @@ async def _wait_admission_ready(settings: LabSettings, central: OvnCentral, outc
         progress.note(f"subnets ready for admission: {', '.join(sorted(subnets))}")
 
 
-async def _not_ready(settings: LabSettings, central: OvnCentral, subnets: set[str],
+async def _not_ready(settings: LabSettings, central: Central, subnets: set[str],
                      pools: set[str]) -> list[str]:
     """What keeps pods of these subnets and pools from being admitted now."""
     try:
@@ -731,8 +733,11 @@ def status_report(settings: LabSettings, with_pods: bool = True, check: bool = F
     lines = ["", f"{'PROCESS':<32} {'PID':<8} STATE"]
     for name, process in lab_processes(settings).items():
         lines.append(_process_line(name, process.pid()))
-    for daemon in central_of(settings).daemons:
-        lines.append(_process_line(f"central/{daemon.name}", daemon.pid()))
+    central = central_of(settings)
+    roles = central.roles() if isinstance(central, RaftCentral) else {}
+    for daemon in central.daemons:
+        lines.append(_process_line(f"central/{daemon.name}", daemon.pid(),
+                                   roles.get(daemon.name, "")))
     for node in lab_nodes(settings):
         for daemon in node.ovs(central_of(settings)).daemons:
             lines.append(_process_line(f"{node.name}/{daemon.name}", daemon.pid()))
@@ -744,8 +749,9 @@ def status_report(settings: LabSettings, with_pods: bool = True, check: bool = F
     return text
 
 
-def _process_line(name: str, pid: int | None) -> str:
-    return f"{name:<32} {pid or '-':<8} {'running' if pid else 'stopped'}"
+def _process_line(name: str, pid: int | None, role: str = "") -> str:
+    state = "running" if pid else "stopped"
+    return f"{name:<32} {pid or '-':<8} {state}{f' ({role})' if pid and role else ''}"
 
 
 async def _subnets(settings: LabSettings) -> list[dict[str, object]]:
