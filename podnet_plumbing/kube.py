@@ -178,6 +178,8 @@ def lister(api: client.ApiClient, kind: str) -> ListFunction:
         "Deployment": apps.list_deployment_for_all_namespaces,
         "ReplicaSet": apps.list_replica_set_for_all_namespaces,
         "StatefulSet": apps.list_stateful_set_for_all_namespaces,
+        "NetworkPolicy":
+            client.NetworkingV1Api(api).list_network_policy_for_all_namespaces,
     }
     custom = {"Subnet": "subnets", "IPPool": "ippools"}
     if kind in custom:

@@ -43,6 +43,7 @@ from podnet_sync.worker import (
     PodLister,
     PodPatcher,
     PodReporter,
+    PolicyReporter,
     SyncSettings,
     SyncWorker,
 )
@@ -201,18 +202,21 @@ class ClusterHooks:
     report_pod: PodReporter
     list_pods: PodLister
     patch_subnet_status: SubnetStatusPatcher
+    report_policy: PolicyReporter
 
     def worker(self, ipam: Ipam, northbound: Northbound, stores: Mapping[str, Any],
                settings: SyncSettings) -> SyncWorker:
         return SyncWorker(ipam, northbound, stores, settings, patch_pod=self.patch_pod,
                           report_pod=self.report_pod, list_pods=self.list_pods,
-                          patch_subnet_status=self.patch_subnet_status)
+                          patch_subnet_status=self.patch_subnet_status,
+                          report_policy=self.report_policy)
 
 
 def cluster_hooks(client: Any) -> ClusterHooks:
     """What the worker does to the cluster, through ``client``: mark pods (``patch_pod``),
-    record Events on them (``report_pod``), list the pods afresh (``list_pods``), and
-    write the Subnets' status (``patch_subnet_status``)."""
+    record Events on them (``report_pod``), list the pods afresh (``list_pods``),
+    write the Subnets' status (``patch_subnet_status``), and record an Event on a
+    NetworkPolicy that cannot be enforced (``report_policy``)."""
     core = CoreV1Api(client)
     custom = CustomObjectsApi(client)
     list_pods = kube.lister(client, "Pod")
@@ -226,6 +230,11 @@ def cluster_hooks(client: Any) -> ClusterHooks:
         await kube.record_event(core, involved, reason, message, component="podnet-sync")
         return None
 
+    async def report_policy(policy: Mapping[str, str], reason: str, message: str) -> object:
+        involved = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **policy}
+        await kube.record_event(core, involved, reason, message, component="podnet-sync")
+        return None
+
     async def pods_now() -> list[dict[str, Any]]:
         return await kube.list_now(list_pods, "Pod")
 
@@ -233,7 +242,7 @@ def cluster_hooks(client: Any) -> ClusterHooks:
         await kube.patch_subnet_status(custom, name, status)
         return None
 
-    return ClusterHooks(patch, report, pods_now, subnet_status)
+    return ClusterHooks(patch, report, pods_now, subnet_status, report_policy)
 
 
 async def _run_until(worker: SyncWorker, tasks: list[asyncio.Task[None]],

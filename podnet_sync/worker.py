@@ -53,6 +53,16 @@ from podnet_sync.cluster import (
 )
 from podnet_sync.index import ClusterIndex, ObjectKey, pair_of
 from podnet_sync.nb import Northbound, NorthboundError, Report, Scope
+from podnet_sync.nb_model import DesiredState
+from podnet_sync.netpol import (
+    NamespaceView,
+    NetworkPolicy,
+    PolicyError,
+    PolicyView,
+    add_network_policies,
+    parse_namespace,
+    parse_network_policy,
+)
 from podnet_sync.status import StatusSettings, SubnetStatusPatcher, SubnetStatusWriter
 from podnet_sync.topology import (
     ClusterView,
@@ -64,13 +74,17 @@ from podnet_sync.topology import (
 
 log = logging.getLogger(__name__)
 
-KINDS = ("Subnet", "IPPool", "Node", "Pod", "Service", "EndpointSlice", "StatefulSet")
+KINDS = ("Subnet", "IPPool", "Node", "Pod", "Service", "EndpointSlice", "StatefulSet",
+         "Namespace", "NetworkPolicy")
 ROUTED_PATCHES_AT_ONCE = 4
 """API calls marking pods routed in flight at once (each takes one of the default
 executor's threads, which the NB transactions also use)."""
 
 PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
 PodReporter = Callable[[PodView, str, str], Awaitable[object]]
+PolicyReporter = Callable[[Mapping[str, str], str, str], Awaitable[object]]
+"""Tells a NetworkPolicy's owner it was skipped: (its namespace, name and uid, reason,
+message), as an Event."""
 PodLister = Callable[[], Awaitable[list[dict[str, Any]]]]
 """A fresh (consistent) list of every pod, read from the API server, not a cache."""
 """Tells a pod's owner about a problem with it: (pod, reason, message), as an Event."""
@@ -152,10 +166,13 @@ class Dirty:
     services: set[str] = field(default_factory=set)
     slices: set[ObjectKey] = field(default_factory=set)
     full: bool = True
+    policies: bool = False
+    """A NetworkPolicy or a Namespace (its labels) changed."""
 
     def take(self) -> Dirty:
-        taken = Dirty(self.pods, self.services, self.slices, self.full)
+        taken = Dirty(self.pods, self.services, self.slices, self.full, self.policies)
         self.pods, self.services, self.slices, self.full = set(), set(), set(), False
+        self.policies = False
         return taken
 
 
@@ -193,6 +210,7 @@ class SyncWorker:
         report_pod: PodReporter | None = None,
         list_pods: PodLister | None = None,
         patch_subnet_status: SubnetStatusPatcher | None = None,
+        report_policy: PolicyReporter | None = None,
     ) -> None:
         self.ipam = ipam
         self.northbound = northbound
@@ -201,6 +219,10 @@ class SyncWorker:
         self.patch_pod = patch_pod
         self.report_pod = report_pod
         self.list_pods = list_pods
+        self.report_policy = report_policy
+        self._policy_problems: dict[str, str] = {}  # policy uid or key -> last message
+        self._policy_rows = False
+        """Whether the last step that reconciled NetworkPolicy rows left any."""
         self.orphans_freed = 0
         self.dirty = Dirty()
         self._wake = asyncio.Event()
@@ -241,6 +263,8 @@ class SyncWorker:
             self.dirty.services.add(f"{metadata.get('namespace')}/{metadata.get('name')}")
         elif kind == "EndpointSlice":  # its services are found when the step reads it
             self.dirty.slices.add((str(metadata.get("namespace", "")), str(metadata["name"])))
+        elif kind in ("NetworkPolicy", "Namespace"):
+            self.dirty.policies = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -314,7 +338,9 @@ class SyncWorker:
         view = ClusterView(self._subnets, self._as_recorded(pods),
                            self._nodes, list(self.index.services.values()),
                            list(self.index.slices.values()))
-        report.ovn = await self.northbound.reconcile_async(desired_state(view))
+        desired = desired_state(view)
+        self._add_policies(desired, view.pods)
+        report.ovn = await self.northbound.reconcile_async(desired)
         report.routed = await self._mark_routed(pods, view)
         if self.status is not None:
             self.status.touch_all(subnet.name for subnet in self._subnets)
@@ -354,6 +380,11 @@ class SyncWorker:
             address_sets, policy = distributed_keys(subnet, node)
             set_names |= address_sets
             policy_keys |= policy
+        # A pod's policy rows go in the same transaction as its port, before the pod is
+        # marked routed: it is isolated from its first packet.
+        policy_step = dirty.policies or (bool(dirty.pods) and self._policies_matter())
+        if policy_step:
+            self._add_policies(desired, self._as_recorded(self.index.pods.values()))
         scope = Scope(
             switch_ports=frozenset(names.pod_port(name, ns) for ns, name in dirty.pods)
             - self._node_ports(),  # never a node's, whatever the pod is named
@@ -361,6 +392,7 @@ class SyncWorker:
             address_sets=frozenset(set_names),
             policies=frozenset(policy_keys),
             structure=False,
+            network_policy=policy_step,
         )
         report.ovn = await self.northbound.reconcile_async(desired, scope)
         touched = [live[key] for key in dirty.pods if key in live]
@@ -370,6 +402,66 @@ class SyncWorker:
                 record.subnet for pod in touched
                 if (record := self._bound.get(pod.uid)) is not None})
         return report
+
+    # ------------------------------------------------------------ network policy
+
+    def _policies_matter(self) -> bool:
+        """Whether a pod's change can change policy rows: some policy exists, or rows of
+        one are still to be removed."""
+        return self._policy_rows or bool(self._objects("NetworkPolicy"))
+
+    def _add_policies(self, desired: DesiredState, pods: Iterable[PodView]) -> None:
+        """The NetworkPolicy rows for ``pods`` (those with a port), from every policy
+        that compiles; a bad one is skipped, logged and reported on the policy."""
+        subnets = {subnet.name for subnet in self._subnets}
+        placed = [pod for pod in pods if pod.subnet in subnets and pod.ips]
+        namespaces: dict[str, NamespaceView] = {}
+        for obj in self._objects("Namespace"):
+            namespace = parse_namespace(obj)
+            namespaces[namespace.name] = namespace
+        node_ips = [ip for node in self._nodes for ip in node.ips]
+        view = PolicyView(self._network_policies(), placed, namespaces, node_ips)
+        add_network_policies(desired, view)
+        self._policy_rows = bool(desired.port_groups)
+
+    def _network_policies(self) -> list[NetworkPolicy]:
+        policies = []
+        for obj in self._objects("NetworkPolicy"):
+            metadata = obj.get("metadata") or {}
+            identity = {"namespace": str(metadata.get("namespace") or ""),
+                        "name": str(metadata.get("name") or ""),
+                        "uid": str(metadata.get("uid") or "")}
+            try:
+                policies.append(parse_network_policy(obj))
+            except PolicyError as exc:
+                self._policy_skipped(identity, str(exc))
+                continue
+            self._policy_problems.pop(identity["uid"] or
+                                      f"{identity['namespace']}/{identity['name']}", None)
+        return policies
+
+    def _policy_skipped(self, identity: Mapping[str, str], problem: str) -> None:
+        """Log and report (once per message) a policy that does not compile."""
+        key = identity["uid"] or f"{identity['namespace']}/{identity['name']}"
+        message = f"NetworkPolicy skipped, it enforces nothing: {problem}"
+        if self._policy_problems.get(key) == message:
+            return
+        self._policy_problems[key] = message
+        log.warning("networkpolicy %s/%s: %s", identity["namespace"], identity["name"],
+                    message)
+        if self.report_policy is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._send_policy_report(identity, message))
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
+
+    async def _send_policy_report(self, identity: Mapping[str, str], message: str) -> None:
+        assert self.report_policy is not None
+        try:
+            await self.report_policy(identity, "PolicySkipped", message)
+        except Exception as exc:  # best effort, as for pods
+            log.info("networkpolicy %s/%s: could not record event: %s",
+                     identity["namespace"], identity["name"], exc)
 
     def _reread_services(self, dirty: Dirty) -> set[str]:
         """Re-read the step's slices and services; returns every service they touch
