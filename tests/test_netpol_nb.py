@@ -59,9 +59,9 @@ def pod(name: str, ip: str, labels: dict[str, str], namespace: str = "shop") -> 
     })
 
 
-def policy(name: str = "web", annotations: dict[str, str] | None = None,
-           **spec: Any) -> NetworkPolicy:
-    body = {"podSelector": {"matchLabels": {"app": "web"}}, **spec}
+def policy(spec: dict[str, Any] | None = None, name: str = "web",
+           annotations: dict[str, str] | None = None) -> NetworkPolicy:
+    body = {"podSelector": {"matchLabels": {"app": "web"}}, **(spec or {})}
     return parse_network_policy({"metadata": {"namespace": "shop", "name": name,
                                               "annotations": annotations or {}},
                                  "spec": body})
@@ -77,9 +77,10 @@ def state(pods: list[PodView], policies: list[NetworkPolicy]) -> DesiredState:
 
 WEB = pod("web-a", "10.20.0.5", {"app": "web"})
 CLIENT = pod("client", "10.20.0.6", {"app": "client"})
-FROM_CLIENTS = {"ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
-                             "ports": [{"port": "http"}]}],
-                "egress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}]}]}
+FROM_CLIENTS: dict[str, Any] = {
+    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                 "ports": [{"port": "http"}]}],
+    "egress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}]}]}
 
 
 def nb_list(central: OvnCentral, table: str, column: str) -> list[str]:
@@ -89,7 +90,7 @@ def nb_list(central: OvnCentral, table: str, column: str) -> list[str]:
 def test_a_policy_becomes_port_groups_acls_and_address_sets_and_a_second_run_changes_nothing(
     northbound: Northbound, central: OvnCentral
 ) -> None:
-    desired = state([WEB, CLIENT], [policy(**FROM_CLIENTS)])
+    desired = state([WEB, CLIENT], [policy(FROM_CLIENTS)])
     report = northbound.reconcile(desired)
     assert report.by_kind["port_groups.created"] == 3  # the policy's, ingress and egress isolation
     group = policy_group(policy())
@@ -106,7 +107,7 @@ def test_a_policy_becomes_port_groups_acls_and_address_sets_and_a_second_run_cha
 def test_northd_compiles_the_policy_into_the_acl_stages(
     northbound: Northbound, central: OvnCentral
 ) -> None:
-    northbound.reconcile(state([WEB, CLIENT], [policy(**FROM_CLIENTS)]))
+    northbound.reconcile(state([WEB, CLIENT], [policy(FROM_CLIENTS)]))
     deadline = time.monotonic() + 10
     flows = ""
     while time.monotonic() < deadline:
@@ -121,9 +122,9 @@ def test_northd_compiles_the_policy_into_the_acl_stages(
 def test_a_changed_label_moves_the_pod_and_a_deleted_policy_leaves_no_row(
     northbound: Northbound, central: OvnCentral
 ) -> None:
-    northbound.reconcile(state([WEB, CLIENT], [policy(**FROM_CLIENTS)]))
+    northbound.reconcile(state([WEB, CLIENT], [policy(FROM_CLIENTS)]))
     relabelled = pod("client", "10.20.0.6", {"app": "web"})
-    report = northbound.reconcile(state([WEB, relabelled], [policy(**FROM_CLIENTS)]))
+    report = northbound.reconcile(state([WEB, relabelled], [policy(FROM_CLIENTS)]))
     assert report.by_kind.get("port_groups.updated", 0) >= 1
     ports = central.nbctl("get", "Port_Group", policy_group(policy()), "ports")
     assert len(ports.strip("[]\n").split(",")) == 2
@@ -140,7 +141,7 @@ def test_foreign_port_groups_and_acls_are_left_alone(
     central.nbctl("pg-add", "someone_elses")
     central.nbctl("acl-add", "someone_elses", "to-lport", "100", "ip", "drop")
     try:
-        northbound.reconcile(state([WEB], [policy(**FROM_CLIENTS)]))
+        northbound.reconcile(state([WEB], [policy(FROM_CLIENTS)]))
         northbound.reconcile(state([WEB], []))
         assert "someone_elses" in central.nbctl("--bare", "--columns=name", "list", "Port_Group")
         assert "drop" in central.nbctl("acl-list", "someone_elses")
@@ -151,10 +152,9 @@ def test_foreign_port_groups_and_acls_are_left_alone(
 def test_logging_annotations_give_named_severe_metered_acls(
     northbound: Northbound, central: OvnCentral
 ) -> None:
-    logged = policy(annotations={"ovn.kubernetes.io/enable_log": "true",
-                                 "ovn.kubernetes.io/log_acl_actions": "allow,drop",
-                                 "ovn.kubernetes.io/acl_log_meter_rate": "7"},
-                    **FROM_CLIENTS)
+    logged = policy(FROM_CLIENTS, annotations={
+        "ovn.kubernetes.io/enable_log": "true", "ovn.kubernetes.io/log_acl_actions": "allow,drop",
+        "ovn.kubernetes.io/acl_log_meter_rate": "7"})
     desired = state([WEB, CLIENT], [logged])
     northbound.reconcile(desired)
     rows = central.nbctl("--format=json", "--columns=name,severity,meter,log,action", "find",
