@@ -1,8 +1,8 @@
 """The sync worker: keeps the IPAM true to the live pods and mirrors everything into OVN.
 
-It follows Subnets, IPPools, Nodes, Pods, Services, EndpointSlices and StatefulSets
-(from the Kubernetes API, or from a manifests folder when standalone) in ``Store``s and
-works in steps, one at a time:
+It follows Subnets, IPPools, Nodes, Pods, Services, EndpointSlices, StatefulSets,
+Namespaces and NetworkPolicies (from the Kubernetes API, or from a manifests folder
+when standalone) in ``Store``s and works in steps, one at a time:
 
 - an event marks what it touches as dirty; the next step re-reads only those objects
   into the worker's index (``podnet_sync.index``), binds or releases those pods'
@@ -12,6 +12,9 @@ works in steps, one at a time:
   pools, gives every node its join address, binds what is live, releases what is dead
   (after a grace period: an address is never freed on a timeout alone), lets stale
   reservations expire, and reconciles the whole NB state, which repairs any drift.
+
+NetworkPolicies are compiled (``podnet_sync.netpol``) into the same transaction as the
+pods' ports: a new pod is in its policies' port groups before it is marked routed.
 
 Each step also notes the subnets whose usage it may have changed; with a cluster, a task
 beside the steps writes their Subnets' status from the IPAM (``podnet_sync.status``).
