@@ -456,6 +456,15 @@ class OvsNode:
                  self._controller_diagnosis)
         return self
 
+    def restart_vswitchd(self) -> int:
+        """Start ``ovs-vswitchd`` again after it died, on the datapath it left behind.
+
+        A dead vswitchd leaves its netdev taps and every OVSDB row in place, so the new
+        one re-opens the same ports with the same ofports (pods keep their plumbing) and
+        ovn-controller reconnects and installs its flows again: nothing to clean first.
+        """
+        return self.vswitchd.start()
+
     def _prepare_namespace(self) -> None:
         if self.netns and not netns_exists(self.netns):
             netns_add(self.netns)

@@ -15,8 +15,11 @@ through their node's gateway (``ovn0``, then SNAT for ``natOutgoing`` subnets), 
 check against it proves the way out of the cluster, and the address the external host
 sees proves the SNAT.
 
-Starting is idempotent: a running node is left as it is, a namespace whose vswitchd died
-(stale userspace datapath taps) is made afresh. Every namespace and link is written to
+Starting is idempotent: a running node is left as it is; a node whose vswitchd died
+under a running ovsdb-server gets vswitchd back on the taps it left (its pods keep their
+ports), and a namespace left by an earlier run with nothing running is made afresh. Each
+node has a keeper (``podnet.lab.keeper``) that restarts a vswitchd that dies, as a
+service manager would on a real node. Every namespace and link is written to
 the lab's ledger before it is created, so ``podnet down`` removes them whatever
 happened in between.
 """
@@ -24,10 +27,12 @@ happened in between.
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from podnet.daemons import BackgroundProcess
 from podnet.lab.ledger import Ledger
 from podnet.lab.settings import LabSettings
 from podnet.ovn import (
@@ -130,11 +135,26 @@ def start_node(node: LabNode, central: Central, ledger: Ledger) -> OvsNode:
     """Start (or keep) the node's daemons and join it to the underlay."""
     ovs = node.ovs(central)
     if netns_exists(node.netns) and ovs.vswitchd.pid() is None:
-        stop_node(node, central)  # left over by an earlier run: start afresh
+        if ovs.ovsdb.pid() is not None:
+            ovs.restart_vswitchd()  # died under a running node: its pods stay plumbed
+        else:
+            stop_node(node, central)  # left over by an earlier run: start afresh
     ledger.record("netns", node.netns)
     ovs.start()
     _join_underlay(node, ovs, ledger)
+    keeper(node).start(keeper_argv(node, ovs))
     return ovs
+
+
+def keeper(node: LabNode) -> BackgroundProcess:
+    """The node's vswitchd keeper (``podnet.lab.keeper``), tracked in its directory."""
+    return BackgroundProcess("vswitchd-keeper", node.directory)
+
+
+def keeper_argv(node: LabNode, ovs: OvsNode) -> list[str]:
+    return [sys.executable, "-m", "podnet.lab.keeper", "--directory", str(node.directory),
+            "--name", node.name, "--netns", node.netns, "--ovn-remote", ovs.ovn_remote,
+            "--encap-ip", ovs.encap_ip]
 
 
 def _join_underlay(node: LabNode, ovs: OvsNode, ledger: Ledger) -> None:
@@ -189,6 +209,7 @@ def stop_node(node: LabNode, central: Central) -> list[str]:
     """Stop the node's daemons and remove its namespace and link; returns what failed."""
     ovs = node.ovs(central)
     failures = []
+    keeper(node).stop()  # first, or it would start the vswitchd being stopped again
     try:
         ovs.stop(remove_bridges=True)
     except OvnError as exc:

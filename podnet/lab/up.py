@@ -61,7 +61,7 @@ from ipam.cli import format_table, subnets_table
 from ipam.store import open_ipam
 from ipam.subnet import DEFAULT_SUBNET, JOIN_SUBNET
 from podnet.daemons import BackgroundProcess, DaemonError
-from podnet.lab import agents
+from podnet.lab import agents, keeper
 from podnet.lab.apply import PHASES, Applied, apply_phase, in_phases
 from podnet.lab.certs import Certificates
 from podnet.lab.checks import (
@@ -741,6 +741,7 @@ def status_report(settings: LabSettings, with_pods: bool = True, check: bool = F
     for node in lab_nodes(settings):
         for daemon in node.ovs(central_of(settings)).daemons:
             lines.append(_process_line(f"{node.name}/{daemon.name}", daemon.pid()))
+        lines.append(f"{node.name + '/datapath':<32} {'':<8} {keeper.summary(node.directory)}")
     text = "\n".join(lines)
     with contextlib.suppress(errors.IpamError):
         text += "\n\n" + format_table(subnets_table(asyncio.run(_subnets(settings)))) + "\n"
