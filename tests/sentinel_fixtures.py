@@ -1,0 +1,153 @@
+"""A real replicated Redis under Sentinel on loopback: a primary, two replicas and three
+sentinels, each a process of its own in its own directory, stopped by the PID we started.
+
+Sentinel is tuned to notice a dead primary within a second (the shipped default is
+thirty), so a failover takes a few seconds of test time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from podnet.daemons import RedisServer, free_port, require_binary
+
+MASTER = "podnet"
+DOWN_AFTER_MS = 1000
+
+
+@dataclass
+class DataServer(RedisServer):
+    """A redis-server that may replicate another and takes extra options."""
+
+    replica_of: int = 0
+    options: tuple[str, ...] = ()
+
+    def argv(self) -> list[str]:
+        args = [*super().argv(), *self.options]
+        if self.replica_of:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
+        return args
+
+
+@dataclass
+class SentinelServer(RedisServer):
+    """``redis-server sentinel.conf --sentinel``, watching the primary on ``primary``."""
+
+    primary: int = 0
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "sentinel.conf"
+
+    def argv(self) -> list[str]:
+        return [require_binary("redis-server"), str(self.config), "--sentinel"]
+
+    def start(self, timeout_s: float = 10.0) -> SentinelServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.config.exists():  # Sentinel rewrites it with what it learns
+            self.config.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {self.directory}\n"
+                f"logfile {self.directory / 'sentinel.log'}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {MASTER} 5000\n"
+                f"sentinel parallel-syncs {MASTER} 2\n")
+        super().start(timeout_s)
+        return self
+
+
+@dataclass
+class SentinelCluster:
+    directory: Path
+    primary_options: tuple[str, ...] = ()
+    servers: list[DataServer] = field(default_factory=list)
+    sentinels: list[SentinelServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{MASTER}/0"
+
+    def start(self) -> SentinelCluster:
+        # Each is listed before it starts, so a failed start still stops what ran.
+        primary = DataServer(self.directory / "redis-0", options=self.primary_options)
+        self.servers = [primary] + [
+            DataServer(self.directory / f"redis-{n}", replica_of=primary.port) for n in (1, 2)]
+        self.sentinels = [SentinelServer(self.directory / f"sentinel-{n}", primary=primary.port)
+                          for n in range(3)]
+        for server in [*self.servers, *self.sentinels]:
+            server.start()
+        self.wait_settled(primary.port)
+        return self
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()
+
+    def server_on(self, port: int) -> DataServer:
+        return next(s for s in self.servers if s.port == port)
+
+    def primary_port(self) -> int:
+        """The primary's port as the sentinels name it (the first that answers)."""
+        for sentinel in self.sentinels:
+            if sentinel.process is None:
+                continue
+            with redis.Redis(port=sentinel.port, socket_timeout=1.0) as client:
+                try:
+                    _, port = client.sentinel_get_master_addr_by_name(MASTER)
+                except redis.exceptions.RedisError:
+                    continue
+                return int(port)
+        raise AssertionError("no sentinel answers")
+
+    def wait_settled(self, primary: int, timeout_s: float = 30.0) -> None:
+        """Until every sentinel names ``primary``, knows the other sentinels and sees
+        both replicas up, and the primary has both replicas online."""
+        deadline = time.monotonic() + timeout_s
+        while not self._settled(primary):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sentinels did not settle on port {primary}")
+            time.sleep(0.1)
+
+    def _settled(self, primary: int) -> bool:
+        try:
+            for sentinel in self.sentinels:
+                with redis.Redis(port=sentinel.port, socket_timeout=1.0,
+                                 decode_responses=True) as client:
+                    state = client.sentinel_master(MASTER)
+                    replicas = client.sentinel_slaves(MASTER)
+                if int(state["port"]) != primary or state["num-other-sentinels"] < 2:
+                    return False
+                up = [r for r in replicas if not (r["is_sdown"] or r["is_odown"])]
+                if len(up) < 2:
+                    return False
+            with redis.Redis(port=primary, socket_timeout=1.0, decode_responses=True) as client:
+                info = client.info("replication")
+            online = [k for k, v in info.items()
+                      if k.startswith("slave") and isinstance(v, dict)
+                      and v.get("state") == "online"]
+            return info["role"] == "master" and len(online) >= 2
+        except redis.exceptions.RedisError:
+            return False
+
+
+def config_options(path: Path) -> tuple[str, ...]:
+    """A redis.conf's directives as command-line options (``--name value ...``)."""
+    options: list[str] = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, *values = line.split()
+            options += [f"--{name}", *values]
+    return tuple(options)
+
+
+def admin(port: int) -> redis.Redis:
+    """A plain client of one server (not through Sentinel), for the test's own looks."""
+    return redis.Redis(port=port, socket_timeout=2.0, decode_responses=True)
+
+
+__all__ = ["DataServer", "SentinelCluster", "admin", "config_options", "free_port"]
