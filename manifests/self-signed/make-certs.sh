@@ -10,7 +10,7 @@
 #   manifests/self-signed/make-certs.sh [--namespace NS] [--service NAME] [--days N]
 #                                       [--redis-address IP] [--out DIR]
 #
-# --redis-address IP also makes Redis's serving certificate for that node address (the
+# --redis-address IP[,IP...] also makes Redis's serving certificate for those node addresses (the
 # host part of redis-address in config.yaml), signed by the same CA, as the Secret
 # podnet-redis-tls (tls.crt, tls.key, ca.crt). --out DIR keeps the files in DIR (the
 # scheduler extender needs ca.crt); with --out and --no-kubectl nothing is sent.
@@ -70,7 +70,7 @@ if [ -n "$redis_address" ]; then
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=serverAuth
-subjectAltName=IP:$redis_address,IP:127.0.0.1
+subjectAltName=IP:$(echo "$redis_address" | sed 's/,/,IP:/g'),IP:127.0.0.1
 EXT
   openssl x509 -req -in "$work/redis.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
     -CAcreateserial -out "$work/redis.crt" -days "$days" -extfile "$work/redis.ext" \
