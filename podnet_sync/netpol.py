@@ -77,6 +77,12 @@ ACL_NAME_MAX = 63
 DEFAULT_LOG_RATE = 20
 """Logged packets a second per meter when a policy does not say."""
 NODES_SET = "podnet_np_nodes_ip{family}"
+ISOLATED = "ip && !ct.est"
+"""What an isolation drop matches: IP (ARP stays) of new connections only. OVN would
+otherwise mark an established connection that starts to match a drop as blocked, with a
+conntrack commit; on a load-balanced connection that commit trips an assertion of
+Open vSwitch 3.1.0's userspace conntrack (fixed in 3.1.3) and stops ovs-vswitchd. The
+API leaves open whether a new policy cuts connections already made; these run on."""
 
 _PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", re.ASCII)
 
@@ -648,7 +654,7 @@ class Compiler:
         key = f"np-isolation/{namespace}/{side.short}"
         logging = self.deny_log(namespace)
         acls = [
-            GroupAcl(f"{key}/drop", NP_DENY, side.acl_direction, _and(base, "ip"), "drop",
+            GroupAcl(f"{key}/drop", NP_DENY, side.acl_direction, _and(base, ISOLATED), "drop",
                      side.options, **logging.columns(f"np:{namespace}:deny-{side.short}")),
             GroupAcl(f"{key}/nd", NP_ALLOW, side.acl_direction,
                      _and(base, "nd || nd_rs || nd_ra"), "allow", side.options),

@@ -120,7 +120,8 @@ def test_an_empty_rule_list_denies_everything_in_that_direction() -> None:
     drops = [acl for group in state.port_groups.values() for acl in group.acls
              if acl.action == "drop"]
     assert {acl.direction for acl in drops} == {"to-lport", "from-lport"}
-    assert all(acl.priority == NP_DENY and acl.match.endswith("&& ip") for acl in drops)
+    assert all(acl.priority == NP_DENY and acl.match.endswith("&& ip && !ct.est")
+               for acl in drops)
 
 
 def test_an_empty_pod_selector_selects_every_pod_of_the_policys_namespace_only() -> None:
