@@ -1,4 +1,5 @@
-"""The Sentinel URL is read in one place, and a bad one is refused naming its part."""
+"""The Sentinel URL is read in one place, a bad one is refused naming its part, and the
+connection factory gives it the settings a plain URL gets."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import re
 import pytest
 
 from ipam import errors
+from ipam.connection import SentinelClient, redis_client
 from ipam.options import add_redis_options, redis_settings
 from ipam.redis_url import SentinelUrl, is_sentinel_url, parse_sentinel_url
+from ipam.settings import RedisSettings
 
 
 def test_a_full_sentinel_url_names_its_sentinels_master_db_and_credentials() -> None:
@@ -86,3 +89,31 @@ def test_a_bad_sentinel_url_on_the_command_line_is_refused_at_start() -> None:
 
 def test_the_help_shows_the_sentinel_form() -> None:
     assert "redis+sentinel://" in " ".join(parser().format_help().split())
+
+
+def server_options(url: str, password: str = "") -> dict[str, object]:
+    """What the factory's client would connect to the primary with (no connection made)."""
+    client = redis_client(RedisSettings(url=url, password=password, max_connections=7))
+    options: dict[str, object] = dict(client.connection_pool.connection_kwargs)
+    options["connection_class"] = client.connection_pool.connection_class.__name__
+    options["max_connections"] = client.connection_pool.max_connections
+    return options
+
+
+def test_the_tls_form_takes_the_rediss_query_for_the_servers_and_the_sentinels() -> None:
+    url = "rediss+sentinel://127.0.0.1:1,127.0.0.1:2/ipam/3?ssl_ca_certs=/etc/ca.crt"
+    client = redis_client(RedisSettings(url=url))
+    assert isinstance(client, SentinelClient) and client.sentinel_manager is not None
+    sentinel_options = client.sentinel_manager.sentinels[0].connection_pool.connection_kwargs
+    assert sentinel_options["ssl_ca_certs"] == "/etc/ca.crt"
+    options = server_options(url)
+    assert (options["connection_class"], options["ssl_ca_certs"], options["db"]) == (
+        "SentinelManagedSSLConnection", "/etc/ca.crt", 3)
+
+
+def test_a_sentinel_url_keeps_the_settings_of_a_plain_one() -> None:
+    options = server_options("redis+sentinel://a/ipam/0", password="from-file")
+    assert (options["password"], options["decode_responses"], options["max_connections"],
+            options["socket_timeout"]) == ("from-file", True, 7, 5.0)
+    own = server_options("redis+sentinel://u:own@a/ipam/0", password="from-file")
+    assert (own["username"], own["password"]) == ("u", "own")  # the URL's comes first
