@@ -135,11 +135,12 @@ class SentinelCluster:
             return False
 
 
-def config_options(path: Path) -> tuple[str, ...]:
-    """A redis.conf's directives as command-line options (``--name value ...``)."""
+def config_options(config: str, prefix: str = "") -> tuple[str, ...]:
+    """A redis.conf's directives (those starting with ``prefix``) as command-line
+    options (``--name value ...``)."""
     options: list[str] = []
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
+    for line in config.splitlines():
+        if line.strip().startswith(prefix) and not line.lstrip().startswith("#"):
             name, *values = line.split()
             options += [f"--{name}", *values]
     return tuple(options)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio
+import yaml
 
 from ipam import errors
 from ipam.records import Allocation
@@ -184,13 +185,23 @@ async def test_a_write_no_replica_acknowledges_is_reported_unavailable_never_don
 
 @pytest.fixture
 def shipped(tmp_path: Path) -> Iterator[SentinelCluster]:
-    """The cluster with the primary's options of ``manifests/redis/replication.conf``."""
-    options = (*config_options(MANIFESTS / "redis" / "replication.conf"), *DEBUG_FROM_LOOPBACK)
+    """The cluster with the replication options of the shipped Redis servers
+    (``min-replicas-*`` of ``manifests/redis/sentinel/redis-ha.yaml``)."""
+    options = (*shipped_replication_options(), *DEBUG_FROM_LOOPBACK)
     cluster = SentinelCluster(tmp_path, primary_options=options)
     try:
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+def shipped_replication_options() -> tuple[str, ...]:
+    path = MANIFESTS / "redis" / "sentinel" / "redis-ha.yaml"
+    [config] = [d["data"]["redis.conf"] for d in yaml.safe_load_all(path.read_text())
+                if d and d["kind"] == "ConfigMap" and "redis.conf" in d.get("data", {})]
+    options = config_options(config, "min-replicas-")
+    assert "--min-replicas-to-write" in options
+    return options
 
 
 async def outcome(ipam: Ipam, token: str) -> str:
