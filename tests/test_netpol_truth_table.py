@@ -28,6 +28,7 @@ import pytest
 from podnet.lab import LabSettings, up
 from podnet.lab.kubelet import sandbox_name
 from podnet.lab.rest import Rest
+from podnet.lab.up import lab_processes
 from podnet_plumbing import kube
 from tests.lab_fixtures import lab_settings, removed_after
 from tests.netpol_matrix import (
@@ -55,6 +56,7 @@ CONVERGE_S = 30.0
 SERVICE = Service("y/web (VIP)", "", 80, TCP, "y/a", 81)
 """Service ``y/web``: VIP port 80 to pod y/a's port 81, on TCP and on UDP."""
 JSON_PATCH = "application/json-patch+json"
+COMPLAINTS = ("ERROR", "WARNING", "Traceback", "Error")
 needs_policies = pytest.mark.skipif(
     importlib.util.find_spec("podnet_sync.netpol") is None,
     reason="the sync worker does not implement NetworkPolicy yet")
@@ -242,7 +244,18 @@ class TruthTable:
                              for (ns, name), p in sorted(self.policies.items())) or "  none"
         assert ok, (f"the datapath disagrees with the oracle {when} after "
                     f"{CONVERGE_S:.0f} s\npolicies:\n{policies}\n"
-                    f"{show(want, last.seen, last.details)}")
+                    f"{show(want, last.seen, last.details)}\n{lab_health(self.lab)}")
+
+
+def lab_health(lab: LabSettings) -> str:
+    """What a failed case should be read with: the lab's processes that died, and the
+    sync worker's last complaints."""
+    dead = sorted(name for name, process in lab_processes(lab).items() if process.pid() is None)
+    sync = lab_processes(lab)["sync"].logfile
+    lines = sync.read_text(errors="replace").splitlines() if sync.exists() else []
+    complaints = [line for line in lines if any(word in line for word in COMPLAINTS)]
+    return (f"lab processes not running: {', '.join(dead) or 'none'}\n"
+            "sync worker's last complaints:\n" + "\n".join(complaints[-15:] or ["  none"]))
 
 
 def ip_of(cluster: Cluster, key: str) -> str:
