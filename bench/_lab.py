@@ -17,7 +17,7 @@ from podnet.lab import LabSettings, down, up
 
 @contextlib.contextmanager
 def bench_lab(name: str, manifests: str, nodes: int, keep: bool = False,
-              wait_s: float = 60.0) -> Iterator[tuple[LabSettings, float]]:
+              wait_s: float = 60.0, ha: bool = False) -> Iterator[tuple[LabSettings, float]]:
     """The lab's settings and how long ``up`` took. ``up``'s output goes to ``up.log``
     beside the state directory (its tail is shown if ``up`` fails); with ``keep`` the lab
     is left running and the command to remove it is printed."""
@@ -30,7 +30,7 @@ def bench_lab(name: str, manifests: str, nodes: int, keep: bool = False,
         ipam_listen=f"127.0.0.1:{free_port()}", apiserver_listen=f"127.0.0.1:{free_port()}",
         webhook_listen=f"127.0.0.1:{free_port()}", sync_listen=f"127.0.0.1:{free_port()}",
         manifests=(folder,), nodes=nodes, prefix=f"p{name[0]}{uuid.uuid4().hex[:6]}",
-        wait_s=wait_s)
+        wait_s=wait_s, ha=ha)
     started = time.monotonic()
     try:
         try:

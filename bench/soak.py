@@ -64,6 +64,7 @@ from podnet.lab.nodes import lab_nodes
 from podnet.lab.objects import metadata, pod_ready, spec_of
 from podnet.lab.rest import Rest
 from podnet.lab.up import central_of
+from podnet.ovn_raft import RaftCentral
 from podnet_plumbing import kube
 
 NAMESPACE = "soak"
@@ -117,6 +118,8 @@ spec:
 """
 KILLABLE = ("webhook", "sync", "agent", "ipam-endpoint", "controllers", "redis")
 """What the churn kills; ``agent`` is one node's agent, picked at random."""
+RAFT_LEADERS = ("nb-leader", "sb-leader")
+"""What ``--ha`` adds: the OVN NB or SB raft leader of the moment."""
 BARE_PODS_MAX = 12
 
 
@@ -269,7 +272,10 @@ class Killer:
         self.nodes = [node.name for node in lab_nodes(settings)]
 
     def kill_one(self) -> None:
-        victim = self.chance.choice(KILLABLE)
+        victim = self.chance.choice(KILLABLE + (RAFT_LEADERS if self.settings.ha else ()))
+        if victim in RAFT_LEADERS:
+            self.kill_leader(victim)
+            return
         name = f"agent-{self.chance.choice(self.nodes)}" if victim == "agent" else victim
         pid = lab_processes(self.settings)[name].pid()
         if pid is None:
@@ -278,6 +284,15 @@ class Killer:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)  # ours: started by this process's up()
         self.tally.kills[name] += 1
+
+    def kill_leader(self, victim: str) -> None:
+        central = self.settings.central()
+        assert isinstance(central, RaftCentral)
+        db = central.nb if victim == "nb-leader" else central.sb
+        leader = db.leader()
+        if leader is not None:
+            db.kill(leader)
+            self.tally.kills[victim] += 1
 
     def revive(self) -> list[str]:
         with self.log.open("a") as log, contextlib.redirect_stdout(log):
@@ -340,7 +355,7 @@ def pod_key(pod: Mapping[str, Any]) -> str:
 
 
 async def ipam_records(settings: LabSettings) -> list[Any]:
-    ipam = Ipam.connect(RedisSettings(url=settings.redis.url))
+    ipam = Ipam.connect(RedisSettings(url=settings.redis_url))
     try:
         return [record for spec in await ipam.subnets()
                 async for record in ipam.all_allocations(spec.name)]
@@ -520,6 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 120 s of churn, a kill every 10 s")
     parser.add_argument("--keep", action="store_true", help="leave the lab running")
+    parser.add_argument("--ha", action="store_true",
+                        help="podnet up --ha; the NB and SB raft leaders are among the victims")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.kill_every = 120.0, 10.0
@@ -529,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.load_before = os.getloadavg()[0]
     print(f"==> podnet up ({args.nodes} nodes), then {args.duration:.0f}s of churn with a "
           f"kill -9 every ~{args.kill_every:.0f}s", flush=True)
-    with bench_lab("soak", MANIFESTS, args.nodes, args.keep, wait_s=90.0) as (settings, _):
+    with bench_lab("soak", MANIFESTS, args.nodes, args.keep, wait_s=90.0,
+                   ha=args.ha) as (settings, _):
         tally = Tally()
         asyncio.run(churn(settings, args, tally))
         print("==> churn over; waiting for everything to hold", flush=True)

@@ -262,6 +262,13 @@ class Ipam:
         replication_id: str = await self._run("rebuilt", subnet)
         return replication_id
 
+    async def replication_id(self) -> str:
+        """The replication ID of the Redis serving now (``master_replid``): it changes
+        when Redis restarts or a replica is promoted, i.e. whenever the index may have
+        lost writes and must be rebuilt from the live pods."""
+        info = await self._call(self._redis.info("replication"))
+        return str(info.get("master_replid", ""))
+
     async def set_epoch(self, replication_id: str) -> None:
         """Record that the whole index was rebuilt on the Redis with ``replication_id``:
         subnets created from now on start out rebuilt."""

@@ -54,6 +54,16 @@ from podnet_sync.cluster import (
     parse_pod,
     parse_service,
 )
+from podnet_sync.admin_netpol import (
+    ANP_KIND,
+    BANP_KIND,
+    AdminNode,
+    AdminPolicy,
+    AdminView,
+    add_admin_network_policies,
+    parse_admin_network_policy,
+    parse_baseline_admin_network_policy,
+)
 from podnet_sync.index import ClusterIndex, ObjectKey, pair_of
 from podnet_sync.nb import Northbound, NorthboundError, Report, Scope
 from podnet_sync.nb_model import DesiredState
@@ -78,7 +88,8 @@ from podnet_sync.topology import (
 log = logging.getLogger(__name__)
 
 KINDS = ("Subnet", "IPPool", "Node", "Pod", "Service", "EndpointSlice", "StatefulSet",
-         "Namespace", "NetworkPolicy")
+         "Namespace", "NetworkPolicy", ANP_KIND, BANP_KIND)
+POLICY_KINDS = ("NetworkPolicy", ANP_KIND, BANP_KIND)
 ROUTED_PATCHES_AT_ONCE = 4
 """API calls marking pods routed in flight at once (each takes one of the default
 executor's threads, which the NB transactions also use)."""
@@ -86,8 +97,8 @@ executor's threads, which the NB transactions also use)."""
 PodPatcher = Callable[[str, str, Mapping[str, str]], Awaitable[object]]
 PodReporter = Callable[[PodView, str, str], Awaitable[object]]
 PolicyReporter = Callable[[Mapping[str, str], str, str], Awaitable[object]]
-"""Tells a NetworkPolicy's owner it was skipped: (its namespace, name and uid, reason,
-message), as an Event."""
+"""Tells a policy's owner about a problem with it: (its kind, namespace (empty for the
+cluster-scoped admin policies), name and uid, reason, message), as an Event."""
 PodLister = Callable[[], Awaitable[list[dict[str, Any]]]]
 """A fresh (consistent) list of every pod, read from the API server, not a cache."""
 """Tells a pod's owner about a problem with it: (pod, reason, message), as an Event."""
@@ -142,6 +153,10 @@ class ParseCache(Generic[V]):
 class SyncSettings:
     resync_interval_s: float = 60.0
     """Seconds between full resyncs (drift repair, garbage collection)."""
+    primary_check_s: float = 1.0
+    """How often the Redis serving the index is asked its replication ID: a new one (a
+    restart, a Sentinel failover) means allocation is fenced there until a full resync
+    has rebuilt the index, so one is started at once rather than at the next interval."""
     release_grace_s: float = 30.0
     """A bound address whose pod is gone is freed only this long after it was made."""
     orphan_margin_s: float = 15.0
@@ -170,7 +185,7 @@ class Dirty:
     slices: set[ObjectKey] = field(default_factory=set)
     full: bool = True
     policies: bool = False
-    """A NetworkPolicy or a Namespace (its labels) changed."""
+    """A NetworkPolicy, an admin policy or a Namespace (its labels) changed."""
 
     def take(self) -> Dirty:
         taken = Dirty(self.pods, self.services, self.slices, self.full, self.policies)
@@ -266,7 +281,7 @@ class SyncWorker:
             self.dirty.services.add(f"{metadata.get('namespace')}/{metadata.get('name')}")
         elif kind == "EndpointSlice":  # its services are found when the step reads it
             self.dirty.slices.add((str(metadata.get("namespace", "")), str(metadata["name"])))
-        elif kind in ("NetworkPolicy", "Namespace"):
+        elif kind in (*POLICY_KINDS, "Namespace"):
             self.dirty.policies = True
         self._wake.set()
 
@@ -275,13 +290,30 @@ class SyncWorker:
         Subnets' status is written beside them."""
         writer = None if self.status is None else asyncio.create_task(
             self.status.run(), name="podnet-subnet-status")
+        watcher = asyncio.create_task(self._watch_primary(), name="podnet-redis-primary")
         try:
             await self._steps()
         finally:
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
+            for task in (writer, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _watch_primary(self) -> None:
+        """Ask for a full resync as soon as the Redis serving the index changes."""
+        known = ""
+        while True:
+            await asyncio.sleep(self.settings.primary_check_s)
+            try:
+                current = await self.ipam.replication_id()
+            except errors.IpamError:
+                continue  # unreachable: the steps report it
+            if known and current != known:
+                log.warning("the Redis serving the index changed (replication ID %s, was "
+                            "%s): rebuilding the index from the live pods", current, known)
+                self.mark("Redis", full=True)
+            known = current
 
     async def _steps(self) -> None:
         while True:
@@ -411,7 +443,7 @@ class SyncWorker:
     def _policies_matter(self) -> bool:
         """Whether a pod's change can change policy rows: some policy exists, or rows of
         one are still to be removed."""
-        return self._policy_rows or bool(self._objects("NetworkPolicy"))
+        return self._policy_rows or any(self._objects(kind) for kind in POLICY_KINDS)
 
     def _add_policies(self, desired: DesiredState, pods: Iterable[PodView]) -> None:
         """The NetworkPolicy rows for ``pods`` (those with a port), from every policy
@@ -425,13 +457,15 @@ class SyncWorker:
         node_ips = [ip for node in self._nodes for ip in node.ips]
         view = PolicyView(self._network_policies(), placed, namespaces, node_ips)
         add_network_policies(desired, view)
+        self._add_admin_policies(desired, placed, namespaces)
         self._policy_rows = bool(desired.port_groups)
 
     def _network_policies(self) -> list[NetworkPolicy]:
         policies = []
         for obj in self._objects("NetworkPolicy"):
             metadata = obj.get("metadata") or {}
-            identity = {"namespace": str(metadata.get("namespace") or ""),
+            identity = {"kind": "NetworkPolicy",
+                        "namespace": str(metadata.get("namespace") or ""),
                         "name": str(metadata.get("name") or ""),
                         "uid": str(metadata.get("uid") or "")}
             try:
@@ -443,27 +477,70 @@ class SyncWorker:
                                       f"{identity['namespace']}/{identity['name']}", None)
         return policies
 
+    def _add_admin_policies(self, desired: DesiredState, pods: list[PodView],
+                            namespaces: Mapping[str, NamespaceView]) -> None:
+        """The AdminNetworkPolicy and BaselineAdminNetworkPolicy rows; a bad object is
+        skipped, logged and reported on it, as are ANPs sharing a priority."""
+        admins = self._admin_policies(ANP_KIND, parse_admin_network_policy)
+        baselines = self._admin_policies(BANP_KIND, parse_baseline_admin_network_policy)
+        if not admins and not baselines:
+            return
+        labels = {}
+        for obj in self._objects("Node"):
+            with contextlib.suppress(Unusable):
+                node = parse_node(obj)
+                labels[node.name] = tuple(sorted(node.labels.items()))
+        nodes = [AdminNode(node.name, labels.get(node.name, ()), (*node.internal_ips,
+                                                                  *node.ips))
+                 for node in self._nodes]
+        view = AdminView(admins, baselines[0] if baselines else None, pods, namespaces,
+                         nodes)
+        for problem in add_admin_network_policies(desired, view):
+            identity = {"kind": problem.kind, "namespace": "", "name": problem.name,
+                        "uid": problem.uid}
+            self._policy_report(identity, problem.reason, problem.message)
+
+    def _admin_policies(self, kind: str, parse: Callable[[dict[str, Any]], AdminPolicy]
+                        ) -> list[AdminPolicy]:
+        policies = []
+        for obj in self._objects(kind):
+            metadata = obj.get("metadata") or {}
+            identity = {"kind": kind, "namespace": "", "name": str(metadata.get("name") or ""),
+                        "uid": str(metadata.get("uid") or "")}
+            try:
+                policies.append(parse(obj))
+            except PolicyError as exc:
+                self._policy_skipped(identity, str(exc))
+                continue
+            self._policy_problems.pop(identity["uid"] or f"/{identity['name']}", None)
+        return policies
+
     def _policy_skipped(self, identity: Mapping[str, str], problem: str) -> None:
         """Log and report (once per message) a policy that does not compile."""
+        self._policy_report(identity, "PolicySkipped",
+                            f"{identity['kind']} skipped, it enforces nothing: {problem}")
+
+    def _policy_report(self, identity: Mapping[str, str], reason: str, message: str) -> None:
+        """Log and report (once per message) a problem with a policy."""
         key = identity["uid"] or f"{identity['namespace']}/{identity['name']}"
-        message = f"NetworkPolicy skipped, it enforces nothing: {problem}"
         if self._policy_problems.get(key) == message:
             return
         self._policy_problems[key] = message
-        log.warning("networkpolicy %s/%s: %s", identity["namespace"], identity["name"],
-                    message)
+        log.warning("%s %s/%s: %s", identity["kind"].lower(), identity["namespace"],
+                    identity["name"], message)
         if self.report_policy is not None:
             task = asyncio.get_running_loop().create_task(
-                self._send_policy_report(identity, message))
+                self._send_policy_report(identity, reason, message))
             self._reports.add(task)
             task.add_done_callback(self._reports.discard)
 
-    async def _send_policy_report(self, identity: Mapping[str, str], message: str) -> None:
+    async def _send_policy_report(self, identity: Mapping[str, str], reason: str,
+                                  message: str) -> None:
         assert self.report_policy is not None
         try:
-            await self.report_policy(identity, "PolicySkipped", message)
+            await self.report_policy(identity, reason, message)
         except Exception as exc:  # best effort, as for pods
-            log.info("networkpolicy %s/%s: could not record event: %s",
+            log.info("%s %s/%s: could not record event: %s", identity["kind"].lower(),
                      identity["namespace"], identity["name"], exc)
 
     def _reread_services(self, dirty: Dirty) -> set[str]:

@@ -13,51 +13,8 @@ from pathlib import Path
 
 import redis
 
-from podnet.daemons import RedisServer, free_port, require_binary
-
-MASTER = "podnet"
-DOWN_AFTER_MS = 1000
-
-
-@dataclass
-class DataServer(RedisServer):
-    """A redis-server that may replicate another and takes extra options."""
-
-    replica_of: int = 0
-    options: tuple[str, ...] = ()
-
-    def argv(self) -> list[str]:
-        args = [*super().argv(), *self.options]
-        if self.replica_of:
-            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        return args
-
-
-@dataclass
-class SentinelServer(RedisServer):
-    """``redis-server sentinel.conf --sentinel``, watching the primary on ``primary``."""
-
-    primary: int = 0
-
-    @property
-    def config(self) -> Path:
-        return self.directory / "sentinel.conf"
-
-    def argv(self) -> list[str]:
-        return [require_binary("redis-server"), str(self.config), "--sentinel"]
-
-    def start(self, timeout_s: float = 10.0) -> SentinelServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if not self.config.exists():  # Sentinel rewrites it with what it learns
-            self.config.write_text(
-                f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {self.directory}\n"
-                f"logfile {self.directory / 'sentinel.log'}\n"
-                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 2\n"
-                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
-                f"sentinel failover-timeout {MASTER} 5000\n"
-                f"sentinel parallel-syncs {MASTER} 2\n")
-        super().start(timeout_s)
-        return self
+from podnet.daemons import free_port
+from podnet.redis_ha import MASTER, DataServer, SentinelServer, sentinel_url
 
 
 @dataclass
@@ -69,8 +26,7 @@ class SentinelCluster:
 
     @property
     def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER}/0"
+        return sentinel_url([s.port for s in self.sentinels])
 
     def start(self) -> SentinelCluster:
         # Each is listed before it starts, so a failed start still stops what ran.

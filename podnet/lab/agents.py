@@ -58,7 +58,7 @@ def agent_argv(settings: LabSettings, node: LabNode) -> list[str]:
         "--kubeconfig", str(settings.kubeconfig("agent")),
         "--ovs-db", f"unix:{node.directory / 'db.sock'}",
         "--socket", str(cni_socket(node)),
-        "--redis", settings.redis.url,
+        "--redis", settings.redis_url,
         "--install-cni", str(plugin_dir(node)),
         "--gateway-interval", str(GATEWAY_INTERVAL_S),
     ]

@@ -17,6 +17,7 @@ from typing import Any
 
 from ipam.settings import RedisSettings
 from podnet.daemons import RedisServer
+from podnet.lab.redis_group import RedisGroup
 from podnet.ovn import Central, OvnCentral
 from podnet.ovn_raft import RaftCentral
 
@@ -49,15 +50,27 @@ class LabSettings:
     wait_s: float = 60.0
     """How long ``up`` waits for pods to settle before reporting what is not ready."""
     ha: bool = False
-    """OVN central on raft: NB and SB on three members each, two ovn-northd."""
+    """OVN central on raft (NB and SB on three members each, two ovn-northd), and Redis
+    replicated under Sentinel (a primary, two replicas, three sentinels)."""
 
     @property
     def redis(self) -> RedisServer:
         return RedisServer(self.state_dir / "redis", port=self.redis_port)
 
     @property
+    def redis_group(self) -> RedisGroup:
+        """With ``ha``: three Redis under three sentinels, from ``redis_port`` on."""
+        return RedisGroup(self.state_dir, self.redis_port)
+
+    @property
+    def redis_url(self) -> str:
+        """What every component is given as ``--redis``: the one Redis, or (``ha``) the
+        sentinels, which name the primary."""
+        return self.redis_group.url if self.ha else self.redis.url
+
+    @property
     def redis_settings(self) -> RedisSettings:
-        return RedisSettings(url=self.redis.url)
+        return RedisSettings(url=self.redis_url)
 
     @property
     def apiserver_url(self) -> str:

@@ -133,6 +133,8 @@ def lab_processes(settings: LabSettings) -> dict[str, BackgroundProcess]:
     """Every process ``up`` may have started, node agents after the sync worker."""
     found = {name: BackgroundProcess(name, settings.state_dir) for name in PROCESSES
              if name != "controllers"}
+    if settings.ha:
+        found.update(settings.redis_group.processes())
     for node in known_nodes(settings):
         process = agents.agent_process(settings, node.name)
         found[process.name] = process
@@ -236,6 +238,12 @@ def _keep_running(settings: LabSettings, progress: Progress) -> LabSettings:
 def _start_redis(settings: LabSettings, processes: Mapping[str, BackgroundProcess],
                  progress: Progress) -> bool:
     """Start Redis unless it runs; whether it was started now."""
+    if settings.ha:
+        group = settings.redis_group
+        progress.step(f"Redis: 3 servers on 127.0.0.1:{group.ports[0]}-{group.ports[-1]} under "
+                      f"3 sentinels on :{group.sentinel_ports[0]}-{group.sentinel_ports[-1]}")
+        names = group.start()
+        return len([name for name in names if not name.startswith("sentinel")]) == 3
     redis = settings.redis
     progress.step(f"Redis on 127.0.0.1:{redis.port} (data in {redis.directory}, AOF on)")
     redis.directory.mkdir(parents=True, exist_ok=True)
@@ -274,7 +282,7 @@ def _start_webhook(settings: LabSettings, processes: Mapping[str, BackgroundProc
     _start(process, python(
         "podnet.cli", "webhook", "--listen", settings.webhook_listen,
         "--tls-cert", str(certificates.cert), "--tls-key", str(certificates.key),
-        "--redis", settings.redis.url, "--kubeconfig", str(settings.kubeconfig("webhook")),
+        "--redis", settings.redis_url, "--kubeconfig", str(settings.kubeconfig("webhook")),
         "--rescan", str(WEBHOOK_RESCAN_S), "--service-cidr", settings.service_cidr,
     ))
     _wait_http(f"{settings.webhook_url}/readyz", process, ca=certificates.ca)
@@ -291,7 +299,7 @@ def _start_ipam_endpoint(settings: LabSettings, processes: Mapping[str, Backgrou
     progress.step(f"IPAM endpoint on http://{settings.ipam_listen}")
     process = processes["ipam-endpoint"]
     _start(process, python("podnet.cli", "ipam", "serve", "--listen", settings.ipam_listen,
-                           "--redis", settings.redis.url))
+                           "--redis", settings.redis_url))
     _wait_http(f"http://{settings.ipam_listen}/readyz", process)
 
 
@@ -346,7 +354,7 @@ def _start_sync(settings: LabSettings, processes: Mapping[str, BackgroundProcess
         process.stop()
     if _start(process, python("podnet.cli", "sync", "--kubeconfig",
                               str(settings.kubeconfig("sync")), "--ovn-nb", central.nb_remote,
-                              "--redis", settings.redis.url, "--release-grace", "5",
+                              "--redis", settings.redis_url, "--release-grace", "5",
                               "--listen", settings.sync_listen)):
         _wait_alive(process)
 
@@ -731,8 +739,9 @@ def status_report(settings: LabSettings, with_pods: bool = True, check: bool = F
     """What ``up`` started, every subnet's use while Redis runs, the pods, and the
     connectivity checks (the last ``up``'s, or run again now with ``check``)."""
     lines = ["", f"{'PROCESS':<32} {'PID':<8} STATE"]
+    redis_roles = settings.redis_group.roles() if settings.ha else {}
     for name, process in lab_processes(settings).items():
-        lines.append(_process_line(name, process.pid()))
+        lines.append(_process_line(name, process.pid(), redis_roles.get(name, "")))
     central = central_of(settings)
     roles = central.roles() if isinstance(central, RaftCentral) else {}
     for daemon in central.daemons:
@@ -807,8 +816,11 @@ def down(settings: LabSettings, keep_data: bool = False) -> list[str]:
     if any(d.pid() for d in central.daemons):
         central.stop()
         progress.step("stopped OVN central")
-    if processes["redis"].stop():
-        progress.step("stopped redis")
+    redis = [name for name in processes if name.startswith("sentinel-")] + [
+        name for name in processes if name == "redis" or name.startswith("redis-")]
+    for name in redis:  # the sentinels first: no failover while the servers stop
+        if processes[name].stop():
+            progress.step(f"stopped {name}")
     failures += _remove_ledger(ledger_of(settings), progress)
     for failure in failures:
         progress.note(f"! {failure}")
