@@ -181,12 +181,18 @@ def lister(api: client.ApiClient, kind: str) -> ListFunction:
         "NetworkPolicy":
             client.NetworkingV1Api(api).list_network_policy_for_all_namespaces,
     }
-    custom = {"Subnet": "subnets", "IPPool": "ippools"}
+    custom = {"Subnet": ("kubeovn.io", "v1", "subnets"),
+              "IPPool": ("kubeovn.io", "v1", "ippools"),
+              "AdminNetworkPolicy":
+                  ("policy.networking.k8s.io", "v1alpha1", "adminnetworkpolicies"),
+              "BaselineAdminNetworkPolicy":
+                  ("policy.networking.k8s.io", "v1alpha1", "baselineadminnetworkpolicies")}
     if kind in custom:
         objects = client.CustomObjectsApi(api)
+        group, version, plural = custom[kind]
 
         def list_custom(**options: Any) -> Any:
-            return objects.list_cluster_custom_object("kubeovn.io", "v1", custom[kind], **options)
+            return objects.list_cluster_custom_object(group, version, plural, **options)
 
         return list_custom
     if kind not in calls:
@@ -276,8 +282,12 @@ async def record_event(
     component: str, event_type: str = "Warning", timeout_s: float = 10.0,
 ) -> None:
     """Create a core/v1 Event about ``involved`` (its kind, namespace, name, uid), as
-    ``kubectl describe`` shows it. The message is cut to the API's 1 KiB limit."""
-    namespace = involved["namespace"]
+    ``kubectl describe`` shows it. The message is cut to the API's 1 KiB limit. An
+    event about a cluster-scoped object (no namespace) goes to ``default``, as
+    Kubernetes' own components put them."""
+    namespace = involved.get("namespace") or "default"
+    involved = {key: value for key, value in involved.items()
+                if key != "namespace" or value}
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     body: Any = {
         "apiVersion": "v1", "kind": "Event",

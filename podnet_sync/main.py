@@ -33,6 +33,7 @@ from ipam.store import Ipam
 from podnet_plumbing import kube
 from podnet_plumbing.manifests import manifest_files, read_manifests
 from podnet_plumbing.ovsdb import OvsdbError, SslFiles, close_api, nb_api, ssl_remotes
+from podnet_sync.admin_netpol import ANP_KIND, BANP_KIND
 from podnet_sync.cluster import PodView
 from podnet_sync.http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
 from podnet_sync.metrics import SyncMetrics
@@ -49,6 +50,10 @@ from podnet_sync.worker import (
 )
 
 log = logging.getLogger(__name__)
+
+POLICY_API_VERSIONS = {"NetworkPolicy": "networking.k8s.io/v1",
+                       ANP_KIND: "policy.networking.k8s.io/v1alpha1",
+                       BANP_KIND: "policy.networking.k8s.io/v1alpha1"}
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,9 @@ def cluster_hooks(client: Any) -> ClusterHooks:
         return None
 
     async def report_policy(policy: Mapping[str, str], reason: str, message: str) -> object:
-        involved = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", **policy}
+        kind = policy.get("kind") or "NetworkPolicy"
+        involved = {"apiVersion": POLICY_API_VERSIONS.get(kind, "networking.k8s.io/v1"),
+                    "kind": kind, **policy}
         await kube.record_event(core, involved, reason, message, component="podnet-sync")
         return None
 

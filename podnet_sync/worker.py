@@ -44,16 +44,6 @@ from ipam.subnet import DEFAULT_SUBNET, JOIN_CIDR, JOIN_SUBNET, SubnetSpec, buil
 from podnet_plumbing.heap import settle_heap
 from podnet_plumbing.manifests import Manifest
 from podnet_plumbing.tasks import raise_if_cancelled
-from podnet_sync.cluster import (
-    PodView,
-    ServiceView,
-    Unusable,
-    node_ready,
-    parse_endpoint_slice,
-    parse_node,
-    parse_pod,
-    parse_service,
-)
 from podnet_sync.admin_netpol import (
     ANP_KIND,
     BANP_KIND,
@@ -63,6 +53,16 @@ from podnet_sync.admin_netpol import (
     add_admin_network_policies,
     parse_admin_network_policy,
     parse_baseline_admin_network_policy,
+)
+from podnet_sync.cluster import (
+    PodView,
+    ServiceView,
+    Unusable,
+    node_ready,
+    parse_endpoint_slice,
+    parse_node,
+    parse_pod,
+    parse_service,
 )
 from podnet_sync.index import ClusterIndex, ObjectKey, pair_of
 from podnet_sync.nb import Northbound, NorthboundError, Report, Scope
@@ -485,7 +485,7 @@ class SyncWorker:
         baselines = self._admin_policies(BANP_KIND, parse_baseline_admin_network_policy)
         if not admins and not baselines:
             return
-        labels = {}
+        labels: dict[str, tuple[tuple[str, str], ...]] = {}
         for obj in self._objects("Node"):
             with contextlib.suppress(Unusable):
                 node = parse_node(obj)
@@ -495,10 +495,15 @@ class SyncWorker:
                  for node in self._nodes]
         view = AdminView(admins, baselines[0] if baselines else None, pods, namespaces,
                          nodes)
+        troubled = set()
         for problem in add_admin_network_policies(desired, view):
             identity = {"kind": problem.kind, "namespace": "", "name": problem.name,
                         "uid": problem.uid}
+            troubled.add(problem.uid or f"/{problem.name}")
             self._policy_report(identity, problem.reason, problem.message)
+        for policy in (*admins, *baselines):
+            if (policy.uid or f"/{policy.name}") not in troubled:
+                self._policy_problems.pop(policy.uid or f"/{policy.name}", None)
 
     def _admin_policies(self, kind: str, parse: Callable[[dict[str, Any]], AdminPolicy]
                         ) -> list[AdminPolicy]:
@@ -511,8 +516,6 @@ class SyncWorker:
                 policies.append(parse(obj))
             except PolicyError as exc:
                 self._policy_skipped(identity, str(exc))
-                continue
-            self._policy_problems.pop(identity["uid"] or f"/{identity['name']}", None)
         return policies
 
     def _policy_skipped(self, identity: Mapping[str, str], problem: str) -> None:
