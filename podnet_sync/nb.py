@@ -62,7 +62,10 @@ class NorthboundError(RuntimeError):
 SCOPED_KINDS = ("switch_ports", "load_balancers", "address_sets", "policies")
 """The kinds a ``Scope`` can limit to some keys (the rest is the skeleton)."""
 POLICY_KINDS = ("port_groups", "policy_address_sets", "meters")
-"""NetworkPolicy's rows: a step reconciles all of them or none (``Scope.network_policy``)."""
+"""NetworkPolicy's rows: a step reconciles them or none (``Scope.network_policy``)."""
+NAMED_POLICY_KINDS = ("port_groups", "policy_address_sets")
+"""The policy kinds ``Scope.policy_rows`` can limit to some names (meters, a handful of
+rows, are always reconciled whole)."""
 NETPOL_KIND = "netpol"
 
 
@@ -78,8 +81,14 @@ class Scope:
     """Routers, router ports, switches and ACLs (the slow-changing skeleton)."""
     network_policy: bool = True
     """Port groups with their ACLs, the policies' address sets and the log meters."""
+    policy_rows: frozenset[str] | None = None
+    """With ``network_policy``: the names of the port groups and address sets to
+    reconcile (``None``: all of them). An event step that recompiled a few policies
+    names their rows, old and new, and leaves the thousands of others unread."""
 
     def allows(self, kind: str, key: str) -> bool:
+        if kind in NAMED_POLICY_KINDS:
+            return self.network_policy and (self.policy_rows is None or key in self.policy_rows)
         if kind in POLICY_KINDS:
             return self.network_policy
         if kind in SCOPED_KINDS:
@@ -287,6 +296,8 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             structure=any(kind not in SCOPED_KINDS and kind not in POLICY_KINDS
                           for kind in self.left),
             network_policy=any(kind in POLICY_KINDS for kind in self.left),
+            policy_rows=frozenset(key for kind in NAMED_POLICY_KINDS
+                                  for key in self.left.get(kind, ())),
         )
 
     def _insert(self, table: str, **columns: Any) -> Row:
@@ -448,16 +459,30 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
 
     # ---------------------------------------------------------------- policies
 
+    def _policy_rows(self, table: str, netpol_only: bool = True) -> dict[str, Row]:
+        """NetworkPolicy's rows of ``table`` in scope: looked up by name when the scope
+        names them, else every one (of ours; ``netpol_only``: of the netpol kind)."""
+        names = self.scope.policy_rows
+        rows = (self._table(table).rows.values() if names is None else
+                (row for name in names
+                 for row in idlutils.rows_by_value(self.api.idl, table, "name", name)))
+        return {row.name: row for row in rows
+                if _ours(row) and (not netpol_only or
+                                   dict(row.external_ids).get(KIND_KEY) == NETPOL_KIND)}
+
     def _sync_policy_address_sets(self) -> None:
-        current = {row.name: row for row in self._table("Address_Set").rows.values()
-                   if _ours(row) and dict(row.external_ids).get(KIND_KEY) == NETPOL_KIND}
+        def update(row: Row, want: AddressSet) -> None:
+            _update_set(row, "addresses", set(row.addresses), set(want.addresses))
+            row.external_ids = dict(want.external_ids)
+
         self._diff(
-            "policy_address_sets", current, self.desired.policy_address_sets,
+            "policy_address_sets", self._policy_rows("Address_Set"),
+            self.desired.policy_address_sets,
             read=lambda r: AddressSet(r.name, tuple(sorted(r.addresses)), _dict(r.external_ids)),
             create=lambda w: self._insert("Address_Set", name=w.name,
                                           addresses=list(w.addresses),
                                           external_ids=dict(w.external_ids)),
-            update=self._assign,
+            update=update,
             delete=lambda r: r.delete(),
         )
 
@@ -503,7 +528,11 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                                           key=lambda acl: acl.key)))
 
         def update(row: Row, want: PortGroup) -> None:
-            row.ports = [port_row(name) for name in want.ports]
+            have = {port.name: port for port in _refs(row, "ports")}
+            for name in set(have) - set(want.ports):
+                row.delvalue("ports", have[name])
+            for name in set(want.ports) - set(have):
+                row.addvalue("ports", port_row(name))
             row.external_ids = dict(want.external_ids)
             wanted = {acl.key: acl for acl in want.acls}
             for acl_row in _refs(row, "acls"):
@@ -517,7 +546,8 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 row.addvalue("acls", self._insert_group_acl(acl))
 
         def create(want: PortGroup) -> Row:
-            row = self._insert("Port_Group", name=want.name)
+            row = self._insert("Port_Group", name=want.name,
+                               ports=[port_row(name) for name in want.ports])
             update(row, want)
             return row
 
@@ -526,7 +556,8 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 acl_row.delete()
             row.delete()
 
-        self._diff("port_groups", self._owned("Port_Group", lambda r: r.name), desired,
+        self._diff("port_groups", self._policy_rows("Port_Group", netpol_only=False),
+                   desired,
                    read, create, update, delete)
 
     def _insert_group_acl(self, acl: GroupAcl) -> Row:
@@ -672,6 +703,15 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 return row
         self.report.count("load_balancer_groups", "created")
         return self._insert("Load_Balancer_Group", name=LB_GROUP)
+
+
+def _update_set(row: Row, column: str, have: set[Any], want: set[Any]) -> None:
+    """A set column brought to ``want`` by mutations: the transaction carries what
+    changed, not the thousands of values that stayed."""
+    for value in have - want:
+        row.delvalue(column, value)
+    for value in want - have:
+        row.addvalue(column, value)
 
 
 def _optional(value: Any) -> str:

@@ -459,18 +459,101 @@ class Logging:
                 "meter": self.meter}
 
 
-class Compiler:
-    """One compilation; the rows accumulate in the ``DesiredState`` given."""
+class PodIndex:
+    """The pods policies choose from (those with addresses and a switch port), grouped
+    by namespace, with their labels as mappings and their addresses as text.
 
-    def __init__(self, view: PolicyView, state: DesiredState) -> None:
+    Selecting is matching labels pod by pod, and a thousand policies over ten thousand
+    pods would rebuild those mappings millions of times; the index builds them once per
+    pod version, and an event step updates it pod by pod instead of re-reading all."""
+
+    def __init__(self, pods: Iterable[PodView] = ()) -> None:
+        self.by_namespace: dict[str, list[PodView]] = defaultdict(list)
+        self.labels: dict[str, Labels] = {}
+        self.texts: dict[str, tuple[tuple[int, str], ...]] = {}
+        self._members: dict[str, dict[str, PodView]] = defaultdict(dict)
+        self._all: list[PodView] | None = None
+        for pod in pods:
+            self.put(pod.port_name, pod)
+
+    def put(self, port: str, pod: PodView | None, old: PodView | None = None) -> None:
+        """``port``'s pod is now ``pod`` (``None``: gone or without an address); ``old``
+        is its previous version, when the caller knows it."""
+        if old is not None and old.namespace != (pod.namespace if pod else None):
+            self._drop(port, old.namespace)
+        if pod is None or not pod.ips or pod.host_network:
+            if old is not None:
+                self._drop(port, old.namespace)
+            return
+        self._members[pod.namespace][port] = pod
+        self.labels[port] = dict(pod.labels)
+        self.texts[port] = tuple((ip.version, str(ip)) for ip in pod.ips)
+        self.by_namespace[pod.namespace] = list(self._members[pod.namespace].values())
+        self._all = None
+
+    def _drop(self, port: str, namespace: str) -> None:
+        members = self._members.get(namespace, {})
+        if members.pop(port, None) is None:
+            return
+        self.labels.pop(port, None)
+        self.texts.pop(port, None)
+        if members:
+            self.by_namespace[namespace] = list(members.values())
+        else:
+            self.by_namespace.pop(namespace, None)
+            self._members.pop(namespace, None)
+        self._all = None
+
+    @property
+    def pods(self) -> list[PodView]:
+        if self._all is None:
+            self._all = [pod for members in self._members.values()
+                         for pod in members.values()]
+        return self._all
+
+
+class Compiler:
+    """One compilation; the rows accumulate in the ``DesiredState`` given.
+
+    Policies share selectors (``app: web`` in many namespaces' rules), so what a
+    selector picks is worked out once per compilation. ``touched`` and ``everywhere``
+    say, for the policy compiled last, which namespaces' pods its rows depend on."""
+
+    def __init__(self, view: PolicyView, state: DesiredState,
+                 index: PodIndex | None = None) -> None:
         self.view = view
         self.state = state
-        self.pods = [pod for pod in view.pods if pod.ips and not pod.host_network]
-        self.by_namespace: dict[str, list[PodView]] = defaultdict(list)
-        for pod in self.pods:
-            self.by_namespace[pod.namespace].append(pod)
+        self.index = index if index is not None else PodIndex(view.pods)
+        self.pods = self.index.pods
+        self.by_namespace = self.index.by_namespace
         self.isolated: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.deny_logging: dict[str, LogRequest] = {}
+        self.touched: set[str] = set()
+        self.everywhere = False
+        self._chosen: dict[tuple[str, Selector], list[PodView]] = {}
+        self._namespaces: dict[Selector, list[str]] = {}
+        self._blocks: dict[IPBlock, list[PodView]] = {}
+
+    def choose(self, namespace: str, selector: Selector) -> list[PodView]:
+        """The pods of ``namespace`` that ``selector`` matches (remembered)."""
+        self.touched.add(namespace)
+        key = (namespace, selector)
+        found = self._chosen.get(key)
+        if found is None:
+            labels = self.index.labels
+            found = [pod for pod in self.by_namespace.get(namespace, [])
+                     if selector.matches(labels[pod.port_name])]
+            self._chosen[key] = found
+        return found
+
+    def chosen_namespaces(self, selector: Selector) -> list[str]:
+        found = self._namespaces.get(selector)
+        if found is None:
+            found = sorted(ns for ns in self.namespace_names()
+                           if selector.matches(self.namespace_labels(ns)))
+            self._namespaces[selector] = found
+        self.touched.update(found)
+        return found
 
     # -------------------------------------------------------------- selection
 
@@ -482,31 +565,34 @@ class Compiler:
         return set(self.view.namespaces) | set(self.by_namespace)
 
     def selected(self, policy: NetworkPolicy) -> list[PodView]:
-        return [pod for pod in self.by_namespace.get(policy.namespace, [])
-                if policy.selector.matches(dict(pod.labels))]
+        return self.choose(policy.namespace, policy.selector)
 
     def peer_pods(self, policy: NetworkPolicy, peer: Peer) -> list[PodView]:
         """The pods a peer stands for (for an ipBlock: the pods inside it)."""
         if peer.block is not None:
-            block = peer.block
-            return [pod for pod in self.pods if any(block.covers(ip) for ip in pod.ips)]
+            self.everywhere = True
+            return self._inside(peer.block)
         if peer.namespaces is None:
             namespaces = [policy.namespace]
         else:
-            selector = peer.namespaces
-            namespaces = sorted(ns for ns in self.namespace_names()
-                                if selector.matches(self.namespace_labels(ns)))
-        pods = [pod for ns in namespaces for pod in self.by_namespace.get(ns, [])]
-        if peer.pods is None:
-            return pods
-        chosen = peer.pods
-        return [pod for pod in pods if chosen.matches(dict(pod.labels))]
+            namespaces = self.chosen_namespaces(peer.namespaces)
+        chosen = peer.pods if peer.pods is not None else Selector()
+        return [pod for ns in namespaces for pod in self.choose(ns, chosen)]
+
+    def _inside(self, block: IPBlock) -> list[PodView]:
+        found = self._blocks.get(block)
+        if found is None:
+            found = [pod for pod in self.pods if any(block.covers(ip) for ip in pod.ips)]
+            self._blocks[block] = found
+        return found
 
     # ---------------------------------------------------------------- rows
 
     def address_set(self, pods: Iterable[PodView], family: int, *parts: str) -> str:
         name = safe_name("as", *parts, f"ip{family}")
-        addresses = sorted({str(ip) for pod in pods for ip in pod.ips if ip.version == family})
+        texts = self.index.texts
+        addresses = sorted({text for pod in pods for version, text in texts[pod.port_name]
+                            if version == family})
         self.state.policy_address_sets[name] = AddressSet(
             name, tuple(addresses), owned("netpol", **{"podnet.io/set": "/".join(parts)}))
         return name
@@ -608,6 +694,7 @@ class Compiler:
                                    for pod in self.peer_pods(policy, peer))
             peers = ""  # the destination addresses below are the peers' own
         else:
+            self.everywhere = True
             destinations = self.pods
         by_number: dict[int, list[PodView]] = defaultdict(list)
         for pod in destinations:
