@@ -119,16 +119,18 @@ def differences(want: Matrix, seen: Matrix) -> list[Cell]:
                   key=lambda c: (c.column, c.source, c.destination))
 
 
-def show(want: Matrix, seen: Matrix, details: Mapping[Cell, str] | None = None) -> str:
-    """The grids of the columns that differ (rows are sources, columns destinations):
-    ``.`` allowed and ``x`` blocked as expected, ``+`` allowed though it must be blocked,
-    ``-`` blocked though it must be allowed; then each wrong cell in words."""
+def show(want: Matrix, seen: Matrix, details: Mapping[Cell, str] | None = None,
+         every_column: bool = False) -> str:
+    """The grids of the columns that differ (or of all, ``every_column``; rows are
+    sources, columns destinations): ``.`` allowed and ``x`` blocked as expected, ``+``
+    allowed though it must be blocked, ``-`` blocked though it must be allowed; then each
+    wrong cell in words."""
     wrong = differences(want, seen)
-    if not wrong:
+    if not wrong and not every_column:
         return "the matrix matches the oracle"
     details = details or {}
     parts = []
-    for column in sorted({c.column for c in wrong}):
+    for column in sorted({c.column for c in (want if every_column else wrong)}):
         parts.append(_grid(column, {c: v for c, v in want.items() if c.column == column}, seen))
     parts.append("\n".join(
         f"  {c.source} -> {c.destination} {c.column}: expected "
