@@ -11,24 +11,26 @@ order; what nothing decides is allowed.
 OVN 23.03 has neither ACL tiers nor a ``pass`` verdict, so the layers are priority bands
 (the NetworkPolicy compiler, ``podnet_sync.netpol``, documents the whole layout):
 
-- ANPs take 20000-29999, above every NetworkPolicy row. Priorities are handed out
-  downwards from 29999 in evaluation order: ANPs by (``priority``, name), every ANP a
+- ANPs take 20000-29999, above every NetworkPolicy row. The top one, 29999, allows
+  IPv6 neighbour discovery on every group with a Deny (a policy about IP peers must
+  not cut the link layer under a pod). Rules' priorities are handed out downwards from
+  29998 in evaluation order: ANPs by (``priority``, name), every ANP a
   block as long as its longer rule list, a rule ``i`` of it at block top minus ``i``
   in both directions. The blocks are dense, so any ``priority`` from 0 to 1000 fits as
-  long as all ANPs together have at most 10000 rules a direction; an ANP that would
+  long as all ANPs together have at most 9999 rules a direction; an ANP that would
   not fit is skipped whole (never in part), and reported.
 - ``Pass`` has no ACL of its own: every rule judged after it (the rest of its ANP and
   every lower ANP, and nothing else) gets ``&& !(<the pass rule's match>)``, so the
   passed traffic matches no ANP row and falls through to NetworkPolicy's band.
-- The BANP takes 1000-1999, below NetworkPolicy's isolation drop: a pod a
-  NetworkPolicy isolates is decided there, and only the others reach the baseline.
+- The BANP takes 1000-1999 (1999 for neighbour discovery), below NetworkPolicy's
+  isolation drop: a pod a NetworkPolicy isolates is decided there, and only the
+  others reach the baseline.
 
 ``Allow`` is ``allow-related`` (replies pass, as for NetworkPolicy). ``Deny`` is a
 ``drop`` of new connections only (``!ct.est``), for the reason ``netpol.ISOLATED``
 gives: a drop that an established load-balanced connection starts to match makes OVN
 commit it as blocked, which stops Open vSwitch 3.1.0's ovs-vswitchd; connections made
-before a Deny therefore run on, new ones are dropped. A Deny never drops IPv6 neighbour
-discovery: a policy about IP peers must not cut the link layer under a pod.
+before a Deny therefore run on, new ones are dropped.
 
 Every rule compiles to one ACL: ``<subject> && <peers> && <ports>``. Subjects are a
 port group per policy, peers an address set per rule and family (pods' and nodes'
@@ -80,9 +82,13 @@ BANP_NAME = "default"
 """The only BaselineAdminNetworkPolicy the API admits."""
 PRIORITY_MAX = 1000
 RULES_MAX = 100
-DENIED = "!ct.est && !(nd || nd_rs || nd_ra)"
+DENIED = "!ct.est"
 """What a Deny adds to its rule's match: new connections only (see the module's
-docstring), never IPv6 neighbour discovery."""
+docstring)."""
+ND = "nd || nd_rs || nd_ra"
+"""IPv6 neighbour discovery, allowed at the top of a band on every group with a Deny.
+It cannot be a ``!(nd ...)`` in the drop itself: OVN keeps a negated field's
+prerequisites (``icmp6``) outside the negation, so the drop would match ICMPv6 only."""
 
 
 # ------------------------------------------------------------------ the policies
@@ -317,6 +323,8 @@ class Band:
 
     top: int
     bottom: int
+    nd: int
+    """The band's top priority: neighbour discovery's allow."""
     passes: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     """Per direction: the matches of the Pass rules judged so far."""
 
@@ -335,12 +343,13 @@ class AdminCompiler:
     def compile(self) -> None:
         ordered = sorted(self.view.policies, key=lambda p: (p.priority or 0, p.name))
         self.report_shared_priorities(ordered)
-        band = Band(ANP_PRIORITIES.stop - 1, ANP_PRIORITIES.start)
+        top = ANP_PRIORITIES.stop - 1
+        band = Band(top - 1, ANP_PRIORITIES.start, top)
         for policy in ordered:
             self.place(policy, band)
         if self.view.baseline is not None:
-            self.place(self.view.baseline, Band(BANP_PRIORITIES.stop - 1,
-                                                BANP_PRIORITIES.start))
+            top = BANP_PRIORITIES.stop - 1
+            self.place(self.view.baseline, Band(top - 1, BANP_PRIORITIES.start, top))
 
     def report_shared_priorities(self, ordered: Sequence[AdminPolicy]) -> None:
         by_priority: dict[int, list[AdminPolicy]] = defaultdict(list)
@@ -362,7 +371,8 @@ class AdminCompiler:
             self.problems.append(AdminProblem(
                 policy.kind, policy.name, policy.uid, "PolicySkipped",
                 f"{policy.kind} skipped, it enforces nothing: the policies judged before "
-                f"it use every OVN priority from {band.bottom} to 29999", skipped=True))
+                f"it use every OVN priority from {band.bottom} to {ANP_PRIORITIES.stop - 2}",
+                skipped=True))
             return
         group = subject_group(policy)
         subjects = self.pods_of(policy.subject)
@@ -373,6 +383,11 @@ class AdminCompiler:
                                     band.top - index, band.passes[side.kind])
                 if acl is not None:
                     acls.append(acl)
+            if any(rule.action == DENY for rule in rules):
+                acls.append(GroupAcl(f"{policy.tag}/{policy.name}/{side.short}/nd",
+                                     band.nd, side.acl_direction,
+                                     f"{side.port_field} == @{group} && ({ND})", "allow",
+                                     side.options))
         band.top -= size
         self.state.port_groups[group] = PortGroup(
             group, tuple(sorted(pod.port_name for pod in subjects)),

@@ -94,10 +94,12 @@ def compiled(policies: list[AdminPolicy], baseline: AdminPolicy | None = None
     return state, problems
 
 
-def acls_of(state: DesiredState, policy: AdminPolicy) -> list[GroupAcl]:
-    """The policy's ACLs in the order OVN judges them."""
+def acls_of(state: DesiredState, policy: AdminPolicy, nd: bool = False) -> list[GroupAcl]:
+    """The policy's rules' ACLs (with ``nd``, its neighbour discovery allows too) in the
+    order OVN judges them."""
     group = state.port_groups[subject_group(policy)]
-    return sorted(group.acls, key=lambda acl: -acl.priority)
+    return sorted((acl for acl in group.acls if nd or not acl.key.endswith("/nd")),
+                  key=lambda acl: -acl.priority)
 
 
 def set_members(state: DesiredState, match: str) -> set[str]:
@@ -153,8 +155,10 @@ def test_the_baseline_sits_below_networkpolicy_isolation_and_keeps_its_rule_orde
 
 def test_a_deny_drops_new_connections_only_and_never_neighbour_discovery() -> None:
     state, _ = compiled([anp("deny", 1, [rule("Deny")])])
-    deny, = acls_of(state, anp("deny", 1, [rule("Deny")]))
-    assert deny.match.endswith(f"&& {DENIED}")
+    nd, deny = acls_of(state, anp("deny", 1, [rule("Deny")]), nd=True)
+    assert deny.match.endswith(f"&& {DENIED}") and "nd" not in deny.match
+    assert (nd.priority, nd.action) == (ANP_PRIORITIES.stop - 1, "allow")
+    assert nd.match.endswith("&& (nd || nd_rs || nd_ra)")
 
 
 def test_a_named_port_resolves_on_each_destination_pod_with_its_own_protocol() -> None:
@@ -204,7 +208,7 @@ def test_anps_sharing_a_priority_are_each_reported() -> None:
 
 
 def test_an_anp_beyond_the_band_is_skipped_whole_and_reported() -> None:
-    full = [anp(f"p{n:03}", n, [rule("Allow")] * 100) for n in range(100)]
+    full = [anp(f"p{n:03}", n, [rule("Allow")] * (100 if n < 99 else 99)) for n in range(100)]
     late = anp("late", 999, [rule("Deny")])
     state, problems = compiled([*full, late])
     assert subject_group(late) not in state.port_groups
