@@ -18,6 +18,7 @@ It needs the standard library only: the lab runs it with a bare interpreter.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import socketserver
@@ -27,6 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 PAYLOAD = b"netpol probe"
+FIRST_SOURCE_PORT, LAST_SOURCE_PORT = 20000, 60999
+_source_ports = itertools.cycle(range(FIRST_SOURCE_PORT, LAST_SOURCE_PORT + 1))
+_source_lock = threading.Lock()
 ANSWER_LIMIT = 256
 SCTP = getattr(socket, "IPPROTO_SCTP", 132)
 
@@ -73,6 +77,7 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     try:
         with socket.socket(socket.AF_INET, kind, number) as sock:
             sock.settimeout(timeout)
+            _bind_fresh(sock)
             sock.connect(address)
             sock.sendall(PAYLOAD)
             answer = sock.recv(ANSWER_LIMIT) if kind == socket.SOCK_DGRAM else _read_all(sock)
@@ -80,6 +85,21 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
         return {"id": request["id"], "answer": "", "error": str(exc) or type(exc).__name__}
     return {"id": request["id"], "answer": answer.decode(errors="replace"),
             "error": "" if answer else "closed without an answer"}
+
+
+def _bind_fresh(sock: socket.socket) -> None:
+    """Each probe from a source port none of the last forty thousand used: a reused
+    5-tuple could meet the conntrack entry of an earlier probe (allowed or blocked under
+    another policy) and be judged as part of that connection, not as a new one."""
+    for _ in range(100):
+        with _source_lock:
+            port = next(_source_ports)
+        try:
+            sock.bind(("0.0.0.0", port))
+            return
+        except OSError:
+            continue
+    raise OSError("no free source port")
 
 
 def _read_all(sock: socket.socket) -> bytes:
