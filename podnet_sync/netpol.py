@@ -472,20 +472,25 @@ class PodIndex:
         self.labels: dict[str, Labels] = {}
         self.texts: dict[str, tuple[tuple[int, str], ...]] = {}
         self._members: dict[str, dict[str, PodView]] = defaultdict(dict)
+        self._ports: dict[str, PodView] = {}
         self._all: list[PodView] | None = None
         for pod in pods:
             self.put(pod.port_name, pod)
 
-    def put(self, port: str, pod: PodView | None, old: PodView | None = None) -> None:
-        """``port``'s pod is now ``pod`` (``None``: gone or without an address); ``old``
-        is its previous version, when the caller knows it."""
-        if old is not None and old.namespace != (pod.namespace if pod else None):
+    def get(self, port: str) -> PodView | None:
+        return self._ports.get(port)
+
+    def put(self, port: str, pod: PodView | None) -> None:
+        """``port``'s pod is now ``pod`` (``None``: gone or without an address)."""
+        old = self._ports.get(port)
+        if old is not None and (pod is None or old.namespace != pod.namespace):
             self._drop(port, old.namespace)
         if pod is None or not pod.ips or pod.host_network:
             if old is not None:
                 self._drop(port, old.namespace)
             return
         self._members[pod.namespace][port] = pod
+        self._ports[port] = pod
         self.labels[port] = dict(pod.labels)
         self.texts[port] = tuple((ip.version, str(ip)) for ip in pod.ips)
         self.by_namespace[pod.namespace] = list(self._members[pod.namespace].values())
@@ -495,6 +500,7 @@ class PodIndex:
         members = self._members.get(namespace, {})
         if members.pop(port, None) is None:
             return
+        self._ports.pop(port, None)
         self.labels.pop(port, None)
         self.texts.pop(port, None)
         if members:

@@ -71,11 +71,10 @@ from podnet_sync.netpol import (
     NamespaceView,
     NetworkPolicy,
     PolicyError,
-    PolicyView,
-    add_network_policies,
     parse_namespace,
     parse_network_policy,
 )
+from podnet_sync.netpol_cache import PolicyCache
 from podnet_sync.status import StatusSettings, SubnetStatusPatcher, SubnetStatusWriter
 from podnet_sync.topology import (
     ClusterView,
@@ -241,6 +240,11 @@ class SyncWorker:
         self._policy_problems: dict[str, str] = {}  # policy uid or key -> last message
         self._policy_rows = False
         """Whether the last step that reconciled NetworkPolicy rows left any."""
+        self._policy_cache = PolicyCache()
+        self._policy_parses: dict[int, tuple[object, NetworkPolicy | PolicyError]] = {}
+        self._admin_rows = True
+        """Whether the last full policy compile had admin policies: until one without,
+        every policy step compiles and reconciles all policy rows."""
         self.orphans_freed = 0
         self.dirty = Dirty()
         self._wake = asyncio.Event()
@@ -418,8 +422,7 @@ class SyncWorker:
         # A pod's policy rows go in the same transaction as its port, before the pod is
         # marked routed: it is isolated from its first packet.
         policy_step = dirty.policies or (bool(dirty.pods) and self._policies_matter())
-        if policy_step:
-            self._add_policies(desired, self._as_recorded(self.index.pods.values()))
+        policy_rows = self._update_policies(desired, dirty.pods) if policy_step else None
         scope = Scope(
             switch_ports=frozenset(names.pod_port(name, ns) for ns, name in dirty.pods)
             - self._node_ports(),  # never a node's, whatever the pod is named
@@ -428,6 +431,7 @@ class SyncWorker:
             policies=frozenset(policy_keys),
             structure=False,
             network_policy=policy_step,
+            policy_rows=policy_rows,
         )
         report.ovn = await self.northbound.reconcile_async(desired, scope)
         touched = [live[key] for key in dirty.pods if key in live]
@@ -455,10 +459,45 @@ class SyncWorker:
             namespace = parse_namespace(obj)
             namespaces[namespace.name] = namespace
         node_ips = [ip for node in self._nodes for ip in node.ips]
-        view = PolicyView(self._network_policies(), placed, namespaces, node_ips)
-        add_network_policies(desired, view)
+        self._policy_cache.rebuild(desired, self._network_policies(), placed, namespaces,
+                                   node_ips)
+        self._admin_rows = any(self._objects(kind) for kind in POLICY_KINDS[1:])
         self._add_admin_policies(desired, placed, namespaces)
         self._policy_rows = bool(desired.port_groups)
+
+    def _update_policies(self, desired: DesiredState,
+                         pods: Iterable[ObjectKey]) -> frozenset[str] | None:
+        """An event step's policy rows: those of the policies the changed pods,
+        namespaces and policies reach, and the names of the rows to reconcile. Admin
+        policies are compiled whole with every policy (``None``: reconcile them all)."""
+        if self._admin_rows or any(self._objects(kind) for kind in POLICY_KINDS[1:]):
+            self._add_policies(desired, self._as_recorded(self.index.pods.values()))
+            return None
+        subnets = {subnet.name for subnet in self._subnets}
+        changed: dict[str, PodView | None] = {
+            names.pod_port(name, namespace): None for namespace, name in pods}
+        live = [pod for key in pods if (pod := self.index.pods.get(key)) is not None]
+        for pod in self._as_recorded(live):
+            if pod.subnet in subnets and pod.ips:
+                changed[pod.port_name] = pod
+        node_ips = [ip for node in self._nodes for ip in node.ips]
+        change = self._policy_cache.update(self._network_policies(), changed,
+                                           self._namespace_views(), node_ips)
+        if change is None:  # the nodes changed: compile everything
+            self._add_policies(desired, self._as_recorded(self.index.pods.values()))
+            return None
+        desired.port_groups.update(change.state.port_groups)
+        desired.policy_address_sets.update(change.state.policy_address_sets)
+        desired.meters.update(change.state.meters)
+        self._policy_rows = bool(self._policy_cache.policies)
+        return change.names
+
+    def _namespace_views(self) -> dict[str, NamespaceView]:
+        views: dict[str, NamespaceView] = {}
+        for obj in self._objects("Namespace"):
+            namespace = parse_namespace(obj)
+            views[namespace.name] = namespace
+        return views
 
     def _network_policies(self) -> list[NetworkPolicy]:
         policies = []
@@ -468,14 +507,29 @@ class SyncWorker:
                         "namespace": str(metadata.get("namespace") or ""),
                         "name": str(metadata.get("name") or ""),
                         "uid": str(metadata.get("uid") or "")}
-            try:
-                policies.append(parse_network_policy(obj))
-            except PolicyError as exc:
-                self._policy_skipped(identity, str(exc))
+            parsed = self._parse_policy(obj)
+            if isinstance(parsed, PolicyError):
+                self._policy_skipped(identity, str(parsed))
                 continue
+            policies.append(parsed)
             self._policy_problems.pop(identity["uid"] or
                                       f"{identity['namespace']}/{identity['name']}", None)
         return policies
+
+    def _parse_policy(self, obj: dict[str, Any]) -> NetworkPolicy | PolicyError:
+        """A policy parsed once per object version (stores replace a changed object,
+        so its identity stands for its version)."""
+        cached = self._policy_parses.get(id(obj))
+        if cached is not None and cached[0] is obj:
+            return cached[1]
+        try:
+            parsed: NetworkPolicy | PolicyError = parse_network_policy(obj)
+        except PolicyError as exc:
+            parsed = exc
+        if len(self._policy_parses) > 2 * len(self._objects("NetworkPolicy")) + 100:
+            self._policy_parses.clear()
+        self._policy_parses[id(obj)] = (obj, parsed)
+        return parsed
 
     def _add_admin_policies(self, desired: DesiredState, pods: list[PodView],
                             namespaces: Mapping[str, NamespaceView]) -> None:
