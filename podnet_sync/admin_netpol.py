@@ -43,6 +43,7 @@ no user string enters one; CIDRs enter as ``ipaddress`` prints them.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -425,7 +426,7 @@ class AdminCompiler:
         match = _and(f"{side.port_field} == @{group}",
                      self.peers_clause(rule, side, peer_pods, parts), ports)
         if rule.action == PASS:
-            passes.append(match)
+            passes.append(_with_prerequisites(match))
             return None
         # every clause is a conjunction or an atom, so they join without parentheses
         clauses = [match, *(f"!({passed})" for passed in passes)]
@@ -488,6 +489,21 @@ class AdminCompiler:
         self.state.policy_address_sets[name] = AddressSet(
             name, tuple(chosen), owned("netpol", **{"podnet.io/set": "/".join(parts)}))
         return name
+
+
+_ADDRESS = re.compile(r"\b(ip[46])\.(src|dst) == (\$\w+|[0-9A-Fa-f:./]+)")
+_PORT = re.compile(r"\b(tcp|udp|sctp)\.dst ([=<>]=) (\d+)")
+
+
+def _with_prerequisites(match: str) -> str:
+    """``match`` with every field's prerequisite written beside it, so that it can be
+    negated. OVN pushes a ``!`` down to the comparisons and then ANDs each one's
+    prerequisite to it, unnegated: ``!(ip4.src == $a || ip6.src == $b)`` would become
+    ``ip4 && ... && ip6 && ...``, which nothing matches. With ``(ip4 && ip4.src == $a)``
+    the negation is ``!ip4 || ...``, as meant. (The match is this module's own text, in
+    the forms the two patterns know.)"""
+    match = _ADDRESS.sub(r"(\1 && \1.\2 == \3)", match)
+    return _PORT.sub(r"(ip && \1 && \1.dst \2 \3)", match)
 
 
 def add_admin_network_policies(state: DesiredState, view: AdminView) -> list[AdminProblem]:

@@ -135,6 +135,8 @@ def test_a_pass_has_no_acl_and_every_later_anp_rule_excludes_its_match() -> None
     assert deny.action == "drop" and deny.priority < ANP_PRIORITIES.stop - 1
     passed = re.search(r"!\((.*?)\) && !ct\.est", deny.match)
     assert passed is not None and set_members(state, passed.group(1)) == {"10.16.1.4"}
+    # negatable: OVN would AND an unnegated ip4 and ip6 prerequisite to a bare !(...)
+    assert "(ip4 && ip4.src == $" in passed.group(1)
     allow, = acls_of(state, second)
     assert f"!({passed.group(1)})" in allow.match
     baseline, = acls_of(state, banp([rule("Deny")]))
