@@ -29,6 +29,29 @@ The rules it encodes:
 - A label selector is the AND of its ``matchLabels`` and ``matchExpressions``
   (``In``, ``NotIn``, ``Exists``, ``DoesNotExist``); an empty selector matches
   everything, an absent one is "not given".
+
+Around NetworkPolicy, the cluster administrator's policies (``policy.networking.k8s.io``
+``v1alpha1``, from that API's field documentation) judge each side of a connection in
+three layers:
+
+- AdminNetworkPolicies first, lowest ``priority`` number first (equal priorities are
+  undefined and never tested). An ANP applies to the pods of its ``subject``
+  (``namespaces``: every pod of the matching namespaces; ``pods``: the pods matching
+  ``podSelector`` in namespaces matching ``namespaceSelector``). Its ingress (egress)
+  rules are tried in order and the first whose peers and ports match decides: ``Allow``
+  and ``Deny`` are final, ``Pass`` skips every remaining ANP and goes to NetworkPolicy.
+  A rule that does not match, or an ANP whose rules all miss, leaves the decision to
+  the next ANP.
+- Then NetworkPolicy, as above, but only when it isolates the pod in that direction.
+- Then the BaselineAdminNetworkPolicy, with the same first-match rules (``Allow`` and
+  ``Deny`` only); what none of the three decides is allowed.
+
+ANP and BANP peers are ``namespaces`` (all pods of matching namespaces), ``pods``
+(``namespaceSelector`` and ``podSelector``), and for egress ``nodes`` (not probed here)
+and ``networks``, CIDRs that match any address, pods' included. Ports are
+``portNumber`` (protocol and port), ``portRange`` (protocol, inclusive start to end)
+and ``namedPort``, a name looked up among the destination pod's container ports
+whatever their protocol; no ``ports`` means every port.
 """
 
 from __future__ import annotations
@@ -74,6 +97,10 @@ class Cluster:
     namespaces: Mapping[str, Mapping[str, str]]
     pods: tuple[Pod, ...]
     policies: tuple[Policy, ...] = field(default=())
+    admin: tuple[Policy, ...] = field(default=())
+    """AdminNetworkPolicies."""
+    baseline: Policy | None = None
+    """The BaselineAdminNetworkPolicy."""
 
 
 @dataclass(frozen=True)
@@ -232,9 +259,22 @@ def _ports_match(ports: Sequence[Mapping[str, Any]], connection: Connection) -> 
 
 
 def _side_allows(cluster: Cluster, pod: Pod, direction: str, connection: Connection) -> bool:
+    """The three layers on one side: ANPs, NetworkPolicy, the BANP."""
+    decided = _admin_decision(cluster, pod, direction, connection)
+    if decided in ("Allow", "Deny"):
+        return decided == "Allow"
     governing = _governing(cluster, pod, direction)
-    if not governing:
-        return True
+    if governing:
+        return _network_policies_allow(cluster, governing, direction, connection)
+    if cluster.baseline is not None:
+        baseline = _first_match(cluster, cluster.baseline, pod, direction, connection)
+        if baseline is not None:
+            return baseline == "Allow"
+    return True
+
+
+def _network_policies_allow(cluster: Cluster, governing: Sequence[Policy], direction: str,
+                            connection: Connection) -> bool:
     other: Pod | str = connection.source if direction == INGRESS else connection.destination
     peers_key = "from" if direction == INGRESS else "to"
     for policy in governing:
@@ -267,3 +307,75 @@ def isolated(cluster: Cluster, pod: Pod) -> frozenset[str]:
     """The directions in which ``pod`` is isolated."""
     return frozenset(d for d in (INGRESS, EGRESS) if _governing(cluster, pod, d))
 
+
+
+# ------------------------------------------------------------ admin policies
+
+
+def _in_pod_set(cluster: Cluster, chosen: Mapping[str, Any], pod: Pod) -> bool:
+    """``chosen`` is ``{"namespaces": selector}`` or ``{"pods": {namespaceSelector,
+    podSelector}}``."""
+    namespace_labels = cluster.namespaces.get(pod.namespace)
+    if namespace_labels is None:
+        return False
+    if chosen.get("namespaces") is not None:
+        return selector_matches(chosen["namespaces"], namespace_labels)
+    pods = chosen.get("pods")
+    if pods is None:
+        raise InvalidPolicy(f"a subject or peer needs namespaces or pods: {chosen!r}")
+    return selector_matches(pods.get("namespaceSelector") or {}, namespace_labels) and \
+        selector_matches(pods.get("podSelector") or {}, pod.labels)
+
+
+def _admin_peer_matches(cluster: Cluster, peer: Mapping[str, Any], other: Pod | str) -> bool:
+    networks = peer.get("networks")
+    if networks is not None:
+        address = ipaddress.ip_address(other.ip if isinstance(other, Pod) else other)
+        return any(address in ipaddress.ip_network(str(n), strict=False) for n in networks)
+    if peer.get("nodes") is not None:
+        return False  # no probe goes to or comes from a node
+    return isinstance(other, Pod) and _in_pod_set(cluster, peer, other)
+
+
+def _admin_port_matches(port: Mapping[str, Any], connection: Connection) -> bool:
+    if port.get("namedPort") is not None:
+        destination = connection.destination
+        return isinstance(destination, Pod) and any(
+            p.name == port["namedPort"] and p.port == connection.port and
+            p.protocol == connection.protocol for p in destination.ports)
+    number, span = port.get("portNumber"), port.get("portRange")
+    if number is not None:
+        return str(number.get("protocol") or TCP) == connection.protocol and \
+            int(number["port"]) == connection.port
+    if span is None:
+        raise InvalidPolicy(f"a port needs portNumber, namedPort or portRange: {port!r}")
+    return str(span.get("protocol") or TCP) == connection.protocol and \
+        int(span["start"]) <= connection.port <= int(span["end"])
+
+
+def _first_match(cluster: Cluster, policy: Policy, pod: Pod, direction: str,
+                 connection: Connection) -> str | None:
+    """The action of the policy's first rule matching the connection on ``pod``'s side
+    (``None`` when the policy does not apply to the pod, or no rule matches)."""
+    spec = policy.get("spec") or {}
+    if not _in_pod_set(cluster, spec.get("subject") or {}, pod):
+        return None
+    other: Pod | str = connection.source if direction == INGRESS else connection.destination
+    peers_key = "from" if direction == INGRESS else "to"
+    for rule in spec.get("ingress" if direction == INGRESS else "egress") or []:
+        ports = rule.get("ports")
+        if (not ports or any(_admin_port_matches(p, connection) for p in ports)) and any(
+                _admin_peer_matches(cluster, peer, other) for peer in rule[peers_key]):
+            return str(rule["action"])
+    return None
+
+
+def _admin_decision(cluster: Cluster, pod: Pod, direction: str,
+                    connection: Connection) -> str | None:
+    """What the ANPs say on one side: Allow, Deny, Pass, or ``None`` (no rule matched)."""
+    ordered = sorted(cluster.admin, key=lambda p: int((p.get("spec") or {})["priority"]))
+    for policy in ordered:
+        action = _first_match(cluster, policy, pod, direction, connection)
+        if action is not None:
+            return action
+    return None
