@@ -29,7 +29,7 @@ import pytest
 from podnet.lab import LabSettings, up
 from podnet.lab.kubelet import sandbox_name
 from podnet.lab.rest import Rest
-from podnet.lab.up import lab_processes
+from podnet.lab.up import central_of, lab_processes
 from podnet_plumbing import kube
 from tests.lab_fixtures import lab_settings, removed_after
 from tests.netpol_matrix import (
@@ -58,6 +58,7 @@ SERVICE = Service("y/web (VIP)", "", 80, TCP, "y/a", 81)
 """Service ``y/web``: VIP port 80 to pod y/a's port 81, on TCP and on UDP."""
 JSON_PATCH = "application/json-patch+json"
 COMPLAINTS = ("ERROR", "WARNING", "Traceback", "Error")
+ACLS_SHOWN = 40
 needs_policies = pytest.mark.skipif(
     importlib.util.find_spec("podnet_sync.netpol") is None,
     reason="the sync worker does not implement NetworkPolicy yet")
@@ -256,7 +257,22 @@ def lab_health(lab: LabSettings) -> str:
     lines = sync.read_text(errors="replace").splitlines() if sync.exists() else []
     complaints = [line for line in lines if any(word in line for word in COMPLAINTS)]
     return (f"lab processes not running: {', '.join(dead) or 'none'}\n"
-            "sync worker's last complaints:\n" + "\n".join(complaints[-15:] or ["  none"]))
+            "sync worker's last complaints:\n" + "\n".join(complaints[-15:] or ["  none"])
+            + "\nACLs in the northbound database:\n" + northbound_acls(lab))
+
+
+def northbound_acls(lab: LabSettings) -> str:
+    """Every ACL row (priority, direction, action, match), as the sync worker left it."""
+    try:
+        rows = central_of(lab).nbctl("--format=csv", "--no-headings",
+                                     "--columns=priority,direction,action,match", "list", "ACL")
+    except Exception as exc:  # a diagnosis must not hide the failure it explains
+        return f"  (not readable: {exc})"
+    lines = sorted(rows.splitlines(), reverse=True)
+    shown = [f"  {line}" for line in lines[:ACLS_SHOWN]]
+    if len(lines) > ACLS_SHOWN:
+        shown.append(f"  ... and {len(lines) - ACLS_SHOWN} more")
+    return "\n".join(shown) or "  none"
 
 
 def ip_of(cluster: Cluster, key: str) -> str:
