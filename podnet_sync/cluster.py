@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from ipam import annotations as keys
@@ -91,8 +92,9 @@ class PodView:
     def allocated(self) -> bool:
         return bool(self.subnet and self.ips)
 
-    @property
+    @cached_property
     def port_name(self) -> str:
+        """Worked out once per view: policy compiles ask it for every pod they pick."""
         return names.pod_port(self.name, self.namespace)
 
     @property

@@ -67,6 +67,8 @@ NAMED_POLICY_KINDS = ("port_groups", "policy_address_sets")
 """The policy kinds ``Scope.policy_rows`` can limit to some names (meters, a handful of
 rows, are always reconciled whole)."""
 NETPOL_KIND = "netpol"
+VALUES_PER_CHANGE = 50
+"""Addresses (or ports) of a set column a transaction slice counts as one row."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,10 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         self.scope = scope
         self.max_changes = max_changes
         self.incomplete = False
+        self.weight = 0
+        """Changes beyond the row count: the ACLs of port groups and every
+        ``VALUES_PER_CHANGE`` addresses or ports, so that a slice of big address sets
+        stays as small a transaction as a slice of pods' ports."""
         self.left: dict[str, set[str]] = {}
         """Keys per kind this transaction had no room for (see ``rest``)."""
         self.report = Report()
@@ -271,9 +277,11 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             elif row is not None:
                 update(row, want)
                 self.report.count(kind, "updated")
+                self.weight += _weight(want)
             elif (created := create(want)) is not None:
                 rows[key] = created
                 self.report.count(kind, "created")
+                self.weight += _weight(want)
             else:
                 self._leave(kind, key)
         return rows
@@ -281,7 +289,7 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
     def _room(self) -> bool:
         """Whether this transaction may take one more change (else the step goes on in
         the next transaction: a cold start of thousands of rows commits in slices)."""
-        return self.report.changes < self.max_changes
+        return self.report.changes + self.weight < self.max_changes
 
     def _leave(self, kind: str, key: str) -> None:
         self.incomplete = True
@@ -475,9 +483,25 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
             _update_set(row, "addresses", set(row.addresses), set(want.addresses))
             row.external_ids = dict(want.external_ids)
 
+        current = self._policy_rows("Address_Set")
+        desired = dict(self.desired.policy_address_sets)
+        for name, (added, removed) in self.desired.policy_set_changes.items():
+            row = current.get(name)
+            if row is None or name not in desired or \
+                    not self.scope.allows("policy_address_sets", name):
+                continue  # missing (or out of scope): the full content decides
+            if not self._room():
+                self._leave("policy_address_sets", name)
+            else:
+                for address in removed:
+                    row.delvalue("addresses", address)
+                for address in added:
+                    row.addvalue("addresses", address)
+                self.report.count("policy_address_sets", "updated")
+                self.weight += (len(added) + len(removed)) // VALUES_PER_CHANGE
+            del current[name], desired[name]
         self._diff(
-            "policy_address_sets", self._policy_rows("Address_Set"),
-            self.desired.policy_address_sets,
+            "policy_address_sets", current, desired,
             read=lambda r: AddressSet(r.name, tuple(sorted(r.addresses)), _dict(r.external_ids)),
             create=lambda w: self._insert("Address_Set", name=w.name,
                                           addresses=list(w.addresses),
@@ -703,6 +727,14 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 return row
         self.report.count("load_balancer_groups", "created")
         return self._insert("Load_Balancer_Group", name=LB_GROUP)
+
+
+def _weight(want: Any) -> int:
+    if isinstance(want, AddressSet):
+        return len(want.addresses) // VALUES_PER_CHANGE
+    if isinstance(want, PortGroup):
+        return len(want.acls) + len(want.ports) // VALUES_PER_CHANGE
+    return 0
 
 
 def _update_set(row: Row, column: str, have: set[Any], want: set[Any]) -> None:

@@ -181,5 +181,10 @@ class DesiredState:
     """NetworkPolicy peers' addresses; reconciled with ``port_groups``, not with the
     gateways' ``address_sets``."""
     meters: dict[str, Meter] = field(default_factory=dict)
+    policy_set_changes: dict[str, tuple[frozenset[str], frozenset[str]]] = field(
+        default_factory=dict)
+    """Address set name -> (addresses added, removed) since the content the writer last
+    wrote, when the caller knows it: the row is then mutated without being read (its
+    full content stays in ``policy_address_sets`` for a row found missing)."""
     skipped: list[str] = field(default_factory=list)
     """Objects left out, with the reason (logged by the worker)."""

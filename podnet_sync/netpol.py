@@ -539,6 +539,49 @@ class Compiler:
         self._chosen: dict[tuple[str, Selector], list[PodView]] = {}
         self._namespaces: dict[Selector, list[str]] = {}
         self._blocks: dict[IPBlock, list[PodView]] = {}
+        self._addresses: dict[tuple[int, tuple[int, ...]], list[str]] = {}
+        self._kept: dict[int, list[PodView]] = {}
+        self._unions: dict[tuple[str, tuple[Peer, ...]],
+                           tuple[list[PodView], frozenset[str], bool]] = {}
+        self._numbers: dict[tuple[int, str, str], list[tuple[int, list[PodView]]]] = {}
+
+    def keep(self, pods: list[PodView]) -> list[PodView]:
+        """Remember a list of pods this compilation made: its rows are worked out once."""
+        self._kept[id(pods)] = pods
+        return pods
+
+    def peers_of(self, policy: NetworkPolicy, peers: tuple[Peer, ...]) -> list[PodView]:
+        """Every pod of these peers, each once (remembered, with what it touched)."""
+        key = (policy.namespace, peers)
+        found = self._unions.get(key)
+        if found is None:
+            touched, everywhere = self.touched, self.everywhere
+            self.touched, self.everywhere = set(), False
+            lists = [self.peer_pods(policy, peer) for peer in peers]
+            pods = lists[0] if len(lists) == 1 else _unique(
+                pod for each in lists for pod in each)
+            found = (self.keep(pods), frozenset(self.touched), self.everywhere)
+            self._unions[key] = found
+            self.touched, self.everywhere = touched, everywhere
+        self.touched.update(found[1])
+        self.everywhere = self.everywhere or found[2]
+        return found[0]
+
+    def by_number(self, destinations: list[PodView], name: str,
+                  protocol: str) -> list[tuple[int, list[PodView]]]:
+        """The destinations grouped by the number their port ``name`` has (remembered)."""
+        self.keep(destinations)
+        key = (id(destinations), name, protocol)
+        found = self._numbers.get(key)
+        if found is None:
+            groups: dict[int, list[PodView]] = defaultdict(list)
+            for pod in destinations:
+                resolved = _resolve(pod, name, protocol)
+                if resolved is not None:
+                    groups[resolved].append(pod)
+            found = [(number, self.keep(pods)) for number, pods in sorted(groups.items())]
+            self._numbers[key] = found
+        return found
 
     def choose(self, namespace: str, selector: Selector) -> list[PodView]:
         """The pods of ``namespace`` that ``selector`` matches (remembered)."""
@@ -547,8 +590,8 @@ class Compiler:
         found = self._chosen.get(key)
         if found is None:
             labels = self.index.labels
-            found = [pod for pod in self.by_namespace.get(namespace, [])
-                     if selector.matches(labels[pod.port_name])]
+            found = self.keep([pod for pod in self.by_namespace.get(namespace, [])
+                               if selector.matches(labels[pod.port_name])])
             self._chosen[key] = found
         return found
 
@@ -583,12 +626,15 @@ class Compiler:
         else:
             namespaces = self.chosen_namespaces(peer.namespaces)
         chosen = peer.pods if peer.pods is not None else Selector()
+        if len(namespaces) == 1:
+            return self.choose(namespaces[0], chosen)
         return [pod for ns in namespaces for pod in self.choose(ns, chosen)]
 
     def _inside(self, block: IPBlock) -> list[PodView]:
         found = self._blocks.get(block)
         if found is None:
-            found = [pod for pod in self.pods if any(block.covers(ip) for ip in pod.ips)]
+            found = self.keep([pod for pod in self.pods
+                               if any(block.covers(ip) for ip in pod.ips)])
             self._blocks[block] = found
         return found
 
@@ -596,9 +642,18 @@ class Compiler:
 
     def address_set(self, pods: Iterable[PodView], family: int, *parts: str) -> str:
         name = safe_name("as", *parts, f"ip{family}")
-        texts = self.index.texts
-        addresses = sorted({text for pod in pods for version, text in texts[pod.port_name]
-                            if version == family})
+        chosen = pods if isinstance(pods, list) and self._kept.get(id(pods)) is pods \
+            else tuple(pods)
+        # a list this compilation made and keeps stands for itself; other pods by their
+        # identities (they live in the index meanwhile)
+        key = (family, (id(chosen),) if isinstance(chosen, list) else tuple(map(id, chosen)))
+        addresses = self._addresses.get(key)
+        if addresses is None:
+            texts = self.index.texts
+            addresses = sorted({text for pod in chosen
+                                for version, text in texts[pod.port_name]
+                                if version == family})
+            self._addresses[key] = addresses
         self.state.policy_address_sets[name] = AddressSet(
             name, tuple(addresses), owned("netpol", **{"podnet.io/set": "/".join(parts)}))
         return name
@@ -674,9 +729,9 @@ class Compiler:
         if not rule.peers:
             return ""
         clauses = []
-        selectors = [peer for peer in rule.peers if peer.block is None]
+        selectors = tuple(peer for peer in rule.peers if peer.block is None)
         if selectors:
-            pods = _unique(pod for peer in selectors for pod in self.peer_pods(policy, peer))
+            pods = self.peers_of(policy, selectors)
             clauses.append(self.addresses_clause(pods, side.peer_field, *parts, "peers"))
         for peer in rule.peers:
             if peer.block is not None:
@@ -694,21 +749,15 @@ class Compiler:
         destinations are the selected pods; for egress the peers' pods (every pod when
         the rule has no peers)."""
         if side is INGRESS_SIDE:
-            destinations = list(selected)
+            destinations = selected if isinstance(selected, list) else list(selected)
         elif rule.peers:
-            destinations = _unique(pod for peer in rule.peers
-                                   for pod in self.peer_pods(policy, peer))
+            destinations = self.peers_of(policy, rule.peers)
             peers = ""  # the destination addresses below are the peers' own
         else:
             self.everywhere = True
             destinations = self.pods
-        by_number: dict[int, list[PodView]] = defaultdict(list)
-        for pod in destinations:
-            resolved = _resolve(pod, str(port.port), port.protocol)
-            if resolved is not None:
-                by_number[resolved].append(pod)
         acls = []
-        for resolved, pods in sorted(by_number.items()):
+        for resolved, pods in self.by_number(destinations, str(port.port), port.protocol):
             named = (*parts, f"port{number}", str(resolved))
             where = self.addresses_clause(pods, "dst", *named)
             acls.append(self.allow(f"np/{'/'.join(named)}", side, logging, label, base,

@@ -169,11 +169,15 @@ class PolicyCache:
         names = forced | {name for name in set(old) | set(new)
                           if old.get(name) != new.get(name)}
         for name in names:
-            row = new.get(name)
+            row, was = new.get(name), old.get(name)
             if isinstance(row, PortGroup):
                 change.state.port_groups[name] = row
             elif isinstance(row, AddressSet):
                 change.state.policy_address_sets[name] = row
+                if isinstance(was, AddressSet) and was.external_ids == row.external_ids:
+                    have, want = set(was.addresses), set(row.addresses)
+                    change.state.policy_set_changes[name] = (frozenset(want - have),
+                                                             frozenset(have - want))
         change.state.meters.update(self._meters())
         change.names = frozenset(names)
         return change
@@ -205,10 +209,11 @@ class PolicyCache:
                 # match it, by the namespace's default labels
                 found |= _selecting(wanted, [view_labels(pod.namespace, None)])
             labels = dict(pod.labels)
+            where = view_labels(pod.namespace, self.namespaces.get(pod.namespace))
             for key in self._watchers.get(pod.namespace, set()):
                 compiled = self.policies.get(key)
                 if compiled is not None and _may_choose(compiled.policy, pod.namespace,
-                                                        labels):
+                                                        where, labels):
                     found.add(key)
         return found
 
@@ -294,12 +299,16 @@ def _selecting(wanted: Mapping[str, NetworkPolicy],
                    for each in labels)}
 
 
-def _may_choose(policy: NetworkPolicy, namespace: str, labels: Mapping[str, str]) -> bool:
-    """Whether a pod of ``namespace`` with ``labels`` can be among the policy's selected
-    pods or peers (the namespace side is already known to be reached)."""
+def _may_choose(policy: NetworkPolicy, namespace: str, where: Mapping[str, str],
+                labels: Mapping[str, str]) -> bool:
+    """Whether a pod of ``namespace`` (labelled ``where``) with ``labels`` is among the
+    policy's selected pods or its peers."""
     if namespace == policy.namespace and policy.selector.matches(labels):
         return True
-    return any(peer.block is None and (peer.pods is None or peer.pods.matches(labels))
+    return any(peer.block is None
+               and (namespace == policy.namespace if peer.namespaces is None
+                    else peer.namespaces.matches(where))
+               and (peer.pods is None or peer.pods.matches(labels))
                for rule in (*policy.ingress, *policy.egress) for peer in rule.peers)
 
 

@@ -489,6 +489,7 @@ class SyncWorker:
         desired.port_groups.update(change.state.port_groups)
         desired.policy_address_sets.update(change.state.policy_address_sets)
         desired.meters.update(change.state.meters)
+        desired.policy_set_changes.update(change.state.policy_set_changes)
         self._policy_rows = bool(self._policy_cache.policies)
         return change.names
 
