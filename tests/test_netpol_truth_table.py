@@ -579,3 +579,9 @@ def test_deleting_the_policies_restores_connectivity(truth: TruthTable) -> None:
     truth.expect("after x's policy is deleted")
     truth.delete("z", "deny-in")
     truth.expect("after every policy is deleted")
+
+
+@pytest.mark.skipif(not sctp_available(), reason="this kernel has no SCTP")
+def test_sctp_is_probed_like_tcp_and_udp_where_the_kernel_has_it(truth: TruthTable) -> None:
+    assert ("SCTP", 80) in truth.columns
+    truth.expect()
