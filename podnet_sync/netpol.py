@@ -474,6 +474,9 @@ class PodIndex:
         self._members: dict[str, dict[str, PodView]] = defaultdict(dict)
         self._ports: dict[str, PodView] = {}
         self._all: list[PodView] | None = None
+        self._choices: dict[str, dict[Selector, tuple[list[PodView], dict[int, list[str]]]]]
+        self._choices = {}
+        self._inside: dict[IPBlock, dict[str, PodView]] = {}
         for pod in pods:
             self.put(pod.port_name, pod)
 
@@ -491,9 +494,15 @@ class PodIndex:
             return
         self._members[pod.namespace][port] = pod
         self._ports[port] = pod
+        for block, inside in self._inside.items():
+            if any(block.covers(ip) for ip in pod.ips):
+                inside[port] = pod
+            else:
+                inside.pop(port, None)
         self.labels[port] = dict(pod.labels)
         self.texts[port] = tuple((ip.version, str(ip)) for ip in pod.ips)
         self.by_namespace[pod.namespace] = list(self._members[pod.namespace].values())
+        self._choices.pop(pod.namespace, None)
         self._all = None
 
     def _drop(self, port: str, namespace: str) -> None:
@@ -501,6 +510,9 @@ class PodIndex:
         if members.pop(port, None) is None:
             return
         self._ports.pop(port, None)
+        self._choices.pop(namespace, None)
+        for inside in self._inside.values():
+            inside.pop(port, None)
         self.labels.pop(port, None)
         self.texts.pop(port, None)
         if members:
@@ -509,6 +521,38 @@ class PodIndex:
             self.by_namespace.pop(namespace, None)
             self._members.pop(namespace, None)
         self._all = None
+
+    def choose(self, namespace: str, selector: Selector) -> list[PodView]:
+        """The pods of ``namespace`` that ``selector`` matches, kept until a pod of the
+        namespace changes: most policies an event recompiles ask what they asked before."""
+        per = self._choices.setdefault(namespace, {})
+        found = per.get(selector)
+        if found is None:
+            labels = self.labels
+            found = ([pod for pod in self.by_namespace.get(namespace, [])
+                      if selector.matches(labels[pod.port_name])], {})
+            per[selector] = found
+        return found[0]
+
+    def inside(self, block: IPBlock) -> list[PodView]:
+        """The pods with an address in ``block``, kept up to date pod by pod."""
+        members = self._inside.get(block)
+        if members is None:
+            members = {pod.port_name: pod for pod in self.pods
+                       if any(block.covers(ip) for ip in pod.ips)}
+            self._inside[block] = members
+        return list(members.values())
+
+    def addresses(self, namespace: str, selector: Selector, family: int) -> list[str]:
+        """The addresses of ``family`` of ``choose(namespace, selector)``, kept alike."""
+        pods = self.choose(namespace, selector)
+        texts = self._choices[namespace][selector][1]
+        found = texts.get(family)
+        if found is None:
+            found = [text for pod in pods for version, text in self.texts[pod.port_name]
+                     if version == family]
+            texts[family] = found
+        return found
 
     @property
     def pods(self) -> list[PodView]:
@@ -536,7 +580,8 @@ class Compiler:
         self.deny_logging: dict[str, LogRequest] = {}
         self.touched: set[str] = set()
         self.everywhere = False
-        self._chosen: dict[tuple[str, Selector], list[PodView]] = {}
+        self._origins: dict[int, tuple[tuple[str, Selector], ...]] = {}
+        """A kept list -> the (namespace, selector) choices it is the union of."""
         self._namespaces: dict[Selector, list[str]] = {}
         self._blocks: dict[IPBlock, list[PodView]] = {}
         self._addresses: dict[tuple[int, tuple[int, ...]], list[str]] = {}
@@ -558,9 +603,13 @@ class Compiler:
             touched, everywhere = self.touched, self.everywhere
             self.touched, self.everywhere = set(), False
             lists = [self.peer_pods(policy, peer) for peer in peers]
-            pods = lists[0] if len(lists) == 1 else _unique(
-                pod for each in lists for pod in each)
-            found = (self.keep(pods), frozenset(self.touched), self.everywhere)
+            pods = lists[0] if len(lists) == 1 else self.keep(_unique(
+                pod for each in lists for pod in each))
+            origins = [self._origins.get(id(each)) for each in lists]
+            if len(lists) > 1 and all(origin is not None for origin in origins):
+                self._origins[id(pods)] = tuple(part for origin in origins
+                                                for part in origin or ())
+            found = (pods, frozenset(self.touched), self.everywhere)
             self._unions[key] = found
             self.touched, self.everywhere = touched, everywhere
         self.touched.update(found[1])
@@ -586,13 +635,8 @@ class Compiler:
     def choose(self, namespace: str, selector: Selector) -> list[PodView]:
         """The pods of ``namespace`` that ``selector`` matches (remembered)."""
         self.touched.add(namespace)
-        key = (namespace, selector)
-        found = self._chosen.get(key)
-        if found is None:
-            labels = self.index.labels
-            found = self.keep([pod for pod in self.by_namespace.get(namespace, [])
-                               if selector.matches(labels[pod.port_name])])
-            self._chosen[key] = found
+        found = self.keep(self.index.choose(namespace, selector))
+        self._origins[id(found)] = ((namespace, selector),)
         return found
 
     def chosen_namespaces(self, selector: Selector) -> list[str]:
@@ -628,13 +672,14 @@ class Compiler:
         chosen = peer.pods if peer.pods is not None else Selector()
         if len(namespaces) == 1:
             return self.choose(namespaces[0], chosen)
-        return [pod for ns in namespaces for pod in self.choose(ns, chosen)]
+        pods = self.keep([pod for ns in namespaces for pod in self.choose(ns, chosen)])
+        self._origins[id(pods)] = tuple((ns, chosen) for ns in namespaces)
+        return pods
 
     def _inside(self, block: IPBlock) -> list[PodView]:
         found = self._blocks.get(block)
         if found is None:
-            found = self.keep([pod for pod in self.pods
-                               if any(block.covers(ip) for ip in pod.ips)])
+            found = self.keep(self.index.inside(block))
             self._blocks[block] = found
         return found
 
@@ -648,6 +693,11 @@ class Compiler:
         # identities (they live in the index meanwhile)
         key = (family, (id(chosen),) if isinstance(chosen, list) else tuple(map(id, chosen)))
         addresses = self._addresses.get(key)
+        origin = self._origins.get(id(chosen)) if isinstance(chosen, list) else None
+        if addresses is None and origin is not None:
+            addresses = sorted({text for ns, selector in origin
+                                for text in self.index.addresses(ns, selector, family)})
+            self._addresses[key] = addresses
         if addresses is None:
             texts = self.index.texts
             addresses = sorted({text for pod in chosen

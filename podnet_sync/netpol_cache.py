@@ -175,9 +175,10 @@ class PolicyCache:
             elif isinstance(row, AddressSet):
                 change.state.policy_address_sets[name] = row
                 if isinstance(was, AddressSet) and was.external_ids == row.external_ids:
-                    have, want = set(was.addresses), set(row.addresses)
-                    change.state.policy_set_changes[name] = (frozenset(want - have),
-                                                             frozenset(have - want))
+                    want = set(row.addresses)
+                    differ = want.symmetric_difference(was.addresses)
+                    change.state.policy_set_changes[name] = (frozenset(differ & want),
+                                                             frozenset(differ - want))
         change.state.meters.update(self._meters())
         change.names = frozenset(names)
         return change
