@@ -22,6 +22,14 @@ pipeline covers all of its scripts. Too few replicas in time and every script of
 batch fails with ``StoreUnavailable`` (retryable): its write may still survive, which is
 why callers retry under the same token and never free an address on a timeout. Off (0),
 nothing is added, not even the pipeline a lone call does not need.
+
+On Redis Cluster a batch is split by the node serving each call's slot, and each part
+is one pipeline on one connection of that node (redis-py's cluster pipeline refuses
+scripts), ended by its own ``WAIT`` with ``min_replica_acks``: each shard's replicas
+acknowledge that shard's writes. A call the node turns away because its slot moved
+(``MOVED``, ``ASK``, ``TRYAGAIN``) goes again alone through the cluster client, which
+follows the redirection; with ``min_replica_acks`` it fails as ``StoreUnavailable``
+instead (retryable), since a call sent alone would have no ``WAIT`` of its own.
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.commands.core import AsyncScript
 
+from ipam.connection import RedisClient
 from ipam.errors import StoreUnavailable
 
 UNIT_SEPARATOR = "\x1f"
@@ -72,7 +81,7 @@ class _Call:
 
 class ScriptBatcher:
     def __init__(
-        self, client: aioredis.Redis, max_batch: int = 256, max_merge: int = 32,
+        self, client: RedisClient, max_batch: int = 256, max_merge: int = 32,
         *, min_replica_acks: int = 0, replica_ack_timeout_ms: int = 1000,
     ) -> None:
         self._client = client
@@ -122,6 +131,9 @@ class ScriptBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
+        if isinstance(self._client, RedisCluster):
+            await _NodeBatches(self._client, self).send(batch)
+            return
         if self._acks > 0:
             await self._send_acknowledged(batch)
             return
@@ -144,6 +156,14 @@ class ScriptBatcher:
                 call.fail(result)
             else:
                 call.settle(result)
+
+    @property
+    def acks(self) -> int:
+        return self._acks
+
+    @property
+    def ack_timeout_ms(self) -> int:
+        return self._ack_timeout_ms
 
     @staticmethod
     async def _settle_alone(call: _Call) -> None:
@@ -186,12 +206,12 @@ class ScriptBatcher:
         except (redis.exceptions.RedisError, OSError) as exc:
             return [exc] * len(calls)
         *answers, acked = replies[len(scripts):]
-        shortfall = self._shortfall(acked)
+        shortfall = self.shortfall(acked)
         if shortfall is None:
             return answers
         return [a if isinstance(a, BaseException) else shortfall for a in answers]
 
-    def _shortfall(self, acked: Any) -> StoreUnavailable | None:
+    def shortfall(self, acked: Any) -> StoreUnavailable | None:
         if isinstance(acked, int) and acked >= self._acks:
             return None
         got = f"{acked} replicas" if isinstance(acked, int) else f"WAIT failed ({acked})"
@@ -199,3 +219,83 @@ class ScriptBatcher:
             f"redis: the write was acknowledged by {got}, fewer than the "
             f"{self._acks} asked for within {self._ack_timeout_ms} ms; it may or may not "
             "survive a failover, so it is not reported as done")
+
+
+_REDIRECTED = (redis.exceptions.MovedError, redis.exceptions.AskError,
+               redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+"""What a node answers when the call's slot is not (or not wholly) its own now."""
+_TRANSPORT = (OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""A node gone or slow (a failover under way): the cluster client finds the new one."""
+
+
+class _NodeBatches:
+    """One batch on a Redis Cluster: a pipeline per node (see the module's docstring)."""
+
+    def __init__(self, client: RedisCluster, batcher: ScriptBatcher) -> None:
+        self._client = client
+        self._batcher = batcher
+
+    async def send(self, batch: list[_Call]) -> None:
+        try:
+            groups = await self._by_node(batch)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            for call in batch:
+                call.fail(exc)
+            return
+        await asyncio.gather(*(self._send_node(node, calls) for node, calls in groups))
+
+    async def _by_node(self, batch: list[_Call]) -> list[tuple[ClusterNode, list[_Call]]]:
+        if self._client._initialize:  # the shards are learnt on first use
+            await self._client.initialize()
+        groups: dict[str, tuple[ClusterNode, list[_Call]]] = {}
+        for call in batch:
+            node = self._client.get_node_from_key(call.keys[0])
+            assert node is not None  # a primary, and the slot map covers every slot
+            groups.setdefault(node.name, (node, []))[1].append(call)
+        return list(groups.values())
+
+    async def _send_node(self, node: ClusterNode, calls: list[_Call]) -> None:
+        results = await self._pipeline(node, calls, load=False)
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+            again = [c for c, r in zip(calls, results, strict=True)
+                     if isinstance(r, redis.exceptions.NoScriptError)]
+            reloaded = dict(zip(map(id, again), await self._pipeline(node, again, load=True),
+                                strict=True))
+            results = [reloaded.get(id(c), r) for c, r in zip(calls, results, strict=True)]
+        if any(isinstance(r, _REDIRECTED) for r in results):
+            await self._client.nodes_manager.initialize()  # learn where the slots are now
+        alone = []
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, (*_REDIRECTED, *_TRANSPORT)):
+                if self._batcher.acks == 0:
+                    alone.append(call)
+                else:
+                    call.fail(StoreUnavailable(f"redis cluster: {result}; retry"))
+            elif isinstance(result, BaseException):
+                call.fail(result)
+            else:
+                call.settle(result)
+        await asyncio.gather(*(ScriptBatcher._settle_alone(call) for call in alone))
+
+    async def _pipeline(self, node: ClusterNode, calls: list[_Call], *, load: bool) -> list[Any]:
+        """Each call's answer (or its exception) from one pipeline on ``node``; with
+        ``min_replica_acks`` a success too few of its replicas hold is
+        ``StoreUnavailable``."""
+        scripts = list({c.script.sha: c.script for c in calls}.values()) if load else []
+        commands = [PipelineCommand(0, "SCRIPT LOAD", s.script) for s in scripts]
+        commands += [PipelineCommand(0, "EVALSHA", c.script.sha, len(c.keys), *c.keys, *c.args)
+                     for c in calls]
+        acks = self._batcher.acks
+        if acks > 0:
+            commands.append(PipelineCommand(0, "WAIT", acks, self._batcher.ack_timeout_ms))
+        try:
+            await node.execute_pipeline(commands)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            return [exc] * len(calls)
+        answers = [c.result for c in commands[len(scripts):len(scripts) + len(calls)]]
+        if acks == 0:
+            return answers
+        shortfall = self._batcher.shortfall(commands[-1].result)
+        if shortfall is None:
+            return answers
+        return [a if isinstance(a, BaseException) else shortfall for a in answers]

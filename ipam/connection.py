@@ -10,21 +10,37 @@ For a Sentinel URL the client asks the sentinels which server is the primary eac
 it opens a connection, and redis-py drops a connection whose server has become a
 replica; so after a failover the same client, with no restart, writes to the new
 primary once its retries reach it.
+
+For a Cluster URL the client is redis-py's ``RedisCluster``: it learns which node serves
+which slot from the nodes the URL names, sends each command (and each script, whose keys
+share one subnet's hash tag) to the primary of its slot, follows ``MOVED`` and ``ASK``
+while a slot moves, and learns the shards again after a failover.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from ipam.redis_url import SentinelUrl, is_sentinel_url, parse_sentinel_url
+from ipam.redis_url import (
+    ClusterUrl,
+    SentinelUrl,
+    is_cluster_url,
+    is_sentinel_url,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 from ipam.settings import RedisSettings
+
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+"""A client of one Redis (plain or through Sentinel) or of a Redis Cluster."""
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -44,8 +60,10 @@ class SentinelClient(aioredis.Redis):
             await self.sentinel_manager.aclose()
 
 
-def redis_client(settings: RedisSettings) -> aioredis.Redis:
+def redis_client(settings: RedisSettings) -> RedisClient:
     """A client of the Redis ``settings.url`` names (see ``RedisSettings.url``)."""
+    if is_cluster_url(settings.url):
+        return _cluster_client(parse_cluster_url(settings.url), settings)
     if is_sentinel_url(settings.url):
         return _sentinel_client(parse_sentinel_url(settings.url), settings)
     pool = BlockingConnectionPool.from_url(
@@ -97,7 +115,35 @@ def _sentinel_client(target: SentinelUrl, settings: RedisSettings) -> aioredis.R
     return client
 
 
-def _query_options(target: SentinelUrl) -> dict[str, Any]:
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+async def close_client(client: RedisClient) -> None:
+    """Close ``client`` and every connection it opened."""
+    await client.aclose()
+    if isinstance(client, aioredis.Redis):
+        await client.connection_pool.disconnect()
+
+
+def _cluster_client(target: ClusterUrl, settings: RedisSettings) -> RedisCluster:
+    common = _common(settings)
+    tls = {"ssl": True} if target.tls else {}
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        username=target.username or None,
+        password=target.password or settings.password or None,
+        # Per node: the cluster client fails a call when a node's pool is full rather
+        # than waiting, so a node gets the bound a single server gets.
+        max_connections=settings.max_connections,
+        # The client's own retries cover a node that went away: it asks the cluster
+        # for the shards again and sends the command to the new primary of its slot.
+        retry=common.pop("retry"),
+        **{**common, **_query_options(target), **tls},
+    )
+
+
+def _query_options(target: SentinelUrl | ClusterUrl) -> dict[str, Any]:
     """The query parameters, read as redis-py reads them in a ``rediss://`` URL (so
     both forms take the same ones, ``ssl_ca_certs`` and the rest)."""
     if not target.query:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ipam.errors import MalformedValue
-from ipam.redis_url import is_sentinel_url, parse_sentinel_url
+from ipam.redis_url import check_url
 from ipam.settings import DEFAULT_REDIS_URL, RedisSettings
 
 REDIS_URL_ENV = "PODNET_REDIS_URL"
@@ -29,7 +29,8 @@ def add_redis_options(parser: argparse._ActionsContainer) -> None:
         help="the IPAM's Redis: redis://[user@]host:port/db, rediss://... for TLS, "
         "unix:///path/redis.sock, or the primary Redis Sentinel names: "
         "redis+sentinel://[user@]host1:26379,host2:26379,.../<master-name>/<db> "
-        "(rediss+sentinel://...?ssl_ca_certs=... for TLS) "
+        "(rediss+sentinel://...?ssl_ca_certs=... for TLS), or a Redis Cluster: "
+        "redis+cluster://[user@]host1:6379,host2:6379,.../ (rediss+cluster://... for TLS) "
         f"(default: ${REDIS_URL_ENV} if set, else {DEFAULT_REDIS_URL})",
     )
     parser.add_argument(
@@ -54,12 +55,12 @@ def add_redis_options(parser: argparse._ActionsContainer) -> None:
 
 
 def redis_url(url: str) -> str:
-    """``url``, refused at start when it is a Sentinel URL that does not read."""
-    if is_sentinel_url(url):
-        try:
-            parse_sentinel_url(url)
-        except MalformedValue as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+    """``url``, refused at start when it is a Sentinel or Cluster URL that does not
+    read."""
+    try:
+        check_url(url)
+    except MalformedValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return url
 
 

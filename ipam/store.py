@@ -13,7 +13,9 @@ binding again to the same pod is a no-op, and releasing what is gone is not an e
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, TypeVar
 
-import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 
 from ipam import errors, names
 from ipam.addresses import (
@@ -36,7 +38,7 @@ from ipam.addresses import (
 )
 from ipam.annotations import MAC_ADDRESS, RESERVATION
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
-from ipam.connection import redis_client
+from ipam.connection import RedisClient, close_client, is_cluster, redis_client
 from ipam.mac import random_mac
 from ipam.metrics import IpamMetrics
 from ipam.pool import IPPoolSpec, Pool, pooled_intervals
@@ -75,12 +77,21 @@ class Page:
 
 
 class KeyLayout:
-    """Key names. One subnet's keys share the hash tag ``{<subnet>}``."""
+    """Key names. One subnet's keys share the hash tag ``{<subnet>}``.
 
-    def __init__(self, prefix: str) -> None:
+    ``declare_all`` (on Redis Cluster) makes a script declare every key of its subnet,
+    not only their base, so Redis can tell whether a slot being moved is wholly on one
+    side (see ``lua/common.lua``)."""
+
+    def __init__(self, prefix: str, *, declare_all: bool = False) -> None:
         if "{" in prefix or "}" in prefix:
             raise errors.MalformedValue("redis prefix", prefix, "must not contain braces")
         self.prefix = prefix
+        self.declare_all = declare_all
+
+    def script_keys(self, subnet: str) -> list[str]:
+        """The keys a script on ``subnet`` declares."""
+        return self.subnet_keys(subnet) if self.declare_all else [self.subnet_base(subnet)]
 
     def subnet_base(self, subnet: str) -> str:
         """The key every script declares; the scripts append the suffixes themselves."""
@@ -110,13 +121,13 @@ class Ipam:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         redis_settings: RedisSettings,
         settings: IpamSettings,
         metrics: IpamMetrics | None = None,
     ) -> None:
         self._redis = client
-        self.keys = KeyLayout(redis_settings.prefix)
+        self.keys = KeyLayout(redis_settings.prefix, declare_all=is_cluster(client))
         self.settings = settings
         self.metrics = metrics or IpamMetrics()
         self._specs: dict[str, tuple[SubnetSpec, float]] = {}
@@ -128,6 +139,7 @@ class Ipam:
             name: client.register_script(_script_source(name))
             for name in (
                 "reserve", "bind", "release", "expire", "configure", "rebuilt", "pooled",
+                "replid",
             )
         }
 
@@ -142,8 +154,7 @@ class Ipam:
         return cls(client, redis_settings, settings or IpamSettings(), metrics)
 
     async def close(self) -> None:
-        await self._redis.aclose()
-        await self._redis.connection_pool.disconnect()
+        await close_client(self._redis)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -157,14 +168,14 @@ class Ipam:
             raise errors.StoreUnavailable(f"redis unreachable: {exc}") from exc
 
     async def _run(self, script: str, subnet: str, *args: object) -> Any:
-        keys = [self.keys.subnet_base(subnet)]
+        keys = self.keys.script_keys(subnet)
         call = self._batcher.call(self._scripts[script], keys, [str(a) for a in args])
         return await self._call(call)
 
     async def _run_merged(self, script: str, subnet: str, request: str) -> Any:
         """One request to a script that takes many (see ``ScriptBatcher.call_merged``):
         the requests for ``subnet`` made in one loop turn share one script call."""
-        keys = [self.keys.subnet_base(subnet)]
+        keys = self.keys.script_keys(subnet)
         return await self._call(self._batcher.call_merged(self._scripts[script], keys, request))
 
     async def ping(self) -> None:
@@ -265,13 +276,31 @@ class Ipam:
     async def replication_id(self) -> str:
         """The replication ID of the Redis serving now (``master_replid``): it changes
         when Redis restarts or a replica is promoted, i.e. whenever the index may have
-        lost writes and must be rebuilt from the live pods."""
-        info = await self._call(self._redis.info("replication"))
-        return str(info.get("master_replid", ""))
+        lost writes and must be rebuilt from the live pods.
+
+        On Redis Cluster each shard has its own, and a subnet may move to another
+        shard: this is then a digest of ``replication_ids()``, which changes when any
+        subnet's shard restarts, fails over or is another one."""
+        if not isinstance(self._redis, RedisCluster):
+            info = await self._call(self._redis.info("replication"))
+            return str(info.get("master_replid", ""))
+        ids = await self.replication_ids()
+        text = "\n".join(f"{name} {ids[name]}" for name in sorted(ids))
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+    async def replication_ids(self) -> dict[str, str]:
+        """Per subnet, the replication ID of the Redis serving it now: the one its
+        ``rebuilt`` mark is compared with (on one Redis, the same for every subnet)."""
+        names = await self.subnet_names()
+        ids = await asyncio.gather(*(self._run("replid", name) for name in names))
+        return {name: str(replication_id) for name, replication_id in zip(names, ids,
+                                                                          strict=True)}
 
     async def set_epoch(self, replication_id: str) -> None:
         """Record that the whole index was rebuilt on the Redis with ``replication_id``:
-        subnets created from now on start out rebuilt."""
+        subnets created from now on start out rebuilt. On Redis Cluster it may name the
+        shards' IDs, separated by spaces: a subnet created on one of them starts out
+        rebuilt."""
         await self._call(self._redis.set(self.keys.epoch, replication_id))
 
     async def set_fenced(self, subnet: str, fenced: bool) -> None:

@@ -372,8 +372,8 @@ class SyncWorker:
         report.released += await self._collect_garbage(pods)
         report.expired = await self.ipam.expire_all()
         replication_ids = {await self.ipam.mark_rebuilt(s.name) for s in self._subnets}
-        if len(replication_ids) == 1:  # one Redis (not a cluster of shards)
-            await self.ipam.set_epoch(replication_ids.pop())
+        if replication_ids:  # one per shard the subnets are on (one Redis: one)
+            await self.ipam.set_epoch(" ".join(sorted(replication_ids)))
         view = ClusterView(self._subnets, self._as_recorded(pods),
                            self._nodes, list(self.index.services.values()),
                            list(self.index.slices.values()))

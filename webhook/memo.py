@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
-import redis.asyncio as aioredis
 import redis.exceptions
 
 from ipam.batching import UNIT_SEPARATOR, ScriptBatcher
-from ipam.connection import redis_client
+from ipam.connection import RedisClient, close_client, is_cluster, redis_client
 from ipam.errors import StoreUnavailable
 from ipam.settings import RedisSettings
 
@@ -78,13 +77,16 @@ class RedisReviewMemo:
     """``ReviewMemo`` on Redis, beside the IPAM's keys."""
 
     def __init__(
-        self, client: aioredis.Redis, prefix: str, ttl_s: int, min_replica_acks: int = 0,
+        self, client: RedisClient, prefix: str, ttl_s: int, min_replica_acks: int = 0,
         replica_ack_timeout_ms: int = 1000,
     ) -> None:
         self._redis = client
         self._prefix = prefix
         self._ttl = str(ttl_s)
-        self._keys = [f"{prefix}review:"]
+        # On Redis Cluster the review keys share a hash tag, so the script that puts
+        # many of them at once touches one slot, as a cluster requires.
+        self._base = f"{prefix}{{review}}:" if is_cluster(client) else f"{prefix}review:"
+        self._keys = [self._base]
         self._keep_first = client.register_script(_KEEP_FIRST)
         self._batcher = ScriptBatcher(client, min_replica_acks=min_replica_acks,
                                       replica_ack_timeout_ms=replica_ack_timeout_ms)
@@ -95,7 +97,7 @@ class RedisReviewMemo:
                    redis.replica_ack_timeout_ms)
 
     def key(self, uid: str) -> str:
-        return f"{self._prefix}review:{uid}"
+        return f"{self._base}{uid}"
 
     async def get(self, uid: str) -> MemoEntry | None:
         try:
@@ -114,4 +116,4 @@ class RedisReviewMemo:
         return MemoEntry.from_json(str(kept)) if kept else entry
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await close_client(self._redis)

@@ -1,9 +1,14 @@
 -- Shared by every IPAM script (prepended when the scripts are loaded).
 -- KEYS[1] is the subnet's key base, ``<prefix>{<subnet>}:``; every key of the subnet is
 -- that base plus a suffix, so all share its hash tag and live in the slot the declared
--- key routes the script to (Redis Cluster included). Declaring one key instead of
--- thirteen keeps each call small: packing arguments is most of a client's cost.
+-- key routes the script to. Declaring one key instead of thirteen keeps each call small:
+-- packing arguments is most of a client's cost. On Redis Cluster the script declares
+-- all thirteen instead, ``meta`` first (KEYS[1] is then the base plus 'meta'): while a
+-- slot moves between shards, Redis runs a script only where all the keys it declares
+-- are, and answers TRYAGAIN while they are split, so no script ever reads half a
+-- subnet's index.
 local BASE = KEYS[1]
+if #KEYS > 1 then BASE = string.sub(KEYS[1], 1, -5) end
 local K_META, K_ALLOC, K_OWNER4, K_OWNER6, K_FREE4, K_FREE6, K_CURSOR, K_EXPIRY,
       K_MACS, K_PODS, K_UIDS, K_STICKY, K_STATS =
       BASE .. 'meta', BASE .. 'alloc', BASE .. 'owner:4', BASE .. 'owner:6',

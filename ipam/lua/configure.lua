@@ -38,9 +38,11 @@ for fam, fcfg in pairs(config) do
   end
 end
 redis.call('HSET', K_META, 'config', config_json, 'spec', spec_json)
--- A subnet created after the sync worker rebuilt the index on this very Redis (epoch)
--- cannot have lost anything: it starts out rebuilt.
-if is_new and epoch ~= '' and epoch == replication_id() then
-  redis.call('HSET', K_META, 'rebuilt', epoch)
+-- A subnet created after the sync worker rebuilt the index on this very Redis (epoch,
+-- the space-separated IDs of the shards it was rebuilt on) cannot have lost anything:
+-- it starts out rebuilt.
+local here = replication_id()
+if is_new and epoch ~= '' and string.find(' ' .. epoch .. ' ', ' ' .. here .. ' ', 1, true) then
+  redis.call('HSET', K_META, 'rebuilt', here)
 end
 return {'ok'}
