@@ -262,8 +262,8 @@ class _NodeBatches:
             reloaded = dict(zip(map(id, again), await self._pipeline(node, again, load=True),
                                 strict=True))
             results = [reloaded.get(id(c), r) for c, r in zip(calls, results, strict=True)]
-        if any(isinstance(r, _REDIRECTED) for r in results):
-            await self._client.nodes_manager.initialize()  # learn where the slots are now
+        if any(isinstance(r, (*_REDIRECTED, *_TRANSPORT)) for r in results):
+            await self._relearn()
         alone = []
         for call, result in zip(calls, results, strict=True):
             if isinstance(result, (*_REDIRECTED, *_TRANSPORT)):
@@ -276,6 +276,14 @@ class _NodeBatches:
             else:
                 call.settle(result)
         await asyncio.gather(*(ScriptBatcher._settle_alone(call) for call in alone))
+
+    async def _relearn(self) -> None:
+        """Ask the cluster again which node serves which slot (after a redirection or a
+        node gone); while it cannot answer, the next call asks again."""
+        try:
+            await self._client.nodes_manager.initialize()
+        except (redis.exceptions.RedisError, OSError):
+            self._client._initialize = True
 
     async def _pipeline(self, node: ClusterNode, calls: list[_Call], *, load: bool) -> list[Any]:
         """Each call's answer (or its exception) from one pipeline on ``node``; with

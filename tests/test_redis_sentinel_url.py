@@ -94,6 +94,7 @@ def test_the_help_shows_the_sentinel_form() -> None:
 def server_options(url: str, password: str = "") -> dict[str, object]:
     """What the factory's client would connect to the primary with (no connection made)."""
     client = redis_client(RedisSettings(url=url, password=password, max_connections=7))
+    assert isinstance(client, SentinelClient)
     options: dict[str, object] = dict(client.connection_pool.connection_kwargs)
     options["connection_class"] = client.connection_pool.connection_class.__name__
     options["max_connections"] = client.connection_pool.max_connections
