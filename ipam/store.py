@@ -292,7 +292,9 @@ class Ipam:
         """Per subnet, the replication ID of the Redis serving it now: the one its
         ``rebuilt`` mark is compared with (on one Redis, the same for every subnet)."""
         names = await self.subnet_names()
-        ids = await asyncio.gather(*(self._run("replid", name) for name in names))
+        script = self._scripts["replid"]  # a read: sent alone, never waits for replicas
+        ids = await asyncio.gather(*(self._call(script(keys=self.keys.script_keys(name)))
+                                     for name in names))
         return {name: str(replication_id) for name, replication_id in zip(names, ids,
                                                                           strict=True)}
 

@@ -68,7 +68,7 @@ class ShardedCluster:
              *(f"127.0.0.1:{s.port}" for s in self.servers),
              "--cluster-replicas", "1", "--cluster-yes"],
             check=True, capture_output=True, timeout=60)
-        self.wait_healthy()
+        self.waithealthy()
         return self
 
     def stop(self) -> None:
@@ -115,23 +115,32 @@ class ShardedCluster:
         return sorted(int(n["port"]) for n in self.nodes()
                       if "master" in n["flags"] and "fail" not in n["flags"])
 
-    def wait_healthy(self, timeout_s: float = 30.0) -> None:
-        """Until every running server says the cluster is ok, and every shard's primary
-        is one that runs."""
+    def waithealthy(self, timeout_s: float = 30.0) -> None:
+        """Until every running server says the cluster is ok and every shard's primary
+        has its replica online."""
         deadline = time.monotonic() + timeout_s
-        while not self._healthy():
+        while not self.replicated():
             if time.monotonic() > deadline:
                 raise AssertionError("the cluster did not become healthy")
             time.sleep(0.1)
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
+        """Every running server says the cluster is ok, and each shard has a primary
+        with its replica online (a killed primary's shard counts once its replica took
+        over, replicated or not)."""
+        return self._cluster_ok() and len(self.primaries()) == SHARDS
+
+    def replicated(self) -> bool:
+        return self.healthy() and all(map(_replicated, self.primaries()))
+
+    def _cluster_ok(self) -> bool:
         try:
             for server in self.running():
                 with admin(server.port) as client:
                     info = client.execute_command("CLUSTER INFO")
                 if info.get("cluster_state") != "ok":
                     return False
-            return len(self.primaries()) == SHARDS
+            return True
         except redis.exceptions.RedisError:
             return False
 
@@ -139,3 +148,10 @@ class ShardedCluster:
 def _node(address: str, node: dict[str, str]) -> dict[str, str]:
     return {"id": node["node_id"], "port": address.partition("@")[0].rsplit(":", 1)[1],
             "flags": node["flags"], "primary": node["master_id"]}
+
+
+def _replicated(port: int) -> bool:
+    with admin(port) as client:
+        info = client.info("replication")
+    return any(isinstance(v, dict) and v.get("state") == "online"
+               for k, v in info.items() if k.startswith("slave"))
