@@ -20,8 +20,11 @@ OVN 23.03 has neither ACL tiers nor a ``pass`` verdict, so the layers are priori
   long as all ANPs together have at most 9999 rules a direction; an ANP that would
   not fit is skipped whole (never in part), and reported.
 - ``Pass`` has no ACL of its own: every rule judged after it (the rest of its ANP and
-  every lower ANP, and nothing else) gets ``&& !(<the pass rule's match>)``, so the
-  passed traffic matches no ANP row and falls through to NetworkPolicy's band.
+  every lower ANP, and nothing else) gets "and not this Pass" ANDed to its match, so the
+  passed traffic matches no ANP row and falls through to NetworkPolicy's band. OVN
+  refuses a ``!`` over a port name, a protocol or a family, so "not this Pass" is
+  written positively, branch by family and protocol, negating only addresses and port
+  numbers (``AdminCompiler.pass_exclusion``).
 - The BANP takes 1000-1999 (1999 for neighbour discovery), below NetworkPolicy's
   isolation drop: a pod a NetworkPolicy isolates is decided there, and only the
   others reach the baseline.
@@ -43,7 +46,6 @@ no user string enters one; CIDRs enter as ``ipaddress`` prints them.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -416,24 +418,103 @@ class AdminCompiler:
                  rule: AdminRule, subjects: Sequence[PodView], priority: int,
                  passes: list[str]) -> GroupAcl | None:
         """The rule's one ACL (``None`` for a Pass, or a rule that matches nothing);
-        a Pass's match joins ``passes`` for every rule after it."""
+        a Pass's exclusion joins ``passes`` for every rule after it."""
         parts = (policy.tag, policy.name, side.short, str(index))
         peer_pods = _unique(pod for peer in rule.peers if peer.pods is not None
                             for pod in self.pods_of(peer.pods))
         ports = self.ports_clause(rule, side, subjects, peer_pods, parts)
         if ports is None:
             return None
-        match = _and(f"{side.port_field} == @{group}",
-                     self.peers_clause(rule, side, peer_pods, parts), ports)
+        peers = self.peers_clause(rule, side, peer_pods, parts)
+        match = _and(f"{side.port_field} == @{group}", peers, ports)
         if rule.action == PASS:
-            passes.append(_with_prerequisites(match))
+            passes.append(self.pass_exclusion(rule, side, subjects, peer_pods, parts))
             return None
-        # every clause is a conjunction or an atom, so they join without parentheses
-        clauses = [match, *(f"!({passed})" for passed in passes)]
+        # every clause is a conjunction, an atom or parenthesised: they join as they are
+        clauses = [match, *passes]
         if rule.action == DENY:
             clauses.append(DENIED)
         return GroupAcl("/".join(parts), priority, side.acl_direction, " && ".join(clauses),
                         "allow-related" if rule.action == ALLOW else "drop", side.options)
+
+    def pass_exclusion(self, rule: AdminRule, side: Side, subjects: Sequence[PodView],
+                       peer_pods: Sequence[PodView], parts: tuple[str, ...]) -> str:
+        """What a later rule ANDs to its match to leave a Pass's traffic alone: "not this
+        Pass", written without negating what OVN refuses to negate.
+
+        OVN takes no ``!`` over a port name (``outport``), a protocol (``tcp``,
+        ``ip.proto``) or a family (``ip4``): ovn-controller drops the whole ACL. So the
+        traffic is split positively by family and protocol, and only addresses and port
+        numbers are negated inside each branch, where their prerequisites hold. The
+        subject is its pods' addresses. A branch the Pass cannot match (another family,
+        another protocol, ICMP when the Pass names ports) is left whole. Other IP
+        protocols than TCP, UDP, SCTP and ICMP after a Pass that names ports match no
+        later rule (they have no positive spelling here) and go on to NetworkPolicy."""
+        field = "dst" if side is INGRESS_SIDE else "src"
+        subject_ips = [ip for pod in subjects for ip in pod.ips]
+        ports = self.ports_by_family(rule, side, subjects, peer_pods, parts)
+        branches = []
+        for family in (4, 6):
+            peers = self.family_peers(rule, side, peer_pods, family, parts)
+            if peers is None:
+                branches.append(f"ip{family}")
+                continue
+            name = self.address_set(subject_ips, family, *parts, "subject")
+            passed = _and(f"ip{family}.{field} == ${name}", peers)
+            if ports is None:
+                branches.append(f"(ip{family} && !({passed}))")
+                continue
+            for protocol in ("tcp", "udp", "sctp"):
+                clauses = ports.get((family, protocol), [])
+                guard = f"ip{family} && {protocol}"
+                if not clauses:
+                    branches.append(f"({guard})")
+                elif "" in clauses:
+                    branches.append(f"({guard} && !({passed}))")
+                else:
+                    branches.append(f"({guard} && !({_and(passed, ' || '.join(clauses))}))")
+            branches.append(f"(ip{family} && icmp{family})")
+        return f"({' || '.join(branches)})"
+
+    def family_peers(self, rule: AdminRule, side: Side, peer_pods: Sequence[PodView],
+                     family: int, parts: tuple[str, ...]) -> str | None:
+        """The rule's peers of one family (None: it has none there); the same address
+        set as the rule's own match."""
+        clauses = []
+        if any(peer.pods is not None or peer.nodes is not None for peer in rule.peers):
+            addresses = [ip for pod in peer_pods for ip in pod.ips]
+            addresses += [ip for peer in rule.peers if peer.nodes is not None
+                          for ip in self.node_addresses(peer.nodes)]
+            name = self.address_set(addresses, family, *parts, "peers")
+            clauses.append(f"ip{family}.{side.peer_field} == ${name}")
+        clauses += [f"ip{family}.{side.peer_field} == {network}" for peer in rule.peers
+                    for network in peer.networks if network.version == family]
+        return " || ".join(clauses) if clauses else None
+
+    def ports_by_family(self, rule: AdminRule, side: Side, subjects: Sequence[PodView],
+                        peer_pods: Sequence[PodView], parts: tuple[str, ...]
+                        ) -> dict[tuple[int, str], list[str]] | None:
+        """The rule's ports as (family, protocol) → clauses ('' for every port of that
+        protocol); None when it names none (every port of every protocol)."""
+        if not rule.ports:
+            return None
+        found: dict[tuple[int, str], list[str]] = defaultdict(list)
+        destinations = subjects if side is INGRESS_SIDE else peer_pods
+        for number, port in enumerate(rule.ports):
+            protocol = port.protocol.lower()
+            if isinstance(port.port, str):
+                for (named, value), addresses in self.named_targets(
+                        port.port, destinations).items():
+                    for family in (4, 6):
+                        name = self.address_set(addresses, family, *parts, f"port{number}",
+                                                named, str(value))
+                        found[(family, named.lower())].append(
+                            f"(ip{family}.dst == ${name} && {named.lower()}.dst == {value})")
+                continue
+            clause = "" if port.port is None else _port_clause(port)
+            for family in (4, 6):
+                found[(family, protocol)].append(clause)
+        return found
 
     def peers_clause(self, rule: AdminRule, side: Side, peer_pods: Sequence[PodView],
                      parts: tuple[str, ...]) -> str:
@@ -464,18 +545,23 @@ class AdminCompiler:
                 clauses += self.named_port(port.port, destinations, (*parts, f"port{number}"))
         return " || ".join(clauses) if clauses else None
 
-    def named_port(self, name: str, destinations: Sequence[PodView],
-                   parts: tuple[str, ...]) -> list[str]:
-        """A name means a (protocol, number) per destination pod: one clause per pair,
-        "the destination is one of the pods with that pair, on that port"."""
-        by_port: dict[tuple[str, int], list[PodView]] = defaultdict(list)
+    def named_targets(self, name: str, destinations: Sequence[PodView]
+                      ) -> dict[tuple[str, int], list[IPAddress]]:
+        """A name means a (protocol, number) per destination pod: the addresses of the
+        pods with each pair."""
+        by_port: dict[tuple[str, int], list[IPAddress]] = defaultdict(list)
         for pod in destinations:
             for port in pod.container_ports:
                 if port.name == name:
-                    by_port[(port.protocol, port.number)].append(pod)
+                    by_port[(port.protocol, port.number)].extend(pod.ips)
+        return dict(sorted(by_port.items()))
+
+    def named_port(self, name: str, destinations: Sequence[PodView],
+                   parts: tuple[str, ...]) -> list[str]:
+        """One clause per (protocol, number) pair the name resolves to: "the
+        destination is one of the pods with that pair, on that port"."""
         clauses = []
-        for (protocol, number), pods in sorted(by_port.items()):
-            addresses = [ip for pod in pods for ip in pod.ips]
+        for (protocol, number), addresses in self.named_targets(name, destinations).items():
             where = " || ".join(
                 f"ip{family}.dst == "
                 f"${self.address_set(addresses, family, *parts, protocol, str(number))}"
@@ -489,21 +575,6 @@ class AdminCompiler:
         self.state.policy_address_sets[name] = AddressSet(
             name, tuple(chosen), owned("netpol", **{"podnet.io/set": "/".join(parts)}))
         return name
-
-
-_ADDRESS = re.compile(r"\b(ip[46])\.(src|dst) == (\$\w+|[0-9A-Fa-f:./]+)")
-_PORT = re.compile(r"\b(tcp|udp|sctp)\.dst ([=<>]=) (\d+)")
-
-
-def _with_prerequisites(match: str) -> str:
-    """``match`` with every field's prerequisite written beside it, so that it can be
-    negated. OVN pushes a ``!`` down to the comparisons and then ANDs each one's
-    prerequisite to it, unnegated: ``!(ip4.src == $a || ip6.src == $b)`` would become
-    ``ip4 && ... && ip6 && ...``, which nothing matches. With ``(ip4 && ip4.src == $a)``
-    the negation is ``!ip4 || ...``, as meant. (The match is this module's own text, in
-    the forms the two patterns know.)"""
-    match = _ADDRESS.sub(r"(\1 && \1.\2 == \3)", match)
-    return _PORT.sub(r"(ip && \1 && \1.dst \2 \3)", match)
 
 
 def add_admin_network_policies(state: DesiredState, view: AdminView) -> list[AdminProblem]:

@@ -338,3 +338,17 @@ def test_the_bearer_token_names_the_caller_admission_sees(tmp_path: Path) -> Non
     assert seen.operation == "CREATE" and seen.name == "web"
     assert seen.user["username"] == "system:serviceaccount:podnet-system:podnet-sync"
     assert "system:serviceaccounts:podnet-system" in seen.user["groups"]
+
+
+def test_a_network_policy_gets_its_policy_types_as_the_api_defaults_them(
+    api: ApiServer,
+) -> None:
+    ingress_only = api.create({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "a", "namespace": "x"}, "spec": {"podSelector": {}}}, "x")
+    both = api.create({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "b", "namespace": "x"},
+        "spec": {"podSelector": {}, "egress": [{}]}}, "x")
+    assert ingress_only["spec"]["policyTypes"] == ["Ingress"]
+    assert both["spec"]["policyTypes"] == ["Ingress", "Egress"]

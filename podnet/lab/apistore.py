@@ -340,6 +340,10 @@ def apply_defaults(resource: Resource, obj: KubeObject, state: ApiState) -> None
         with state.lock:
             stored = list(state.objects[resource].values())
         state.service_addresses.assign(obj, stored)
+    elif resource.kind == "NetworkPolicy":
+        spec = obj.setdefault("spec", {})
+        if not spec.get("policyTypes"):  # as the API's defaulting sets it
+            spec["policyTypes"] = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
     elif resource.kind in ("Deployment", "StatefulSet", "ReplicaSet"):
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
