@@ -36,7 +36,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import ipaddress
 import itertools
 import os
 import signal
@@ -58,55 +57,8 @@ from podnet.lab.redis_group import RedisGroup
 from podnet.ovn import NB_SCHEMA
 from podnet.ovn_raft import RaftCentral, RaftDatabase
 from podnet_plumbing.ovsdb import close_api, nb_api
-from podnet_sync.cluster import parse_pod
-from podnet_sync.nb import Northbound, NorthboundError
-from podnet_sync.nb_model import DesiredState
-from podnet_sync.topology import ClusterView, NodeJoin, desired_state
-
-
-def pod(index: int) -> Any:
-    ip = ipaddress.ip_address("10.20.0.10") + index
-    return parse_pod({
-        "metadata": {"namespace": "default", "name": f"p{index}", "uid": f"u-{index}",
-                     "annotations": {
-                         "ovn.kubernetes.io/allocated": "true",
-                         "ovn.kubernetes.io/logical_switch": "apps",
-                         "ovn.kubernetes.io/ip_address": str(ip),
-                         "ovn.kubernetes.io/mac_address":
-                             f"0a:00:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:"
-                             f"{index & 255:02x}"}},
-        "spec": {"nodeName": "node1"}, "status": {"phase": "Running"}})
-
-
-def desired(count: int) -> DesiredState:
-    return desired_state(ClusterView(
-        subnets=[build_subnet("apps", "10.20.0.0/16"), build_subnet("join", "100.64.0.0/16")],
-        pods=[pod(i) for i in range(count)],
-        nodes=[NodeJoin("node1", (ipaddress.ip_address("100.64.0.2"),), "0a:58:64:40:00:02")],
-        services=[], slices=[]))
-
-
-def settle(writer: Northbound, state: DesiredState, timeout_s: float) -> int:
-    """Reconcile until a step changes nothing, retrying failed steps as the worker does;
-    the number of failed steps."""
-    failures, deadline = 0, time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if writer.reconcile(state).changes == 0:
-                return failures
-        except NorthboundError:
-            failures += 1
-            time.sleep(0.1)
-    raise SystemExit(f"the NB did not converge within {timeout_s} s")
-
-
-def port_counts(db: RaftDatabase) -> collections.Counter[str]:
-    api = nb_api(db.remote)
-    try:
-        return collections.Counter(row.name for row in
-                                   api.tables["Logical_Switch_Port"].rows.values())
-    finally:
-        close_api(api)
+from podnet_sync.nb import Northbound
+from tests.nb_burst import desired, port_counts, settle
 
 
 def nb_burst(directory: Path, pods: int, batch: int, kill_after_s: float | None
@@ -132,6 +84,9 @@ def nb_burst(directory: Path, pods: int, batch: int, kill_after_s: float | None
             ended = time.monotonic()
             if killer is not None:
                 killer.join()
+                if ended < killed[0]:  # done before the kill: prove it holds after it
+                    failures += settle(writer, state, 120)
+                    ended = time.monotonic()
         finally:
             close_api(api)
         counts = port_counts(db)
