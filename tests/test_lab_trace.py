@@ -16,6 +16,7 @@ from podnet.lab.trace import (
     CT_NEW,
     Packet,
     combine,
+    owner_of,
     parse,
     parse_destination,
     summarise,
@@ -154,3 +155,16 @@ def test_destinations_are_an_address_or_a_pod_with_an_optional_port(
 def test_a_port_that_is_not_a_number_is_refused() -> None:
     with pytest.raises(ValueError, match="the port must be a number"):
         parse_destination("10.96.0.10:http")
+
+
+@pytest.mark.parametrize(("key", "owner"), [
+    ("np/x/web/in/0", "NetworkPolicy x/web, ingress rule 0"),
+    ("np/x/web/eg/2/port1/8080", "NetworkPolicy x/web, egress rule 2"),
+    ("np-isolation/x/in/drop", "namespace x's ingress isolation: a NetworkPolicy selects "
+                               "the pod and none of its rules allows this"),
+    ("ANP/cluster-control/in/1", "AdminNetworkPolicy cluster-control, ingress rule 1"),
+    ("BANP/default/eg/0", "BaselineAdminNetworkPolicy default, egress rule 0"),
+    ("private/apps", ""),
+])
+def test_an_acl_key_names_the_policy_and_rule_it_was_compiled_from(key: str, owner: str) -> None:
+    assert owner_of(key) == owner

@@ -29,6 +29,7 @@ import pytest
 from podnet.lab import LabSettings, up
 from podnet.lab.kubelet import sandbox_name
 from podnet.lab.rest import Rest
+from podnet.lab.trace import explain
 from podnet.lab.up import central_of, lab_processes
 from podnet_plumbing import kube
 from tests.lab_fixtures import lab_settings, removed_after
@@ -361,6 +362,20 @@ def test_allowing_from_the_same_namespace_keeps_other_namespaces_out(
     truth.apply(policy("x", "same-namespace", {
         "podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))
     truth.expect()
+
+
+@needs_policies
+def test_podnet_trace_names_the_policy_rule_that_allowed_and_the_isolation_that_dropped(
+    truth: TruthTable,
+) -> None:
+    truth.apply(policy("x", "same-namespace", {
+        "podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}))
+    truth.expect()
+    allowed = explain(truth.lab, "x/b", "x/a:80")
+    assert "policy:         NetworkPolicy x/same-namespace, ingress rule 0" in allowed
+    dropped = explain(truth.lab, "y/b", "x/a:80")
+    assert "denied by ACL" in dropped
+    assert "policy:         namespace x's ingress isolation" in dropped
 
 
 @needs_policies

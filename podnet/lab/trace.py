@@ -28,6 +28,7 @@ rewrote it, and the two are read as one.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,8 @@ from podnet.ovn import Central, OvnError, run
 from podnet_plumbing import kube
 
 ACL_TABLE = re.compile(r"^ls_(in|out)_acl(_after_lb|_eval|_action)?$")
+ACL_KEY = "podnet.io/key"
+"""Where podnet writes an ACL's identity (the sync worker's ``KEY``)."""
 ACL_PRIORITY_OFFSET = 1000
 """ovn-northd adds this to an ACL's priority in its logical flow."""
 HEADER = re.compile(r'^(ingress|egress)\(dp="([^"]+)"(?:, inport="([^"]*)")?'
@@ -146,6 +149,10 @@ class TraceSummary:
     delivered_to: str = ""
     dropped_at: str = ""
     notes: tuple[str, ...] = ()
+    acl_flow: tuple[int, str] | None = None
+    """The deciding ACL as its logical flow shows it: (the ACL's priority, its match)."""
+    acl_owner: str = ""
+    """The policy and rule that ACL was compiled from (``owner_of``), when known."""
 
     @property
     def complete(self) -> bool:
@@ -157,7 +164,10 @@ class TraceSummary:
             rows.append(("load balancer", self.load_balancer.describe()))
         if self.policy:
             rows.append(("router policy", self.policy))
-        rows += [("ACL", self.acl), ("outcome", self.outcome)]
+        rows.append(("ACL", self.acl))
+        if self.acl_owner:
+            rows.append(("policy", self.acl_owner))
+        rows.append(("outcome", self.outcome))
         rows += [("note", note) for note in self.notes]
         return "\n".join(f"  {name + ':':<15} {value}" for name, value in rows)
 
@@ -174,7 +184,7 @@ def summarise(text: str) -> TraceSummary:
     acl, allowed = acl_verdict(flows)
     outcome, delivered, dropped = _outcome(flows)
     return TraceSummary(path, load_balancing(flows), router_policy(flows), acl, allowed,
-                        outcome, delivered, dropped, tuple(notes))
+                        outcome, delivered, dropped, tuple(notes), deciding_acl(flows))
 
 
 def load_balancing(flows: Sequence[Flow]) -> LoadBalancing | None:
@@ -220,12 +230,49 @@ def router_policy(flows: Iterable[Flow]) -> str:
     return f"priority {flow.priority}: allow, routed by destination"
 
 
-def acl_verdict(flows: Iterable[Flow]) -> tuple[str, bool]:
-    """The verdict of the ACLs on the path, and whether it lets the packet through."""
+def _deciding(flows: Iterable[Flow]) -> tuple[Flow | None, bool]:
+    """The ACL flow that decided (the first that drops, else the last that allowed),
+    and whether it was a drop."""
     decided = [f for f in flows if ACL_TABLE.match(f.table)
                and f.priority >= ACL_PRIORITY_OFFSET]
     denied = next((f for f in decided if _drops(f)), None)
-    flow = denied or (decided[-1] if decided else None)
+    return denied or (decided[-1] if decided else None), denied is not None
+
+
+def deciding_acl(flows: Iterable[Flow]) -> tuple[int, str] | None:
+    """(priority, match) of the ACL that decided, as written in the NB."""
+    flow, _ = _deciding(flows)
+    if flow is None:
+        return None
+    match = USER_MATCH.match(flow.match)
+    return flow.priority - ACL_PRIORITY_OFFSET, match.group(1) if match else flow.match
+
+
+def owner_of(key: str) -> str:
+    """Who a podnet ACL speaks for, from its ``podnet.io/key``: the policy and the rule
+    (``np/<namespace>/<name>/<in|eg>/<rule>``, ``np-isolation/<namespace>/<in|eg>/...``,
+    ``ANP/<name>/<in|eg>/<rule>``, ``BANP/...``); '' for any other."""
+    parts = key.split("/")
+    sides = {"in": "ingress", "eg": "egress"}
+    if parts[0] == "np" and len(parts) >= 5:
+        side = sides.get(parts[3], parts[3])
+        return f"NetworkPolicy {parts[1]}/{parts[2]}, {side} rule {parts[4]}"
+    if parts[0] == "np-isolation" and len(parts) >= 3:
+        side = sides.get(parts[2], parts[2])
+        if parts[-1] == "drop":
+            return (f"namespace {parts[1]}'s {side} isolation: a NetworkPolicy selects the "
+                    "pod and none of its rules allows this")
+        return f"namespace {parts[1]}'s {side} isolation ({parts[-1]} allowed)"
+    kinds = {"ANP": "AdminNetworkPolicy", "BANP": "BaselineAdminNetworkPolicy"}
+    if parts[0] in kinds and len(parts) >= 4:
+        rule = f"rule {parts[3]}" if parts[3].isdigit() else parts[3]
+        return f"{kinds[parts[0]]} {parts[1]}, {sides.get(parts[2], parts[2])} {rule}"
+    return ""
+
+
+def acl_verdict(flows: Iterable[Flow]) -> tuple[str, bool]:
+    """The verdict of the ACLs on the path, and whether it lets the packet through."""
+    flow, denied = _deciding(flows)
     if flow is None:
         return "no ACL on the path: allowed", True
     direction = "from-lport" if flow.table.startswith("ls_in") else "to-lport"
@@ -233,7 +280,7 @@ def acl_verdict(flows: Iterable[Flow]) -> tuple[str, bool]:
     what = match.group(1) if match else flow.match
     verdict = "denied" if denied else "allowed"
     return (f"{verdict} by ACL {direction} priority {flow.priority - ACL_PRIORITY_OFFSET} "
-            f"on {flow.datapath}: {what}"), denied is None
+            f"on {flow.datapath}: {what}"), not denied
 
 
 def _drops(flow: Flow) -> bool:
@@ -274,14 +321,14 @@ def _drop_note(flow: Flow) -> str:
 def combine(first: TraceSummary, rest: TraceSummary) -> TraceSummary:
     """A trace that stopped at the load balancer, and its continuation from there."""
     tail = rest.path[1:] if rest.path[:1] == first.path[-1:] else rest.path
-    acl, allowed = (first.acl, False) if not first.allowed_by_acl else (
-        rest.acl, rest.allowed_by_acl)
+    decider = first if not first.allowed_by_acl else rest
     return TraceSummary(
         (*first.path, *tail), first.load_balancer or rest.load_balancer,
-        rest.policy or first.policy, acl, allowed, rest.outcome, rest.delivered_to,
-        rest.dropped_at, (*first.notes, *rest.notes,
-                          "ovn-trace stops at commit_lb_aff; the rest was traced with the "
-                          "packet as the load balancer rewrote it"),
+        rest.policy or first.policy, decider.acl, decider.allowed_by_acl, rest.outcome,
+        rest.delivered_to, rest.dropped_at,
+        (*first.notes, *rest.notes, "ovn-trace stops at commit_lb_aff; the rest was traced "
+         "with the packet as the load balancer rewrote it"),
+        decider.acl_flow or first.acl_flow,
     )
 
 
@@ -385,10 +432,23 @@ def explain(settings: LabSettings, pod_key: str, destination: str,
     central = settings.central()
     packet, switch = _packet(central, source, host, port, pods)
     summary, text = trace_packet(central.sb_remote, switch, packet)
+    if summary.acl_flow is not None:
+        summary = replace(summary, acl_owner=_acl_owner(central, *summary.acl_flow))
     what = f":{port} (TCP SYN)" if port is not None else " (ICMP echo request)"
     lines = [f"trace {pod_key} ({packet.source}, logical port {packet.inport}) -> "
              f"{packet.destination}{what}", summary.render()]
     return "\n".join([*lines, "", text] if raw else lines)
+
+
+def _acl_owner(central: Central, priority: int, match: str) -> str:
+    """The policy and rule of the NB ACL with this priority and match ('' if unknown)."""
+    found = json.loads(central.nbctl("--format=json", "--columns=match,external_ids",
+                                     "find", "ACL", f"priority={priority}"))
+    for row_match, ids in found.get("data", []):
+        if row_match == match:
+            key = dict(ids[1]).get(ACL_KEY, "") if isinstance(ids, list) else ""
+            return owner_of(str(key))
+    return ""
 
 
 def _find_pod(pods: Sequence[Mapping[str, Any]], key: str) -> Mapping[str, Any]:
