@@ -119,7 +119,8 @@ spec:
 KILLABLE = ("webhook", "sync", "agent", "ipam-endpoint", "controllers", "redis")
 """What the churn kills; ``agent`` is one node's agent, picked at random."""
 RAFT_LEADERS = ("nb-leader", "sb-leader")
-"""What ``--ha`` adds: the OVN NB or SB raft leader of the moment."""
+"""What ``--ha`` adds: the OVN NB or SB raft leader of the moment (and ``redis`` is then
+the Redis primary of the moment)."""
 BARE_PODS_MAX = 12
 
 
@@ -277,7 +278,11 @@ class Killer:
             self.kill_leader(victim)
             return
         name = f"agent-{self.chance.choice(self.nodes)}" if victim == "agent" else victim
-        pid = lab_processes(self.settings)[name].pid()
+        process = lab_processes(self.settings)[name]
+        if name == "redis" and self.settings.ha:  # the primary of the moment
+            process = self.settings.redis_group.primary_process() or process
+            name = "redis-primary"
+        pid = process.pid()
         if pid is None:
             return
         os.kill(pid, signal.SIGKILL)

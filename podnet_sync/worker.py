@@ -470,7 +470,11 @@ class SyncWorker:
         """An event step's policy rows: those of the policies the changed pods,
         namespaces and policies reach, and the names of the rows to reconcile. Admin
         policies are compiled whole with every policy (``None``: reconcile them all)."""
-        if self._admin_rows or any(self._objects(kind) for kind in POLICY_KINDS[1:]):
+        if (self._admin_rows or any(self._objects(kind) for kind in POLICY_KINDS[1:])
+                or not self._policy_cache.policies):
+            # Admin policies are compiled whole; and with no policy compiled yet the
+            # cache's pod index has not followed the pods (no step asked it to while no
+            # policy mattered), so the first policy is compiled from every pod.
             self._add_policies(desired, self._as_recorded(self.index.pods.values()))
             return None
         subnets = {subnet.name for subnet in self._subnets}

@@ -83,3 +83,18 @@ async def test_a_policy_that_cannot_compile_is_reported_and_the_others_still_app
     (event,) = await eventually(skipped)
     assert event["type"] == "Warning" and "operator 'Near'" in event["message"]
     assert group_ports(cluster, isolation_group("default", "Ingress"))
+
+
+async def test_a_policy_made_after_its_pods_isolates_them_at_the_next_event_step(
+    cluster: Cluster,
+) -> None:
+    cluster.store_pod("early", "apps", await cluster.ipam.reserve(
+        "apps", "tok-early", namespace="default", name="early"), "tok-early")
+    await eventually(lambda: routed(cluster, "early"))
+    cluster.api.create(network_policy("deny-all", {"podSelector": {}}), "default")
+    port = cluster.central.nbctl("--bare", "--columns=_uuid", "find", "Logical_Switch_Port",
+                                 "name=early.default").strip()
+    group = isolation_group("default", "Ingress")
+    await eventually(lambda: bool(port) and port in group_ports(cluster, group))
+    drops = cluster.central.nbctl("--bare", "--columns=action", "find", "ACL", "priority=10000")
+    assert "drop" in drops.split()
