@@ -367,7 +367,7 @@ async def pod_events(worker: TimedWorker, northbound: TimedNorthbound, ipam: Ipa
     return events
 
 
-def naive_compile_s(worker: TimedWorker, stores: dict[str, Store], rounds: int = 3) -> float:
+def naive_compile_s(worker: TimedWorker, stores: dict[str, Store], rounds: int = 1) -> float:
     """Every policy over every pod, as a full step compiles them (median of rounds)."""
     from podnet_sync.netpol import parse_network_policy
 
