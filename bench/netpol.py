@@ -258,7 +258,7 @@ class TimedWorker(SyncWorker):
             return None
         started = time.perf_counter()
         try:
-            return super()._update_policies(*args, **kwargs)  # type: ignore[misc]
+            return super()._update_policies(*args, **kwargs)
         finally:
             self.compile_s += time.perf_counter() - started
 
