@@ -29,7 +29,7 @@ layers of Kubernetes network policy are bands of priorities, highest first:
 =============================  ===============  ==========================================
 layer                          priorities       rows
 =============================  ===============  ==========================================
-AdminNetworkPolicy (later)     20000-29999      one band per ANP priority, above everything
+AdminNetworkPolicy             20000-29999      ANP rules by priority, above everything
 NetworkPolicy allow            10001            every policy's allows; ND; node health
 NetworkPolicy isolation        10000            drop for pods a policy isolates
 private subnets (topology)     2900-3000        the switch ACLs of ``private: true`` subnets
