@@ -27,7 +27,7 @@ from tests.test_netpol_truth_table import (
     running_table,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1)]  # as the NetworkPolicy suite
 ANP, BANP = "AdminNetworkPolicy", "BaselineAdminNetworkPolicy"
 API_VERSION = "policy.networking.k8s.io/v1alpha1"
 

