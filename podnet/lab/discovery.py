@@ -26,7 +26,7 @@ own only where named)."""
 SHORT_NAMES = {
     "pods": ["po"], "services": ["svc"], "deployments": ["deploy"], "statefulsets": ["sts"],
     "replicasets": ["rs"], "namespaces": ["ns"], "nodes": ["no"], "events": ["ev"],
-    "resourcequotas": ["quota"], "endpointslices": [], "subnets": ["subnet"],
+    "resourcequotas": ["quota"], "configmaps": ["cm"], "endpointslices": [], "subnets": ["subnet"],
     "ippools": ["ippool"], "networkpolicies": ["netpol"], "adminnetworkpolicies": ["anp"],
     "baselineadminnetworkpolicies": ["banp"],
 }
