@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,17 +50,27 @@ class RaftDatabase:
     name: str
     size: int = 3
     prefix: str = "db"
+    client_remotes: Sequence[str] = ()
+    """Per member, one more passive remote for clients (``ptcp:PORT:IP``), beside its
+    unix socket: the OVN-IC databases are reached over TCP from every AZ."""
+    netns: str | None = None
+    """The network namespace the members run in (the current one when None)."""
     members: list[RaftMember] = field(init=False)
 
     def __post_init__(self) -> None:
         self.directory = self.directory.resolve()
+        if self.client_remotes and len(self.client_remotes) != self.size:
+            raise OvnError(f"{len(self.client_remotes)} client remotes for {self.size} members")
         self.members = [self._member(i) for i in range(self.size)]
 
     def _member(self, index: int) -> RaftMember:
         name = f"{self.prefix}{index}"
         db, socket = self.directory / f"{name}.db", self.directory / f"{name}.sock"
-        daemon = OvsDaemon(name, "ovsdb-server", self.directory,
-                           args=[f"--remote=punix:{socket}", str(db)])
+        remotes = [f"--remote=punix:{socket}"]
+        if self.client_remotes:
+            remotes.append(f"--remote={self.client_remotes[index]}")
+        daemon = OvsDaemon(name, "ovsdb-server", self.directory, netns=self.netns,
+                           args=[*remotes, str(db)])
         return RaftMember(index, daemon, socket, db)
 
     @property
