@@ -31,7 +31,8 @@ layer                          priorities       rows
 =============================  ===============  ==========================================
 AdminNetworkPolicy             20000-29999      ANP rules by priority, above everything
 NetworkPolicy allow            10001            every policy's allows; ND; node health
-NetworkPolicy isolation        10000            drop for pods a policy isolates
+NetworkPolicy logged drop      10000            drop of a logging policy's pods, named
+NetworkPolicy isolation        9999             drop for pods a policy isolates
 private subnets (topology)     2900-3000        the switch ACLs of ``private: true`` subnets
 BaselineAdminNetworkPolicy     1000-1999        below isolation: applies to unselected pods
 =============================  ===============  ==========================================
@@ -61,7 +62,11 @@ from podnet_sync.nb_model import AddressSet, DesiredState, GroupAcl, Meter, Port
 ANP_PRIORITIES = range(20000, 30000)
 """Reserved for AdminNetworkPolicy: above every NetworkPolicy row."""
 NP_ALLOW = 10001
-NP_DENY = 10000
+NP_POLICY_DENY = 10000
+"""A logged drop of the pods one policy isolates (Kube-OVN's logging annotations): its
+log line names that policy. Above the namespace's drop, which it shadows for them."""
+NP_DENY = 9999
+"""The namespace's isolation drop, for every pod some policy isolates."""
 BANP_PRIORITIES = range(1000, 2000)
 """Reserved for BaselineAdminNetworkPolicy: below NetworkPolicy isolation, so it decides
 only for pods no NetworkPolicy selects."""
@@ -577,7 +582,6 @@ class Compiler:
         self.pods = self.index.pods
         self.by_namespace = self.index.by_namespace
         self.isolated: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self.deny_logging: dict[str, LogRequest] = {}
         self.touched: set[str] = set()
         self.everywhere = False
         self._origins: dict[int, tuple[tuple[str, Selector], ...]] = {}
@@ -745,7 +749,7 @@ class Compiler:
             for pod in selected:
                 self.isolated[(policy.namespace, side.kind)].add(pod.port_name)
             if policy.logging.drop:
-                self.deny_logging.setdefault(policy.namespace, policy.logging)
+                acls.append(self.logged_drop(policy, group, side))
             for index, rule in enumerate(rules):
                 acls.extend(self.rule_acls(policy, group, side, index, rule, selected))
         self.state.port_groups[group] = PortGroup(
@@ -772,6 +776,18 @@ class Compiler:
                 acls.extend(self.named_port_acls(policy, side, rule, port, number, selected,
                                                  base, peers, logging, label, parts))
         return acls
+
+    def logged_drop(self, policy: NetworkPolicy, group: str, side: Side) -> GroupAcl:
+        """The namespace's drop, again on the policy's own pods and logged under the
+        policy's name (Kube-OVN names a policy's drop after the policy). It sits above
+        the namespace's drop, so the line names a policy that isolates the pod; when
+        several logging policies isolate it, one of them."""
+        logging = Logging("warning", self.meter(policy.logging.rate))
+        return GroupAcl(
+            f"np-isolation/{policy.namespace}/{side.short}/{policy.name}/drop",
+            NP_POLICY_DENY, side.acl_direction,
+            _and(f"{side.port_field} == @{group}", ISOLATED), "drop", side.options,
+            **logging.columns(f"np:{policy.key}:deny-{side.short}"))
 
     def peers_clause(self, policy: NetworkPolicy, side: Side, rule: Rule,
                      *parts: str) -> str:
@@ -861,13 +877,12 @@ class Compiler:
             tuple(sorted(acls, key=lambda acl: acl.key)))
 
     def deny_log(self, namespace: str) -> Logging:
+        """The namespace's drop is logged when the namespace asks (OVN-Kubernetes'
+        ``acl-logging``); a policy's own annotations log its pods' drops on its own
+        group (``logged_drop``)."""
         known = self.view.namespaces.get(namespace)
-        asked = self.deny_logging.get(namespace)
         severity = known.deny_severity if known else ""
-        if not severity and asked is not None:
-            severity = "warning"
-        rate = asked.rate if asked is not None else 0
-        return Logging(severity, self.meter(rate) if severity else "")
+        return Logging(severity, self.meter(0) if severity else "")
 
 
 def _unique(pods: Iterable[PodView]) -> list[PodView]:

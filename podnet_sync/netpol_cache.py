@@ -264,8 +264,6 @@ class PolicyCache:
             compiled = self.policies[key]
             for kind, ports in compiled.isolated.items():
                 compiler.isolated[(namespace, kind)].update(ports)
-            if compiled.policy.logging.drop:
-                compiler.deny_logging.setdefault(namespace, compiled.policy.logging)
         compiler.compile_isolation()
         self.isolation[namespace] = compiler.state
 

@@ -17,6 +17,7 @@ from podnet_sync.netpol import (
     INGRESS,
     NP_ALLOW,
     NP_DENY,
+    NP_POLICY_DENY,
     NamespaceView,
     NetworkPolicy,
     PolicyError,
@@ -66,7 +67,8 @@ def group_of(state: DesiredState, item: NetworkPolicy) -> PortGroup:
 
 
 def allows(state: DesiredState, item: NetworkPolicy, direction: str = "to-lport") -> list[GroupAcl]:
-    return [acl for acl in group_of(state, item).acls if acl.direction == direction]
+    return [acl for acl in group_of(state, item).acls
+            if acl.direction == direction and acl.action != "drop"]
 
 
 def isolated(state: DesiredState, namespace: str, kind: str) -> tuple[str, ...]:
@@ -318,10 +320,14 @@ def test_kube_ovn_log_annotations_log_allows_and_drops_through_a_meter() -> None
         "ovn.kubernetes.io/acl_log_meter_rate": "5"})
     state = compiled([item], [WEB])
     (allow,) = allows(state, item)
-    drop = next(acl for acl in state.port_groups[isolation_group("shop", INGRESS)].acls
+    drop = next(acl for acl in state.port_groups[policy_group(item)].acls
                 if acl.action == "drop")
+    namespace_drop = next(acl for acl in state.port_groups[isolation_group("shop", INGRESS)].acls
+                          if acl.action == "drop")
     assert (allow.log, allow.meter, allow.name) == (True, "podnet-acl-log-5", "np:shop/p:in0")
-    assert (drop.log, drop.severity) == (True, "warning")
+    assert (drop.log, drop.severity, drop.name) == (True, "warning", "np:shop/p:deny-in")
+    assert drop.meter == "podnet-acl-log-5" and drop.priority == NP_POLICY_DENY
+    assert NP_DENY < drop.priority < NP_ALLOW and not namespace_drop.log
     assert state.meters["podnet-acl-log-5"].rate == 5 and state.meters["podnet-acl-log-5"].fair
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ipam.settings import RedisSettings
 from podnet.ovn import OvnCentral
-from podnet_sync.netpol import isolation_group, parse_network_policy, policy_group
+from podnet_sync.netpol import NP_DENY, isolation_group, parse_network_policy, policy_group
 from tests.test_sync import Cluster, watched_worker
 from tests.waiting import cancelled, eventually
 
@@ -96,5 +96,6 @@ async def test_a_policy_made_after_its_pods_isolates_them_at_the_next_event_step
                                  "name=early.default").strip()
     group = isolation_group("default", "Ingress")
     await eventually(lambda: bool(port) and port in group_ports(cluster, group))
-    drops = cluster.central.nbctl("--bare", "--columns=action", "find", "ACL", "priority=10000")
+    drops = cluster.central.nbctl("--bare", "--columns=action", "find", "ACL",
+                                  f"priority={NP_DENY}")
     assert "drop" in drops.split()
