@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ipam import errors
 from podnet.daemons import DaemonError
-from podnet.lab.settings import DEFAULT_MANIFESTS, DEFAULT_STATE_DIR, LabSettings
+from podnet.lab.settings import DEFAULT_MANIFESTS, DEFAULT_STATE_DIR, MAX_CLUSTERS, LabSettings
 from podnet.lab.up import down, lab_processes, revive, status_report, up
 from podnet_plumbing import kube
 
@@ -47,7 +47,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         help="seconds to wait for pods to settle (default 60)")
     parser.add_argument("--ha", action="store_true",
                         help="run OVN central on raft: NB and SB on three members each, two "
-                        "ovn-northd in active/standby (podnet status shows the roles)")
+                        "ovn-northd in active/standby (podnet status shows the roles); "
+                        "with --clusters, the IC databases on raft too")
+    parser.add_argument("--clusters", type=int, default=1,
+                        choices=range(1, MAX_CLUSTERS + 1), metavar="N",
+                        help="run N clusters, each with its own API server, OVN and "
+                        "nodes, interconnected over OVN-IC (default 1, at most "
+                        f"{MAX_CLUSTERS})")
     parser.set_defaults(handler=_run_up)
     status = commands.add_parser(
         "status", help="show what podnet up runs, its pods and the connectivity checks")
@@ -67,6 +73,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     tracer.add_argument("destination", metavar="DESTINATION[:PORT]",
                         help="IP, IP:PORT, [IPv6]:PORT, NAMESPACE/POD or NAMESPACE/POD:PORT")
     tracer.add_argument("--raw", action="store_true", help="also print ovn-trace's output")
+    _cluster_option(tracer)
     tracer.set_defaults(handler=_run_trace)
     execute = commands.add_parser(
         "exec", help="run a command in a lab pod's network namespace",
@@ -77,6 +84,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     execute.add_argument("pod", metavar="NAMESPACE/POD", help="the pod (POD alone: default)")
     execute.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
                          help="the command and its arguments")
+    _cluster_option(execute)
     execute.set_defaults(handler=_run_exec)
     stop = commands.add_parser("down", help="stop what podnet up started and remove it all")
     _common_options(stop)
@@ -91,11 +99,25 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cluster_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster", type=int, default=1, metavar="K",
+                        help="with podnet up --clusters: the cluster the pod is in "
+                        "(default 1)")
+
+
 def _settings(args: argparse.Namespace) -> LabSettings:
-    """Settings from the command line; status and down reuse what up recorded."""
+    """Settings from the command line; status and down reuse what up recorded (trace
+    and exec: of the cluster ``--cluster`` names)."""
     recorded = LabSettings.recorded(args.state_dir)
     if args.handler is not _run_up:
-        return recorded or LabSettings(state_dir=args.state_dir)
+        found = recorded or LabSettings(state_dir=args.state_dir)
+        cluster = getattr(args, "cluster", 1)
+        if cluster != 1:
+            try:
+                return found.for_cluster(cluster)
+            except ValueError as exc:
+                raise SystemExit(f"podnet: --cluster {cluster}: {exc}") from exc
+        return found
     base = recorded or LabSettings(state_dir=args.state_dir)
     return LabSettings(
         state_dir=args.state_dir, redis_port=args.redis_port, ipam_listen=args.listen,
@@ -104,6 +126,8 @@ def _settings(args: argparse.Namespace) -> LabSettings:
         webhook_listen=base.webhook_listen, sync_listen=base.sync_listen,
         prefix=base.prefix,
         underlay_cidr=base.underlay_cidr, service_cidr=base.service_cidr,
+        clusters=args.clusters, ic_nb_port=base.ic_nb_port, ic_sb_port=base.ic_sb_port,
+        interconnect_cidr=base.interconnect_cidr,
     )
 
 

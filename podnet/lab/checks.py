@@ -13,7 +13,11 @@ answer, median of three):
   backend;
 - **outside world**: a pod of a ``natOutgoing`` subnet to the external host's
   ``outside_address``, once per node: the traffic leaves through the pod's own node
-  (distributed gateway), and the external host must see that node's address (SNAT).
+  (distributed gateway), and the external host must see that node's address (SNAT);
+- **across clusters** (``up --clusters N``, ``plan_cross_checks``): a pod of one cluster
+  to a pod of another by pod IP, and back, over OVN-IC's transit switch: a ping (whose
+  replies must come with the TTL down by two, one per cluster router) and TCP, where the
+  server must see the client's own pod IP (no NAT on the way).
 
 Nothing listens in a lab pod (a sandbox is a network namespace, not a container), so
 for the duration of the checks a small responder stands in for each container on the
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import statistics
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -58,6 +63,14 @@ REQUESTS = 3
 WARM_UP_S = 15.0
 """How long a check may take for its first answer (a Service's backends reach OVN a
 moment after its pods are ready)."""
+CROSS_WARM_UP_S = 90.0
+"""How long a check across clusters may take for its first answer: the routes to the
+other cluster are learned through the IC databases by each AZ's ``ovn-ic``."""
+ACROSS = "across clusters (OVN-IC)"
+PING_ACROSS = "ping across clusters"
+SENT_TTL = 64
+"""The TTL a pod's packets leave with (Linux's default)."""
+PING_REPLY = re.compile(r"ttl=(\d+) time=([\d.]+) ms")
 
 RESPONDER = """\
 import socket, sys
@@ -159,7 +172,14 @@ class Check:
     sticky: bool = False
     """Every answer must come from one listener (``sessionAffinity: ClientIP``)."""
     expect_source: str = ""
-    """The address the listener must see the request come from (the node, after SNAT)."""
+    """The address the listener must see the request come from (the node, after SNAT;
+    the client's own pod IP across clusters)."""
+    warm_up_s: float = WARM_UP_S
+    ping: bool = False
+    """An ICMP echo (``ping``) instead of TCP: its answers are the replies' TTLs."""
+    routers: int = 0
+    """With ``ping``: the routers on the way, each taking one off the TTL (0: not
+    checked)."""
 
 
 @dataclass(frozen=True)
@@ -344,9 +364,17 @@ def judge(check: Check, outcome: Outcome, names: Mapping[str, str] | None = None
     if len(outcome.answers) < REQUESTS:
         why = outcome.error or "no answer"
         return result(False, f"{len(outcome.answers)}/{REQUESTS} answered: {why}")
+    if check.ping:
+        return _judge_ping(check, outcome, result)
     seen = [answer.partition(SEPARATOR) for answer in outcome.answers]
     responders = sorted({responder for responder, _, _ in seen})
     sources = sorted({source for _, _, source in seen})
+    if check.expect_source and check.expect_source == check.client.ip:
+        if sources != [check.expect_source]:
+            return result(False, f"{', '.join(responders)} saw {', '.join(sources)}, not the "
+                                 f"client's own {check.expect_source}")
+        return result(True, f"answered by {', '.join(responders)}, which saw the client's "
+                            f"own {check.expect_source}")
     if check.expect_source:
         shown = ", ".join(f"{s} ({names[s]})" if s in names else s for s in sources)
         if sources != [check.expect_source]:
@@ -359,6 +387,44 @@ def judge(check: Check, outcome: Outcome, names: Mapping[str, str] | None = None
     if check.sticky:
         detail += f" ({REQUESTS}/{REQUESTS}: ClientIP affinity held)"
     return result(True, detail)
+
+
+def _judge_ping(check: Check, outcome: Outcome,
+                result: Callable[[bool, str], CheckResult]) -> CheckResult:
+    ttls = sorted({int(answer) for answer in outcome.answers})
+    shown = "ttl " + ", ".join(map(str, ttls))
+    if check.routers and ttls != [SENT_TTL - check.routers]:
+        return result(False, f"{shown}, not {SENT_TTL - check.routers} (sent with "
+                             f"{SENT_TTL}, {check.routers} routers on the way)")
+    return result(True, f"{len(outcome.answers)}/{REQUESTS} replies, {shown} (sent with "
+                        f"{SENT_TTL}: {SENT_TTL - ttls[0]} routers)")
+
+
+# ------------------------------------------------------------------ across clusters
+
+
+def plan_cross_checks(clusters: Sequence[Sequence[Host]], default_subnet: str = ""
+                      ) -> list[Check]:
+    """Checks from each cluster's first pod (of ``default_subnet`` where there is one) to
+    the next cluster's, and back: a ping that must lose two of its TTL (two cluster
+    routers: no hop besides them) and TCP whose server must see the client's pod IP."""
+    chosen = []
+    for hosts in clusters:
+        ordered = sorted(hosts, key=lambda h: (h.subnet != default_subnet, h.label))
+        chosen.append(ordered[0] if ordered else None)
+    checks = []
+    for index, client in enumerate(chosen):
+        for other, server in enumerate(chosen):
+            if client is None or server is None or other == index:
+                continue
+            if abs(other - index) != 1 and len(chosen) > 2:
+                continue
+            checks.append(Check(PING_ACROSS, client, server.ip, 0, server.label, (),
+                                warm_up_s=CROSS_WARM_UP_S, ping=True, routers=2))
+            checks.append(Check(ACROSS, client, server.ip, CHECK_PORT, server.label,
+                                (Listener(server, CHECK_PORT),), expect_source=client.ip,
+                                warm_up_s=CROSS_WARM_UP_S))
+    return checks
 
 
 # ------------------------------------------------------------------- running
@@ -408,11 +474,47 @@ class Responders:
         self.running.clear()
 
 
-async def run_check(check: Check) -> Outcome:
-    process = await _exec(check.client.netns, *PYTHON, "-c", CLIENT, check.address,
-                          str(check.port), str(REQUESTS), str(WARM_UP_S))
+async def run_ping(check: Check) -> Outcome:
+    """Ping until the first reply (within the check's warm-up), then ``REQUESTS`` times;
+    the replies' TTLs and round-trip times."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + check.warm_up_s
+    error = ""
+    while True:
+        out, error = await _ping(check, 1)
+        if PING_REPLY.search(out):
+            break
+        if loop.time() >= deadline:
+            return Outcome((), (), error or "no reply")
+        await asyncio.sleep(0.2)
+    out, error = await _ping(check, REQUESTS)
+    replies = PING_REPLY.findall(out)
+    return Outcome(tuple(ttl for ttl, _ in replies), tuple(float(ms) for _, ms in replies),
+                   error if len(replies) < REQUESTS else "")
+
+
+async def _ping(check: Check, count: int) -> tuple[str, str]:
+    process = await _exec(check.client.netns, "ping", "-n", "-c", str(count), "-i", "0.2",
+                          "-W", "1", check.address)
     try:
-        async with asyncio.timeout(WARM_UP_S + 3 * REQUESTS + 10):
+        async with asyncio.timeout(count + 5):
+            out, err = await process.communicate()
+    except TimeoutError:
+        await _stop(process)
+        return "", "ping did not finish"
+    text = out.decode(errors="replace")
+    lines = [line for line in (err.decode(errors="replace") + text).splitlines()
+             if "packet loss" in line or "ping:" in line]
+    return text, lines[-1].strip() if lines else ""
+
+
+async def run_check(check: Check) -> Outcome:
+    if check.ping:
+        return await run_ping(check)
+    process = await _exec(check.client.netns, *PYTHON, "-c", CLIENT, check.address,
+                          str(check.port), str(REQUESTS), str(check.warm_up_s))
+    try:
+        async with asyncio.timeout(check.warm_up_s + 3 * REQUESTS + 10):
             out, err = await process.communicate()
     except TimeoutError:
         await _stop(process)

@@ -116,7 +116,7 @@ def known_nodes(settings: LabSettings) -> list[LabNode]:
     nodes = {node.name: node for node in lab_nodes(settings)}
     with contextlib.suppress(OSError):
         for directory in sorted((settings.state_dir / "nodes").iterdir()):
-            number = directory.name.removeprefix("node-")
+            number = directory.name.removeprefix(f"{settings.node_prefix}-")
             if directory.name not in nodes and number.isdigit():
                 nodes[directory.name] = LabNode(directory.name, int(number), settings)
     return list(nodes.values())

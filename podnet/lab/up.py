@@ -35,6 +35,12 @@ not change.
 ``down`` stops every process by the PID it recorded, removes every namespace, link and
 bridge the ledger names (``podnet.lab.ledger``), and the state directory. It works on
 whatever a half-finished ``up`` left.
+
+``up --clusters N`` (``LabSettings.clusters``) does all of the above for each cluster
+(``LabSettings.for_cluster``), after starting the IC databases they share, then joins
+their underlays, applies each cluster's ``ovn-ic-config`` and starts its IC controller
+(``podnet.lab.interconnect``), applies each cluster's manifests, runs each cluster's
+checks and those across clusters. ``status`` and ``down`` cover every cluster.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import json
 import shutil
 import ssl
@@ -59,9 +66,9 @@ from ipam import errors
 from ipam.api import subnet_list
 from ipam.cli import format_table, subnets_table
 from ipam.store import open_ipam
-from ipam.subnet import DEFAULT_SUBNET, JOIN_SUBNET
+from ipam.subnet import DEFAULT_CIDR, DEFAULT_SUBNET, JOIN_SUBNET
 from podnet.daemons import BackgroundProcess, DaemonError
-from podnet.lab import agents, keeper
+from podnet.lab import agents, interconnect, keeper
 from podnet.lab.apply import PHASES, Applied, apply_phase, in_phases
 from podnet.lab.certs import Certificates
 from podnet.lab.checks import (
@@ -69,6 +76,7 @@ from podnet.lab.checks import (
     Host,
     node_addresses,
     plan_checks,
+    plan_cross_checks,
     pod_host,
     run_checks,
     service_targets,
@@ -96,15 +104,17 @@ from podnet.lab.objects import (
 )
 from podnet.lab.report import Report, pod_row, workload_problems
 from podnet.lab.rest import Rest
-from podnet.lab.settings import DEFAULT_STATE_DIR, LabSettings
+from podnet.lab.settings import DEFAULT_STATE_DIR, MAX_CLUSTERS, LabSettings
 from podnet.ovn import Central, OvnError, netns_delete, netns_exists
-from podnet.ovn_raft import RaftCentral
+from podnet.ovn_ic import IcDatabase
+from podnet.ovn_raft import RaftCentral, RaftDatabase
 from podnet_plumbing import kube
 from podnet_plumbing.manifests import Manifest, ManifestProblem, read_manifests
 
 PROCESSES = ("redis", "apiserver", "webhook", "ipam-endpoint", "sync", "controllers")
 """The lab's own processes; each node adds its agent, ``agent-<node>``."""
-STOPPING_ORDER = ("controllers", "agents", "sync", "ipam-endpoint", "webhook", "apiserver")
+STOPPING_ORDER = ("ic", "controllers", "agents", "sync", "ipam-endpoint", "webhook",
+                  "apiserver")
 WEBHOOK_RESCAN_S = 0.25
 ADMIN = "kubernetes-admin"
 COMPONENT_USERS = {
@@ -113,17 +123,26 @@ COMPONENT_USERS = {
     "sync": "system:serviceaccount:podnet-system:podnet-sync",
     "controllers": "system:kube-controller-manager",
     "agent": "system:serviceaccount:podnet-system:podnet-agent",
+    "ic": "system:serviceaccount:kube-system:podnet-ic",
 }
 
 
 class Progress:
-    """Progress lines with the time since ``up`` began."""
+    """Progress lines with the time since ``up`` began (and, with several clusters, the
+    cluster they are about)."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.label = ""
 
     def step(self, message: str) -> None:
-        print(f"==> [{time.monotonic() - self.started:5.1f}s] {message}", flush=True)
+        print(f"==> [{time.monotonic() - self.started:5.1f}s] {self.label}{message}",
+              flush=True)
+
+    def about(self, settings: LabSettings | None) -> None:
+        """Label what follows with ``settings``'s cluster (nothing with one cluster)."""
+        several = settings is not None and settings.clusters > 1
+        self.label = f"[{settings.az_name}] " if several and settings else ""
 
     def note(self, message: str) -> None:
         print(f"    {message}", flush=True)
@@ -139,6 +158,19 @@ def lab_processes(settings: LabSettings) -> dict[str, BackgroundProcess]:
         process = agents.agent_process(settings, node.name)
         found[process.name] = process
     found["controllers"] = BackgroundProcess("controllers", settings.state_dir)
+    if settings.clusters > 1:
+        found[interconnect.IC_PROCESS] = interconnect.ic_process(settings)
+    return found
+
+
+def known_clusters(first: LabSettings) -> list[LabSettings]:
+    """Every cluster of the lab whose first cluster ``first`` is: those it names, and any
+    other an earlier ``up`` recorded under its state directory."""
+    found = first.all_clusters()
+    for cluster in range(first.clusters + 1, MAX_CLUSTERS + 1):
+        recorded = LabSettings.recorded(first.state_dir / f"cluster-{cluster}")
+        if recorded is not None:
+            found.append(recorded)
     return found
 
 
@@ -161,6 +193,8 @@ def up(settings: LabSettings) -> list[ManifestProblem]:
     """Bring podnet up (idempotent); returns the manifest problems it reported."""
     progress = Progress()
     settings = _keep_running(settings, progress)
+    if settings.clusters > 1:
+        return _up_clusters(settings, progress)
     settings.record()
     rest, central, attaching = _start_all(settings, progress)
     problems, report = asyncio.run(_apply_and_watch(settings, rest, central, attaching,
@@ -177,6 +211,17 @@ def next_steps(settings: LabSettings) -> str:
     """How to drive the lab with the tools a Kubernetes user already has."""
     state = "" if settings.state_dir == DEFAULT_STATE_DIR else \
         f" --state-dir {settings.state_dir}"
+    if settings.clusters > 1:
+        return "\n".join([
+            "Use it with kubectl, one kubeconfig per cluster:",
+            *(f"  export KUBECONFIG={each.kubeconfig('admin')}   # cluster {each.cluster}, "
+              f"{each.az_name}" for each in settings.all_clusters()),
+            "  kubectl get pods -A -o wide",
+            f"Run a command in a pod's network:  podnet exec{state} [--cluster K] "
+            "NAMESPACE/POD -- ping -c1 IP",
+            f"Trace a packet to the other cluster:  podnet trace{state} NAMESPACE/POD IP",
+            f"Stop every cluster with: podnet down{state}",
+        ])
     return "\n".join([
         "Use it with kubectl:",
         f"  export KUBECONFIG={settings.kubeconfig('admin')}",
@@ -186,16 +231,103 @@ def next_steps(settings: LabSettings) -> str:
     ])
 
 
+# ------------------------------------------------------------ several clusters
+
+
+Started = tuple[LabSettings, Rest, Central, bool]
+"""A running cluster: its settings, its API server's client, its OVN central and
+whether its nodes attach pods."""
+
+
+def _up_clusters(first: LabSettings, progress: Progress) -> list[ManifestProblem]:
+    """``up`` for several clusters interconnected over OVN-IC (see the module docstring)."""
+    started = _start_clusters(first, progress)
+    problems: list[ManifestProblem] = []
+    reports = []
+    for settings, rest, central, attaching in started:
+        progress.about(settings)
+        found, report = asyncio.run(_apply_and_watch(settings, rest, central, attaching,
+                                                     progress))
+        problems += found
+        report.connectivity = check_connectivity(settings, rest, progress)
+        reports.append(report)
+    progress.about(None)
+    reports[0].connectivity += check_across_clusters(first, progress)
+    for (settings, *_), report in zip(started, reports, strict=True):
+        report.save(settings.state_dir)
+        print(f"\ncluster {settings.cluster} ({settings.az_name}, state in "
+              f"{settings.state_dir}):\n" + report.render(), flush=True)
+    print(status_report(first, with_pods=False), flush=True)
+    print(next_steps(first))
+    return problems
+
+
+def _start_clusters(first: LabSettings, progress: Progress) -> list[Started]:
+    """Start what does not run of every cluster, the IC databases they share, the routes
+    between their underlays and each one's IC controller."""
+    clusters = first.all_clusters()
+    for settings in clusters:
+        settings.record()
+    databases = interconnect.ic_databases(first)
+    shape = "3-member raft each" if first.ha else "standalone"
+    progress.step(f"IC databases ({shape}) on {databases.db_host}, NB port "
+                  f"{databases.nb_port}, SB port {databases.sb_port}")
+    databases.start()
+    started = []
+    for settings in clusters:
+        progress.about(settings)
+        progress.step(f"cluster {settings.cluster} of {len(clusters)}, AZ "
+                      f"{settings.az_name}, state in {settings.state_dir}")
+        started.append((settings, *_start_all(settings, progress)))
+    progress.about(None)
+    progress.step("joining the clusters' underlays through their external hosts on "
+                  f"{first.interconnect_bridge} ({first.interconnect_cidr})")
+    for line in interconnect.join_underlays(clusters, ledger_of(first)):
+        progress.note(line)
+    for settings, rest, central, _ in started:
+        progress.about(settings)
+        _start_ic(settings, rest, central, databases, progress)
+    progress.about(None)
+    return started
+
+
+def _start_ic(settings: LabSettings, rest: Rest, central: Central,
+              databases: IcDatabase, progress: Progress) -> None:
+    """The cluster's ``ovn-ic-config`` and its IC controller."""
+    config = interconnect.config_map(settings, databases)
+    _apply_object(rest, config)
+    data = config["data"]
+    progress.step(f"ConfigMap {interconnect.CONFIG_NAMESPACE}/{interconnect.CONFIG_MAP}: "
+                  f"az-name {data['az-name']}, gw-nodes {data['gw-nodes']}, ic-db-host "
+                  f"{data['ic-db-host']}, auto-route {data['auto-route']}")
+    if not interconnect.ic_available():
+        progress.note("! this podnet has no IC controller (podnet ic): the clusters are "
+                      "not interconnected")
+        return
+    process = interconnect.ic_process(settings)
+    progress.step("IC controller (podnet ic: ovn-ic, the transit switch ports, routes)")
+    if _start(process, interconnect.ic_argv(settings, central)):
+        _wait_alive(process)
+
+
 def revive(settings: LabSettings) -> list[str]:
     """Start again whatever of a running lab has stopped (a component that crashed, say),
     as a second ``up`` would, but without applying manifests or checking connectivity;
     the names of the processes started."""
     progress = Progress()
     settings = _keep_running(settings, progress)
-    before = {name: process.pid() for name, process in lab_processes(settings).items()}
-    _start_all(settings, progress)
-    return [name for name, process in lab_processes(settings).items()
-            if process.pid() != before.get(name)]
+    clusters = settings.all_clusters()
+    before = {(each.cluster, name): process.pid() for each in clusters
+              for name, process in lab_processes(each).items()}
+    if settings.clusters > 1:
+        _start_clusters(settings, progress)
+    else:
+        _start_all(settings, progress)
+    label = (lambda each, name: name) if len(clusters) == 1 else \
+        (lambda each, name: f"{each.az_name}/{name}")
+    return [label(each, name) for each in clusters
+            for name, process in lab_processes(each).items()
+            if process.pid() != before.get((each.cluster, name))]
 
 
 def _start_all(settings: LabSettings, progress: Progress) -> tuple[Rest, Central, bool]:
@@ -207,6 +339,10 @@ def _start_all(settings: LabSettings, progress: Progress) -> tuple[Rest, Central
     central = _start_central(settings, progress)
     rest = _start_apiserver(settings, processes, progress)
     certificates = _start_webhook(settings, processes, rest, progress)
+    if settings.default_cidr != DEFAULT_CIDR:
+        _apply_object(rest, default_subnet_object(settings))
+        progress.note(f"Subnet {DEFAULT_SUBNET} {settings.default_cidr} (the default, "
+                      "before the sync worker would create podnet's built-in one)")
     _start_ipam_endpoint(settings, processes, progress)
     nodes = _start_nodes(settings, central, ledger, rest, progress)
     _start_sync(settings, processes, central, progress, restart=fresh_store)
@@ -216,7 +352,22 @@ def _start_all(settings: LabSettings, progress: Progress) -> tuple[Rest, Central
 
 
 FIXED_WHILE_RUNNING = ("redis_port", "ipam_listen", "apiserver_listen", "webhook_listen",
-                       "prefix", "underlay_cidr", "service_cidr")
+                       "prefix", "underlay_cidr", "service_cidr", "clusters")
+
+
+def default_subnet_object(settings: LabSettings) -> dict[str, Any]:
+    """``ovn-default`` on the cluster's ``default_cidr``, as Kube-OVN users write it (see
+    ``examples/10-subnets.yaml``), for a cluster whose default is not podnet's built-in."""
+    network = ipaddress.ip_network(settings.default_cidr)
+    gateway = str(network.network_address + 1)
+    return {
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+        "metadata": {"name": DEFAULT_SUBNET},
+        "spec": {"protocol": "IPv4" if network.version == 4 else "IPv6",
+                 "cidrBlock": settings.default_cidr, "gateway": gateway,
+                 "excludeIps": [gateway], "gatewayType": "distributed",
+                 "natOutgoing": True, "default": True},
+    }
 
 
 def _keep_running(settings: LabSettings, progress: Progress) -> LabSettings:
@@ -695,15 +846,55 @@ def check_connectivity(settings: LabSettings, rest: Rest, progress: Progress | N
     return asyncio.run(_check_connectivity(settings, rest, progress))
 
 
+def _running_hosts(settings: LabSettings, pods: Sequence[Mapping[str, Any]]
+                   ) -> dict[str, Host]:
+    """The running pods as the ends of checks, by uid."""
+    hosts = {}
+    for pod in pods:
+        host = pod_host(pod, lambda p: sandbox_name(settings.prefix, p))
+        if host is not None and netns_exists(host.netns):
+            hosts[uid_of(pod)] = host
+    return hosts
+
+
+def check_across_clusters(first: LabSettings, progress: Progress | None = None
+                          ) -> list[CheckResult]:
+    """Ping and TCP between pods of different clusters, by pod IP, both ways
+    (``podnet.lab.checks.plan_cross_checks``); none with one cluster."""
+    if first.clusters < 2:
+        return []
+    per_cluster = []
+    for settings in first.all_clusters():
+        try:
+            rest = Rest(kube.kube_client(settings.kubeconfig("admin")))
+            pods = rest.list("Pod")
+        except kube.KubeError:
+            pods = []
+        hosts = _running_hosts(settings, pods)
+        labelled = [replace(host, label=f"{settings.az_name}:{host.label}")
+                    for host in hosts.values()]
+        per_cluster.append(labelled)
+    checks = plan_cross_checks(per_cluster, DEFAULT_SUBNET)
+    if progress is not None:
+        progress.step(f"connectivity across clusters: {len(checks)} checks (waiting up to "
+                      f"{max((c.warm_up_s for c in checks), default=0):.0f}s for the "
+                      "routes each AZ learns from the other)")
+
+    def shown(result: CheckResult) -> None:
+        if progress is not None:
+            verdict = "pass" if result.ok else "FAIL"
+            latency = f" {result.latency_ms:.2f} ms" if result.latency_ms is not None else ""
+            progress.note(f"{verdict}  {result.kind}: {result.source} -> "
+                          f"{result.destination}{latency} ({result.detail})")
+
+    return asyncio.run(run_checks(checks, {}, shown))
+
+
 async def _check_connectivity(settings: LabSettings, rest: Rest, progress: Progress | None
                               ) -> list[CheckResult]:
     objects = await asyncio.to_thread(
         lambda: {kind: rest.list(kind) for kind in ("Pod", "Service", "EndpointSlice", "Node")})
-    hosts = {}
-    for pod in objects["Pod"]:
-        host = pod_host(pod, lambda p: sandbox_name(settings.prefix, p))
-        if host is not None and netns_exists(host.netns):
-            hosts[uid_of(pod)] = host
+    hosts = _running_hosts(settings, objects["Pod"])
     addresses = node_addresses(objects["Node"])
     external = Host(f"outside {settings.outside_address}", settings.external_netns,
                     settings.outside_address)
@@ -737,7 +928,50 @@ async def _nat_subnets(settings: LabSettings) -> set[str]:
 
 def status_report(settings: LabSettings, with_pods: bool = True, check: bool = False) -> str:
     """What ``up`` started, every subnet's use while Redis runs, the pods, and the
-    connectivity checks (the last ``up``'s, or run again now with ``check``)."""
+    connectivity checks (the last ``up``'s, or run again now with ``check``); with several
+    clusters, each of them and the IC databases."""
+    clusters = known_clusters(settings) if settings.cluster == 1 else [settings]
+    if len(clusters) == 1:
+        return _cluster_status(settings, with_pods, check)
+    parts = []
+    for each in clusters:
+        parts.append(f"\n=== cluster {each.cluster} ({each.az_name}): state in "
+                     f"{each.state_dir}, API server {each.apiserver_url}, underlay "
+                     f"{each.underlay_cidr}, ovn-default {each.default_cidr}")
+        parts.append(_cluster_status(each, with_pods, check))
+    parts.append(_ic_status(settings))
+    return "\n".join(parts)
+
+
+def _ic_status(first: LabSettings) -> str:
+    """The IC databases' servers (with their raft roles) and what the IC SB knows."""
+    databases = interconnect.ic_databases(first)
+    lines = [f"\n=== IC databases on {databases.db_host} (NB port {databases.nb_port}, SB "
+             f"port {databases.sb_port}), data in {databases.directory}",
+             f"{'PROCESS':<32} {'PID':<8} STATE"]
+    for database in (databases.nb, databases.sb):
+        if not isinstance(database, RaftDatabase):
+            lines += [_process_line(f"ic/{d.name}", d.pid()) for d in database.daemons]
+            continue
+        for member in database.members:
+            role = ""
+            if member.daemon.pid():
+                with contextlib.suppress(OvnError):
+                    role = database.role(member)
+            lines.append(_process_line(f"ic/{member.daemon.name}", member.daemon.pid(), role))
+    if any(d.pid() for d in databases.daemons):
+        with contextlib.suppress(OvnError):
+            zones = databases.sbctl("--bare", "--columns=name", "list",
+                                    "Availability_Zone", timeout_s=3).split()
+            gateways = databases.sbctl("--bare", "--columns=name", "list", "Gateway",
+                                       timeout_s=3).split()
+            lines.append(f"IC SB: availability zones {', '.join(sorted(zones)) or '-'}; "
+                         f"gateways {', '.join(sorted(gateways)) or '-'}")
+    return "\n".join(lines)
+
+
+def _cluster_status(settings: LabSettings, with_pods: bool, check: bool) -> str:
+    """``status_report`` of one cluster."""
     lines = ["", f"{'PROCESS':<32} {'PID':<8} STATE"]
     redis_roles = settings.redis_group.roles() if settings.ha else {}
     for name, process in lab_processes(settings).items():
@@ -779,7 +1013,11 @@ def _pods_now(settings: LabSettings, check: bool) -> str:
     try:
         rest = Rest(kube.kube_client(settings.kubeconfig("admin")))
         objects = _read_cluster(rest)
-        connectivity = check_connectivity(settings, rest) if check else saved.connectivity
+        connectivity = saved.connectivity
+        if check:
+            connectivity = check_connectivity(settings, rest)
+            if settings.cluster == 1:
+                connectivity += check_across_clusters(settings)
     except kube.KubeError as exc:
         return f"(pods unavailable: {exc})"
     attaching = (settings.state_dir / "kubelet.json").exists()
@@ -798,8 +1036,30 @@ def _pods_now(settings: LabSettings, check: bool) -> str:
 
 
 def down(settings: LabSettings, keep_data: bool = False) -> list[str]:
-    """Stop and remove everything ``up`` made; returns what could not be removed."""
+    """Stop and remove everything ``up`` made (every cluster, the IC databases); returns
+    what could not be removed."""
     progress = Progress()
+    clusters = known_clusters(settings) if settings.cluster == 1 else [settings]
+    if len(clusters) == 1:
+        return _down_cluster(settings, progress, keep_data)
+    failures: list[str] = []
+    for each in reversed(clusters[1:]):
+        progress.about(each)
+        failures += _down_cluster(each, progress, keep_data=True)
+    progress.about(settings)
+    failures += _down_cluster(settings, progress, keep_data=True)
+    progress.about(None)
+    databases = interconnect.ic_databases(settings)
+    if any(d.pid() for d in databases.daemons):
+        databases.stop()
+        progress.step("stopped the IC databases")
+    if not keep_data:
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        progress.step(f"removed {settings.state_dir}")
+    return failures
+
+
+def _down_cluster(settings: LabSettings, progress: Progress, keep_data: bool) -> list[str]:
     failures: list[str] = []
     processes = lab_processes(settings)
     for name in STOPPING_ORDER:
@@ -808,6 +1068,9 @@ def down(settings: LabSettings, keep_data: bool = False) -> list[str]:
         for process in chosen:
             if process.stop():
                 progress.step(f"stopped {process.name}")
+        if name == interconnect.IC_PROCESS and settings.clusters > 1 \
+                and interconnect.ovn_ic_daemon(settings).stop():
+            progress.step("stopped ovn-ic (its IC controller had left it running)")
     central = central_of(settings)
     for node in known_nodes(settings):
         if node.ovs(central).pids():
