@@ -12,6 +12,11 @@ rows:
   ACL per rule (or per resolved named port), whose peers are address sets of the pods
   its selectors match, with ``ipBlock`` CIDRs written into the match.
 
+A peers' address set is named after what it selects (the namespaces and the pod
+selector), not after the policy: policies that admit the same peers (every namespace's
+"allow the monitoring scrapers") share one set, so NB holds each content once, and a pod
+that joins those peers changes one set, not one per policy.
+
 Allows of every policy share one priority, so policies add up (a union, as the API says),
 and that priority sits above the isolation drop. ``allow-related`` makes each allowed
 connection stateful: replies pass without a rule of their own.
@@ -45,6 +50,7 @@ enter it, but only as re-printed by ``ipaddress``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -93,6 +99,12 @@ _PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", re.ASCII)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Labels = Mapping[str, str]
+Origin = tuple[tuple[str, "Selector"], ...]
+"""What a list of pods is the union of: (namespace, pod selector) choices."""
+NamedPort = tuple[str, str, int]
+"""A container port's name and protocol, and the number it resolves to."""
+ALL_NAMESPACES = "*"
+"""In an origin: every namespace (no namespace is named so)."""
 
 
 class PolicyError(ValueError):
@@ -399,6 +411,36 @@ def safe_name(kind: str, *parts: str) -> str:
     return f"np{kind}_{readable}_{digest}"
 
 
+@functools.lru_cache(maxsize=4096)
+def selector_text(selector: Selector) -> str:
+    """A selector spelled canonically (labels are kept sorted, values sorted here)."""
+    labels = ",".join(f"{key}={value}" for key, value in selector.match_labels)
+    expressions = ";".join(
+        f"{each.key} {each.operator} {','.join(sorted(each.values))}"
+        for each in selector.expressions)
+    return f"{labels}|{expressions}"
+
+
+def canonical_origin(origin: Origin) -> Origin:
+    """The choices of a union, each once, in one order: equal unions, equal origins."""
+    return tuple(sorted(set(origin), key=lambda part: (part[0], selector_text(part[1]))))
+
+
+def selection_set(origin: Origin, family: int, port: NamedPort | None = None) -> str:
+    """The name of the shared address set of the pods ``origin`` chooses (those whose
+    port of that name and protocol has that number, with ``port``)."""
+    parts = [f"{namespace}:{selector_text(selector)}" for namespace, selector in origin]
+    if port is not None:
+        parts.append("{}/{}/{}".format(*port))
+    return safe_name("sel", *parts, f"ip{family}")
+
+
+def origin_chooses(origin: Origin, namespace: str, labels: Labels) -> bool:
+    """Whether a pod of ``namespace`` with ``labels`` is among what ``origin`` chooses."""
+    return any(ns in (namespace, ALL_NAMESPACES) and selector.matches(labels)
+               for ns, selector in origin)
+
+
 def policy_group(policy: NetworkPolicy) -> str:
     return safe_name("", policy.namespace, policy.name)
 
@@ -476,6 +518,8 @@ class PodIndex:
         self.by_namespace: dict[str, list[PodView]] = defaultdict(list)
         self.labels: dict[str, Labels] = {}
         self.texts: dict[str, tuple[tuple[int, str], ...]] = {}
+        self.owners: dict[str, set[str]] = defaultdict(set)
+        """An address -> the ports holding it (one, unless records disagree)."""
         self._members: dict[str, dict[str, PodView]] = defaultdict(dict)
         self._ports: dict[str, PodView] = {}
         self._all: list[PodView] | None = None
@@ -505,7 +549,7 @@ class PodIndex:
             else:
                 inside.pop(port, None)
         self.labels[port] = dict(pod.labels)
-        self.texts[port] = tuple((ip.version, str(ip)) for ip in pod.ips)
+        self._own(port, tuple((ip.version, str(ip)) for ip in pod.ips))
         self.by_namespace[pod.namespace] = list(self._members[pod.namespace].values())
         self._choices.pop(pod.namespace, None)
         self._all = None
@@ -519,13 +563,25 @@ class PodIndex:
         for inside in self._inside.values():
             inside.pop(port, None)
         self.labels.pop(port, None)
-        self.texts.pop(port, None)
+        self._own(port, ())
         if members:
             self.by_namespace[namespace] = list(members.values())
         else:
             self.by_namespace.pop(namespace, None)
             self._members.pop(namespace, None)
         self._all = None
+
+    def _own(self, port: str, texts: tuple[tuple[int, str], ...]) -> None:
+        for _, text in self.texts.pop(port, ()):
+            holders = self.owners.get(text)
+            if holders is not None:
+                holders.discard(port)
+                if not holders:
+                    del self.owners[text]
+        if texts:
+            self.texts[port] = texts
+            for _, text in texts:
+                self.owners[text].add(port)
 
     def choose(self, namespace: str, selector: Selector) -> list[PodView]:
         """The pods of ``namespace`` that ``selector`` matches, kept until a pod of the
@@ -559,6 +615,34 @@ class PodIndex:
             texts[family] = found
         return found
 
+    def union(self, origin: Origin, family: int,
+              port: NamedPort | None = None) -> tuple[str, ...]:
+        """The addresses of ``family`` of every pod these choices pick (whose named port
+        has that number, with ``port``), sorted."""
+        if port is None and all(ns != ALL_NAMESPACES for ns, _ in origin):
+            if len(origin) == 1:
+                namespace, selector = origin[0]
+                return tuple(sorted(self.addresses(namespace, selector, family)))
+            return tuple(sorted({text for namespace, selector in origin
+                                 for text in self.addresses(namespace, selector, family)}))
+        pods = self.chosen(origin)
+        if port is not None:
+            name, protocol, number = port
+            pods = [pod for pod in pods if resolve_port(pod, name, protocol) == number]
+        return tuple(sorted({text for pod in pods for version, text in self.texts[pod.port_name]
+                             if version == family}))
+
+    def chosen(self, origin: Origin) -> list[PodView]:
+        """Every pod these choices pick, each once."""
+        found: dict[str, PodView] = {}
+        for namespace, selector in origin:
+            if namespace == ALL_NAMESPACES:
+                found.update((pod.port_name, pod) for pod in self.pods
+                             if selector.matches(self.labels[pod.port_name]))
+            else:
+                found.update((pod.port_name, pod) for pod in self.choose(namespace, selector))
+        return list(found.values())
+
     @property
     def pods(self) -> list[PodView]:
         if self._all is None:
@@ -584,6 +668,14 @@ class Compiler:
         self.isolated: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.touched: set[str] = set()
         self.everywhere = False
+        self.direct: set[tuple[str, Selector]] = set()
+        """The choices of the pods the policy compiled last selects."""
+        self.numbers: dict[tuple[Origin, str, str], frozenset[int]] = {}
+        """The named ports the policy compiled last resolved: (origin, name, protocol)
+        -> the numbers found (one ACL each)."""
+        self.shared: dict[str, tuple[int, Origin, NamedPort | None]] = {}
+        """The shared sets the policy compiled last uses: name -> (family, origin,
+        named port)."""
         self._origins: dict[int, tuple[tuple[str, Selector], ...]] = {}
         """A kept list -> the (namespace, selector) choices it is the union of."""
         self._namespaces: dict[Selector, list[str]] = {}
@@ -593,6 +685,7 @@ class Compiler:
         self._unions: dict[tuple[str, tuple[Peer, ...]],
                            tuple[list[PodView], frozenset[str], bool]] = {}
         self._numbers: dict[tuple[int, str, str], list[tuple[int, list[PodView]]]] = {}
+        self._selections: dict[str, AddressSet] = {}
 
     def keep(self, pods: list[PodView]) -> list[PodView]:
         """Remember a list of pods this compilation made: its rows are worked out once."""
@@ -629,12 +722,24 @@ class Compiler:
         if found is None:
             groups: dict[int, list[PodView]] = defaultdict(list)
             for pod in destinations:
-                resolved = _resolve(pod, name, protocol)
+                resolved = resolve_port(pod, name, protocol)
                 if resolved is not None:
                     groups[resolved].append(pod)
             found = [(number, self.keep(pods)) for number, pods in sorted(groups.items())]
             self._numbers[key] = found
+        origin = self._origins.get(id(destinations))
+        if origin is None:
+            self.everywhere = True  # a union this compilation cannot name: any pod
+        else:
+            self.numbers[(canonical_origin(origin), name, protocol)] = frozenset(
+                number for number, _ in found)
         return found
+
+    def every_pod(self) -> list[PodView]:
+        """Every pod, as a choice of every namespace (egress to any pod)."""
+        pods = self.keep(self.pods)
+        self._origins[id(pods)] = ((ALL_NAMESPACES, Selector()),)
+        return pods
 
     def choose(self, namespace: str, selector: Selector) -> list[PodView]:
         """The pods of ``namespace`` that ``selector`` matches (remembered)."""
@@ -662,6 +767,7 @@ class Compiler:
         return set(self.view.namespaces) | set(self.by_namespace)
 
     def selected(self, policy: NetworkPolicy) -> list[PodView]:
+        self.direct.add((policy.namespace, policy.selector))
         return self.choose(policy.namespace, policy.selector)
 
     def peer_pods(self, policy: NetworkPolicy, peer: Peer) -> list[PodView]:
@@ -689,15 +795,21 @@ class Compiler:
 
     # ---------------------------------------------------------------- rows
 
-    def address_set(self, pods: Iterable[PodView], family: int, *parts: str) -> str:
-        name = safe_name("as", *parts, f"ip{family}")
+    def address_set(self, pods: Iterable[PodView], family: int, *parts: str,
+                    shared: bool = False) -> str:
+        """The set of the pods' addresses of ``family``; with ``shared``, named after
+        what the pods were chosen by (when that is known), so policies choosing alike
+        use one set."""
         chosen = pods if isinstance(pods, list) and self._kept.get(id(pods)) is pods \
             else tuple(pods)
+        origin = self._origins.get(id(chosen)) if isinstance(chosen, list) else None
+        if shared and origin is not None:
+            return self._selection_set(chosen, origin, family)
+        name = safe_name("as", *parts, f"ip{family}")
         # a list this compilation made and keeps stands for itself; other pods by their
         # identities (they live in the index meanwhile)
         key = (family, (id(chosen),) if isinstance(chosen, list) else tuple(map(id, chosen)))
         addresses = self._addresses.get(key)
-        origin = self._origins.get(id(chosen)) if isinstance(chosen, list) else None
         if addresses is None and origin is not None:
             addresses = sorted({text for ns, selector in origin
                                 for text in self.index.addresses(ns, selector, family)})
@@ -712,10 +824,30 @@ class Compiler:
             name, tuple(addresses), owned("netpol", **{"podnet.io/set": "/".join(parts)}))
         return name
 
-    def addresses_clause(self, pods: Sequence[PodView], direction: str, *parts: str) -> str:
+    def _selection_set(self, chosen: Sequence[PodView], origin: Origin, family: int,
+                       port: NamedPort | None = None) -> str:
+        """The shared set of a union of choices (worked out once per compilation); with
+        ``port``, of those of ``chosen`` whose named port has that number."""
+        canonical = canonical_origin(origin)
+        name = selection_set(canonical, family, port)
+        self.shared[name] = (family, canonical, port)
+        row = self._selections.get(name)
+        if row is None:
+            addresses = self.index.union(canonical, family) if port is None else \
+                tuple(sorted({text for pod in chosen
+                              for version, text in self.index.texts[pod.port_name]
+                              if version == family}))
+            row = selection_row(name, canonical, addresses, port)
+            self._selections[name] = row
+        self.state.policy_address_sets[name] = row
+        return name
+
+    def addresses_clause(self, pods: Sequence[PodView], direction: str, *parts: str,
+                         shared: bool = False) -> str:
         """``ip4.<direction> == $set4 || ip6.<direction> == $set6`` over the pods' IPs."""
         return " || ".join(
-            f"ip{family}.{direction} == ${self.address_set(pods, family, *parts)}"
+            f"ip{family}.{direction} == "
+            f"${self.address_set(pods, family, *parts, shared=shared)}"
             for family in (4, 6))
 
     def meter(self, rate: int) -> str:
@@ -798,7 +930,8 @@ class Compiler:
         selectors = tuple(peer for peer in rule.peers if peer.block is None)
         if selectors:
             pods = self.peers_of(policy, selectors)
-            clauses.append(self.addresses_clause(pods, side.peer_field, *parts, "peers"))
+            clauses.append(self.addresses_clause(pods, side.peer_field, *parts, "peers",
+                                                 shared=True))
         for peer in rule.peers:
             if peer.block is not None:
                 clauses.append(_block_clause(peer.block, side.peer_field))
@@ -820,12 +953,19 @@ class Compiler:
             destinations = self.peers_of(policy, rule.peers)
             peers = ""  # the destination addresses below are the peers' own
         else:
-            self.everywhere = True
-            destinations = self.pods
+            destinations = self.every_pod()
+        origin = self._origins.get(id(destinations))
         acls = []
         for resolved, pods in self.by_number(destinations, str(port.port), port.protocol):
             named = (*parts, f"port{number}", str(resolved))
-            where = self.addresses_clause(pods, "dst", *named)
+            if origin is None:
+                where = self.addresses_clause(pods, "dst", *named)
+            else:  # shared by every rule reaching the same pods on the same port
+                named_port = (str(port.port), port.protocol, resolved)
+                where = " || ".join(
+                    f"ip{family}.dst == "
+                    f"${self._selection_set(pods, origin, family, named_port)}"
+                    for family in (4, 6))
             acls.append(self.allow(f"np/{'/'.join(named)}", side, logging, label, base,
                                    peers, where, f"{port.protocol.lower()}.dst == {resolved}"))
         return acls
@@ -885,11 +1025,27 @@ class Compiler:
         return Logging(severity, self.meter(0) if severity else "")
 
 
+def selection_row(name: str, origin: Origin, addresses: tuple[str, ...],
+                  port: NamedPort | None = None) -> AddressSet:
+    """A shared set: its external_ids say what it selects, in short."""
+    if not origin:
+        described = "no namespace"
+    else:
+        namespace, selector = origin[0]
+        described = f"{namespace}/{selector_text(selector)}"[:120]
+        if len(origin) > 1:
+            described += f" and {len(origin) - 1} more"
+    if port is not None:
+        described += " port {}/{} = {}".format(*port)
+    return AddressSet(name, addresses, owned("netpol", **{"podnet.io/selects": described}))
+
+
 def _unique(pods: Iterable[PodView]) -> list[PodView]:
     return list({pod.port_name: pod for pod in pods}.values())
 
 
-def _resolve(pod: PodView, name: str, protocol: str) -> int | None:
+def resolve_port(pod: PodView, name: str, protocol: str) -> int | None:
+    """The number of the pod's container port of that name and protocol, if any."""
     return next((port.number for port in pod.container_ports
                  if port.name == name and port.protocol == protocol), None)
 

@@ -4,28 +4,44 @@ A full compile is every policy over every pod: at a thousand policies and ten th
 pods, far more than an event step may take. Each policy's rows depend on its own spec,
 on the pods of the namespaces its selectors reach, and on those namespaces' labels; a
 namespace's isolation rows depend on the policies in it. This cache keeps each policy's
-rows with the namespaces they depend on, and an event recompiles the policies a changed
-pod, namespace or policy can reach, and the isolation of their namespaces. The rows it
-returns are the same as a full compile's (``add_network_policies``); for the NB writer
-it also names the rows to reconcile, old and new, so that no other row is read.
+rows with the choices they depend on, and an event recompiles the policies a changed
+pod, namespace or policy can reach, and the isolation of their namespaces.
+
+The peers' address sets, and the sets of named-port destinations, are shared between
+policies (named after what they select), so the cache keeps them apart, each with its
+users: a pod that joins or leaves some peers or destinations changes those sets in
+place, from the pod index, and recompiles no policy, unless it is among a policy's
+selected pods (its port group), or brings a named port's number no destination had
+(a new ACL), or takes the last of one away. A set goes when its last user does.
+
+The rows it returns are the same as a full compile's (``add_network_policies``); for the
+NB writer it also names the rows to reconcile, old and new, so that no other row is
+read.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ipam.addresses import IPAddress
 from podnet_sync.cluster import PodView
 from podnet_sync.nb_model import AddressSet, DesiredState, Meter, PortGroup
 from podnet_sync.netpol import (
+    ALL_NAMESPACES,
     NODES_SET,
     Compiler,
+    NamedPort,
     NamespaceView,
     NetworkPolicy,
+    Origin,
     PodIndex,
     PolicyView,
+    Selector,
+    origin_chooses,
+    resolve_port,
 )
 
 NODE_SETS = frozenset(NODES_SET.format(family=family) for family in (4, 6))
@@ -41,13 +57,35 @@ class Compiled:
     meters: dict[str, Meter]
     isolated: dict[str, frozenset[str]]
     """Direction -> the ports of the policy's namespace it isolates."""
-    namespaces: frozenset[str]
-    """The namespaces whose pods the rows depend on."""
+    direct: frozenset[tuple[str, Selector]]
+    """The choices of its selected pods (its port group)."""
+    numbers: dict[tuple[Origin, str, str], frozenset[int]]
+    """Its named ports: (destinations, name, protocol) -> the numbers they resolve to."""
     everywhere: bool
-    """The rows depend on every pod (ipBlock destinations, egress to any pod)."""
+    """The rows depend on every pod (named ports of destinations with ipBlocks)."""
+    shared: dict[str, tuple[int, Origin, NamedPort | None]]
+    """The shared sets it uses (rows of the cache, not of the policy): name -> (family,
+    what the set chooses, the named port)."""
 
     def rows(self) -> dict[str, PortGroup | AddressSet]:
+        """The policy's own rows (shared sets are not among them)."""
         return {**self.groups, **self.address_sets}
+
+
+@dataclass
+class SharedSet:
+    """A peers' set several policies may use, and which do."""
+
+    row: AddressSet
+    family: int
+    origin: Origin
+    port: NamedPort | None
+    users: set[str] = field(default_factory=set)
+
+    def chooses(self, pod: PodView, labels: Mapping[str, str]) -> bool:
+        if not origin_chooses(self.origin, pod.namespace, labels):
+            return False
+        return self.port is None or resolve_port(pod, *self.port[:2]) == self.port[2]
 
 
 @dataclass
@@ -76,6 +114,9 @@ class PolicyCache:
         self._watchers: dict[str, set[str]] = defaultdict(set)
         self._everywhere: set[str] = set()
         self._in_namespace: dict[str, set[str]] = defaultdict(set)
+        self.shared: dict[str, SharedSet] = {}
+        self._set_watchers: dict[str, set[str]] = defaultdict(set)
+        self._number_watchers: dict[str, set[str]] = defaultdict(set)
 
     # ------------------------------------------------------------ full
 
@@ -89,7 +130,7 @@ class PolicyCache:
         self.node_ips = tuple(node_ips)
         compiler = self._compiler(policies)
         for policy in sorted(policies, key=lambda p: p.key):
-            self._store(self._compile(compiler, policy))
+            self._store(self._compile(compiler, policy), compiler.state.policy_address_sets)
         for namespace in self._in_namespace:
             self._isolate(namespace)
         self._write_all(state)
@@ -100,6 +141,8 @@ class PolicyCache:
         for compiled in self.policies.values():
             state.port_groups.update(compiled.groups)
             state.policy_address_sets.update(compiled.address_sets)
+        for name, entry in self.shared.items():
+            state.policy_address_sets[name] = entry.row
         for rows in self.isolation.values():
             state.port_groups.update(rows.port_groups)
             state.policy_address_sets.update(rows.policy_address_sets)
@@ -124,13 +167,24 @@ class PolicyCache:
         affected |= self._reached_by_namespaces(namespaces, wanted)
         changed_namespaces = {name for name in set(namespaces) | set(self.namespaces)
                               if namespaces.get(name) != self.namespaces.get(name)}
+        moves: dict[str, tuple[set[str], set[str]]] = {}
+        emptied: set[tuple[str, Origin, NamedPort]] = set()
+        seen = set(self.namespaces) | set(self.index.by_namespace)
         for port, now in pods.items():
-            affected |= self._reached_by_pod(self.index.get(port), now, wanted)
+            was = self.index.get(port)
+            affected |= self._reached_by_pod(was, now, emptied)
+            self._note_moves(was, now, moves)
             self.index.put(port, now)
+        affected |= self._emptied(emptied, affected)
         self.namespaces = dict(namespaces)
+        # a namespace known only by its pods comes with its first and goes with its
+        # last: any namespace selector may match it, by its default labels
+        appeared = seen ^ (set(self.namespaces) | set(self.index.by_namespace))
+        affected |= _selecting(wanted, [view_labels(name, None) for name in appeared])
         had_policies = bool(self.policies)
         old: dict[str, PortGroup | AddressSet] = {}
         new: dict[str, PortGroup | AddressSet] = {}
+        shared_before: dict[str, AddressSet | None] = {}
         touched_namespaces = set(changed_namespaces)
         compiler = self._compiler(list(wanted.values()))
         for key in sorted(affected):
@@ -138,13 +192,22 @@ class PolicyCache:
             if before is not None:
                 old.update(before.rows())
                 touched_namespaces.add(before.policy.namespace)
+                self._remember(shared_before, before.shared)
                 self._forget(before)
             policy = wanted.get(key)
             if policy is not None:
                 compiled = self._compile(compiler, policy)
-                self._store(compiled)
+                self._remember(shared_before, compiled.shared)
+                self._store(compiled, compiler.state.policy_address_sets)
                 new.update(compiled.rows())
                 touched_namespaces.add(policy.namespace)
+        self._remember(shared_before, moves)
+        moved = self._move(moves)
+        for name, row in shared_before.items():
+            if row is not None:
+                old[name] = row
+            if name in self.shared:
+                new[name] = self.shared[name].row
         for namespace in touched_namespaces:
             before_rows = self.isolation.get(namespace)
             if before_rows is not None:
@@ -158,11 +221,12 @@ class PolicyCache:
             forced = set(NODE_SETS)
             if self.policies:
                 new.update(self._node_sets())
-        return self._changes(old, new, forced, len(affected))
+        return self._changes(old, new, forced, len(affected), moved)
 
     def _changes(self, old: Mapping[str, PortGroup | AddressSet],
                  new: Mapping[str, PortGroup | AddressSet], forced: set[str],
-                 recompiled: int) -> Change:
+                 recompiled: int,
+                 moved: Mapping[str, tuple[frozenset[str], frozenset[str]]]) -> Change:
         """The rows that differ from what was compiled before: only those are written
         (and read back) in NB; a row the next full step finds drifted is repaired then."""
         change = Change(recompiled=recompiled)
@@ -174,7 +238,9 @@ class PolicyCache:
                 change.state.port_groups[name] = row
             elif isinstance(row, AddressSet):
                 change.state.policy_address_sets[name] = row
-                if isinstance(was, AddressSet) and was.external_ids == row.external_ids:
+                if name in moved and isinstance(was, AddressSet):
+                    change.state.policy_set_changes[name] = moved[name]
+                elif isinstance(was, AddressSet) and was.external_ids == row.external_ids:
                     want = set(row.addresses)
                     differ = want.symmetric_difference(was.addresses)
                     change.state.policy_set_changes[name] = (frozenset(differ & want),
@@ -197,26 +263,124 @@ class PolicyCache:
         return found
 
     def _reached_by_pod(self, old: PodView | None, new: PodView | None,
-                        wanted: Mapping[str, NetworkPolicy]) -> set[str]:
-        """Policies whose rows a pod's change can change: those depending on every pod,
-        and those reaching its namespace whose selectors match it before or after."""
+                        emptied: set[tuple[str, Origin, NamedPort]]) -> set[str]:
+        """Policies whose own rows a pod's change can change: those depending on every
+        pod, those whose selected pods it is among, before or after, and those it
+        brings a named port's new number. The numbers it may have been the last
+        destination of go into ``emptied``."""
         found = set(self._everywhere)
         for pod in (old, new):
             if pod is None:
                 continue
-            if not self.index.by_namespace.get(pod.namespace) and \
-                    pod.namespace not in self.namespaces:
-                # a namespace first seen through this pod: any namespace selector may
-                # match it, by the namespace's default labels
-                found |= _selecting(wanted, [view_labels(pod.namespace, None)])
             labels = dict(pod.labels)
-            where = view_labels(pod.namespace, self.namespaces.get(pod.namespace))
             for key in self._watchers.get(pod.namespace, set()):
                 compiled = self.policies.get(key)
-                if compiled is not None and _may_choose(compiled.policy, pod.namespace,
-                                                        where, labels):
+                if compiled is not None and any(
+                        namespace == pod.namespace and selector.matches(labels)
+                        for namespace, selector in compiled.direct):
                     found.add(key)
+            for key in self._watching_numbers(pod.namespace):
+                self._reached_by_numbers(key, pod, labels, pod is old and pod is not new,
+                                         new, found, emptied)
         return found
+
+    def _note_moves(self, old: PodView | None, new: PodView | None,
+                    moves: dict[str, tuple[set[str], set[str]]]) -> None:
+        """The addresses a pod's change adds to and takes from the shared sets."""
+        for pod, side in ((old, 1), (new, 0)):
+            if pod is None or not pod.ips or pod.host_network:
+                continue
+            labels = dict(pod.labels)
+            for name in self._watching_sets(pod.namespace):
+                entry = self.shared[name]
+                if entry.chooses(pod, labels):
+                    texts = {str(ip) for ip in pod.ips if ip.version == entry.family}
+                    if texts:
+                        moves.setdefault(name, (set(), set()))[side].update(texts)
+
+    def _watching_numbers(self, namespace: str) -> set[str]:
+        return (self._number_watchers.get(namespace, set())
+                | self._number_watchers.get(ALL_NAMESPACES, set()))
+
+    def _watching_sets(self, namespace: str) -> set[str]:
+        return (self._set_watchers.get(namespace, set())
+                | self._set_watchers.get(ALL_NAMESPACES, set()))
+
+    def _reached_by_numbers(self, key: str, pod: PodView, labels: Mapping[str, str],
+                            leaving: bool, new: PodView | None, found: set[str],
+                            emptied: set[tuple[str, Origin, NamedPort]]) -> None:
+        """Whether the pod brings (or, ``leaving``, may take the last of) a number of
+        one of the policy's named ports."""
+        compiled = self.policies.get(key)
+        if compiled is None:
+            return
+        for (origin, name, protocol), numbers in compiled.numbers.items():
+            if not origin_chooses(origin, pod.namespace, labels):
+                continue
+            number = resolve_port(pod, name, protocol)
+            if number is None:
+                continue
+            if number not in numbers:
+                found.add(key)
+            elif leaving and not (new is not None and resolve_port(new, name, protocol) == number
+                                  and origin_chooses(origin, new.namespace, dict(new.labels))):
+                emptied.add((key, origin, (name, protocol, number)))
+
+    def _emptied(self, emptied: set[tuple[str, Origin, NamedPort]],
+                 affected: set[str]) -> set[str]:
+        """The policies left with a named port's number no destination has any more."""
+        found = set()
+        for key, origin, (name, protocol, number) in emptied:
+            if key in affected or key in found:
+                continue
+            if not any(resolve_port(pod, name, protocol) == number
+                       for pod in self.index.chosen(origin)):
+                found.add(key)
+        return found
+
+    def _remember(self, rows: dict[str, AddressSet | None], names: Iterable[str]) -> None:
+        """Note the shared sets' rows as they were before the event (``None``: absent)."""
+        for name in names:
+            if name not in rows:
+                entry = self.shared.get(name)
+                rows[name] = entry.row if entry is not None else None
+
+    def _move(self, moves: Mapping[str, tuple[set[str], set[str]]]
+              ) -> dict[str, tuple[frozenset[str], frozenset[str]]]:
+        """Apply the moves to the shared sets still used (in sorted place, as a full
+        compile orders them); an address another chosen pod still holds stays. Returns
+        what each set really gained and lost."""
+        moved = {}
+        for name, (adds, removes) in moves.items():
+            entry = self.shared.get(name)
+            if entry is None:
+                continue
+            addresses = list(entry.row.addresses)
+            gained, lost = set(), set()
+            for text in removes - adds:
+                if self._still_held(entry, text):
+                    continue
+                at = bisect.bisect_left(addresses, text)
+                if at < len(addresses) and addresses[at] == text:
+                    del addresses[at]
+                    lost.add(text)
+            for text in adds:
+                at = bisect.bisect_left(addresses, text)
+                if at == len(addresses) or addresses[at] != text:
+                    addresses.insert(at, text)
+                    gained.add(text)
+            if gained or lost:
+                entry.row = replace(entry.row, addresses=tuple(addresses))
+                moved[name] = (frozenset(gained), frozenset(lost))
+        return moved
+
+    def _still_held(self, entry: SharedSet, text: str) -> bool:
+        """Whether a pod the set chooses holds this address (after the event)."""
+        for port in self.index.owners.get(text, ()):
+            pod = self.index.get(port)
+            if pod is not None and entry.chooses(pod, self.index.labels[port]):
+                return True
+        return False
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -229,28 +393,55 @@ class PolicyCache:
         compiler.state = DesiredState()
         compiler.isolated.clear()
         compiler.touched, compiler.everywhere = set(), False
+        compiler.direct, compiler.shared, compiler.numbers = set(), {}, {}
         compiler.compile_policy(policy)
+        sets = compiler.state.policy_address_sets
         return Compiled(
-            policy, compiler.state.port_groups, compiler.state.policy_address_sets,
+            policy, compiler.state.port_groups,
+            {name: row for name, row in sets.items() if name not in compiler.shared},
             compiler.state.meters,
             {kind: frozenset(ports) for (_, kind), ports in compiler.isolated.items()},
-            frozenset(compiler.touched), compiler.everywhere)
+            frozenset(compiler.direct), compiler.numbers, compiler.everywhere,
+            compiler.shared)
 
-    def _store(self, compiled: Compiled) -> None:
+    def _store(self, compiled: Compiled, sets: Mapping[str, AddressSet]) -> None:
+        """Keep a compiled policy; ``sets`` holds the rows of the shared sets it uses."""
         key = compiled.policy.key
         self.policies[key] = compiled
         self._in_namespace[compiled.policy.namespace].add(key)
-        for namespace in compiled.namespaces:
+        for namespace, _ in compiled.direct:
             self._watchers[namespace].add(key)
         if compiled.everywhere:
             self._everywhere.add(key)
+        for origin, _, _ in compiled.numbers:
+            for namespace, _ in origin:
+                self._number_watchers[namespace].add(key)
+        for name, (family, origin, port) in compiled.shared.items():
+            entry = self.shared.get(name)
+            if entry is None:
+                entry = self.shared[name] = SharedSet(sets[name], family, origin, port)
+                for namespace, _ in origin:
+                    self._set_watchers[namespace].add(name)
+            entry.users.add(key)
 
     def _forget(self, compiled: Compiled) -> None:
         key = compiled.policy.key
         self._in_namespace[compiled.policy.namespace].discard(key)
-        for namespace in compiled.namespaces:
+        for namespace, _ in compiled.direct:
             self._watchers[namespace].discard(key)
         self._everywhere.discard(key)
+        for origin, _, _ in compiled.numbers:
+            for namespace, _ in origin:
+                self._number_watchers[namespace].discard(key)
+        for name in compiled.shared:
+            entry = self.shared.get(name)
+            if entry is None:
+                continue
+            entry.users.discard(key)
+            if not entry.users:
+                del self.shared[name]
+                for namespace, _ in entry.origin:
+                    self._set_watchers[namespace].discard(name)
 
     def _isolate(self, namespace: str) -> None:
         """The namespace's isolation rows from the policies in it."""
@@ -296,18 +487,3 @@ def _selecting(wanted: Mapping[str, NetworkPolicy],
                    for rule in (*policy.ingress, *policy.egress)
                    for peer in rule.peers if peer.namespaces is not None
                    for each in labels)}
-
-
-def _may_choose(policy: NetworkPolicy, namespace: str, where: Mapping[str, str],
-                labels: Mapping[str, str]) -> bool:
-    """Whether a pod of ``namespace`` (labelled ``where``) with ``labels`` is among the
-    policy's selected pods or its peers."""
-    if namespace == policy.namespace and policy.selector.matches(labels):
-        return True
-    return any(peer.block is None
-               and (namespace == policy.namespace if peer.namespaces is None
-                    else peer.namespaces.matches(where))
-               and (peer.pods is None or peer.pods.matches(labels))
-               for rule in (*policy.ingress, *policy.egress) for peer in rule.peers)
-
-

@@ -132,7 +132,8 @@ def test_a_changed_label_moves_the_pod_and_a_deleted_policy_leaves_no_row(
     assert nb_list(central, "Port_Group", "name") == [""]
     assert central.nbctl("--bare", "--columns=_uuid", "find", "ACL",
                          "external_ids:podnet.io/kind=netpol") == ""
-    assert "npas_" not in central.nbctl("--bare", "--columns=name", "list", "Address_Set")
+    sets = central.nbctl("--bare", "--columns=name", "list", "Address_Set")
+    assert "npas_" not in sets and "npsel_" not in sets
 
 
 def test_foreign_port_groups_and_acls_are_left_alone(
