@@ -11,13 +11,25 @@ from pathlib import Path
 import pytest
 
 from podnet.ovn import NB_SCHEMA
-from podnet.ovn_raft import RaftDatabase
+from podnet.ovn_raft import RaftDatabase, RaftMember
 from podnet_plumbing.ovsdb import close_api, nb_api
 from podnet_sync.nb import Northbound
 from tests.nb_burst import desired, port_counts, settle
 
 pytestmark = pytest.mark.slow
 PODS = 1000
+
+
+def wait_for_leader(db: RaftDatabase, other_than: RaftMember,
+                    timeout_s: float = 30.0) -> RaftMember | None:
+    """The cluster's leader once one other than ``other_than`` is elected."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        leader = db.leader()
+        if leader is not None and leader is not other_than:
+            return leader
+        time.sleep(0.1)
+    return None
 
 
 @pytest.fixture
@@ -43,7 +55,8 @@ def test_the_writer_follows_a_new_leader_and_the_rows_converge_exactly(
         killer.join()
         print(f"leader {leader.daemon.name} killed: converged after {took:.1f} s, "
               f"{failures} failed steps")
-        new_leader = cluster_db.leader()
+        # the burst may end before the kill lands: the survivors elect after it
+        new_leader = wait_for_leader(cluster_db, other_than=leader)
         assert new_leader is not None and new_leader is not leader
     finally:
         close_api(api)
