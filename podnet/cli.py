@@ -17,7 +17,8 @@ from podnet_plumbing import logs
 def build_parser() -> argparse.ArgumentParser:
     from ipam import cli as ipam_cli
     from node_agent import cli as agent_cli
-    from podnet import lab
+    from podnet import ctl, lab
+    from podnet_ic import main as ic_main
     from podnet_sync import main as sync_main
     from webhook import cli as webhook_cli
 
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     webhook_cli.register(commands)
     sync_main.register(commands)
     agent_cli.register(commands)
+    ic_main.register(commands)
+    ctl.register(commands)
     return parser
 
 

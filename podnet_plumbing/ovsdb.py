@@ -200,3 +200,22 @@ def sb_api(remote: str, timeout_s: float = 10.0) -> OvnSbApiIdlImpl:
 def close_api(api: Any, timeout_s: float = 5.0) -> None:
     """Stop an API object's connection thread."""
     api.ovsdb_connection.stop(timeout_s)
+
+
+def ic_nb_api(remote: str, timeout_s: float = 10.0) -> Any:
+    """An ovsdbapp API connected to the OVN-IC northbound DB (``Transit_Switch``)."""
+    from ovsdbapp.schema.ovn_ic_northbound import impl_idl
+
+    return _api(remote, "OVN_IC_Northbound", impl_idl.OvnIcNbApiIdlImpl, timeout_s)
+
+
+def ic_sb_api(remote: str, timeout_s: float = 10.0) -> Any:
+    """An ovsdbapp API connected to the OVN-IC southbound DB (ovsdbapp has no schema
+    module for it: the generic backend, read and written through commands)."""
+    from ovsdbapp import api as ovsdbapp_api
+    from ovsdbapp.backend import ovs_idl
+
+    class IcSbApi(ovs_idl.Backend, ovsdbapp_api.API):  # type: ignore[misc]
+        schema = "OVN_IC_Southbound"
+
+    return _api(remote, "OVN_IC_Southbound", IcSbApi, timeout_s)
