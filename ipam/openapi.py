@@ -98,6 +98,19 @@ _SUBNET_SPEC_PROPERTIES: dict[str, Schema] = {
         "description": "Node labels a pod's node must carry to get an address here.",
     },
     "default": {"type": "boolean"},
+    "acls": {
+        "type": "array",
+        "description": "Kube-OVN's spec.acls on the subnet's switch, as validated (the match "
+                       "printed again from its parse).",
+        "items": _object({
+            "action": {"type": "string",
+                       "enum": ["allow", "allow-related", "allow-stateless", "drop", "reject"]},
+            "direction": {"type": "string", "enum": ["from-lport", "to-lport"]},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 1999},
+            "match": {"type": "string"},
+        }, "One ACL."),
+    },
+    "allowEWTraffic": {"type": "boolean"},
 }
 
 _SUBNET_DETAIL = _object(

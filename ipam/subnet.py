@@ -34,6 +34,7 @@ from ipam.addresses import (
     split_list,
 )
 from ipam.errors import GatewayAddress, InvalidInput, MalformedValue, SubnetOverlap
+from ipam.subnet_acl import SubnetAcl, parse_acls
 
 MAX_CURSOR_SPAN = 2**52
 """Offsets the dynamic allocator walks in one family: far beyond any cluster, and exact
@@ -65,7 +66,7 @@ _SUPPORTED_FIELDS = frozenset(
     {
         "cidrBlock", "gateway", "excludeIps", "namespaces", "protocol", "private",
         "allowSubnets", "natOutgoing", "gatewayType", "gatewayNode",
-        "disableInterConnection", "nodeSelector", "default",
+        "disableInterConnection", "nodeSelector", "default", "acls", "allowEWTraffic",
     }
 )
 # Fields that do not change how podnet wires the network (checks and bookkeeping
@@ -84,8 +85,6 @@ _DEFAULT_ONLY_FIELDS: Mapping[str, tuple[object, ...]] = {
     "enableIPv6RA": (False, None),
     "enableLb": (True, None),
     "enableEcmp": (False, None),
-    "allowEWTraffic": (False, None),
-    "acls": (None, []),
     "externalEgressGateway": ("", None),
     "mtu": (0, None),
 }
@@ -167,6 +166,10 @@ class SubnetSpec:
     disable_inter_connection: bool = False
     node_selector: Mapping[str, str] = field(default_factory=dict)
     default: bool = False
+    acls: tuple[SubnetAcl, ...] = ()
+    """``spec.acls``, validated (``ipam.subnet_acl``): ACLs on the subnet's switch."""
+    allow_ew_traffic: bool = False
+    """With ``acls``: allow traffic within the subnet above them (Kube-OVN's 1900)."""
 
     @property
     def cidr_block(self) -> str:
@@ -212,6 +215,8 @@ class SubnetSpec:
             "disableInterConnection": self.disable_inter_connection,
             "nodeSelector": dict(self.node_selector),
             "default": self.default,
+            "acls": [acl.to_json() for acl in self.acls],
+            "allowEWTraffic": self.allow_ew_traffic,
         }
 
 
@@ -262,12 +267,19 @@ def parse_subnet(obj: Mapping[str, Any]) -> SubnetSpec:
         raise MalformedValue(
             "spec.gatewayNode", gateway_node, "is required when gatewayType is centralized"
         )
+    private = _bool("spec.private", spec.get("private"))
+    acls = parse_acls(spec.get("acls"))
+    if acls and private:
+        raise InvalidInput(
+            "spec.acls", f"{len(acls)} ACLs", "cannot be combined with private: true in "
+            "podnet (Kube-OVN puts a private subnet's own ACLs at 1000-1001 and 2004, on "
+            "both sides of these; podnet does not interleave them): use one or the other")
     return SubnetSpec(
         name=name,
         families=families,
         exclude_ips=tuple(exclude_ips),
         namespaces=tuple(_string_list("spec.namespaces", spec.get("namespaces"))),
-        private=_bool("spec.private", spec.get("private")),
+        private=private,
         allow_subnets=_cidr_list("spec.allowSubnets", spec.get("allowSubnets")),
         nat_outgoing=_bool("spec.natOutgoing", spec.get("natOutgoing")),
         gateway_type=gateway_type,
@@ -277,6 +289,8 @@ def parse_subnet(obj: Mapping[str, Any]) -> SubnetSpec:
         ),
         node_selector=parse_node_selector("spec.nodeSelector", spec.get("nodeSelector")),
         default=_bool("spec.default", spec.get("default")),
+        acls=acls,
+        allow_ew_traffic=_bool("spec.allowEWTraffic", spec.get("allowEWTraffic")),
     )
 
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 from ipam import names
 from ipam.addresses import IPAddress
+from ipam.errors import InvalidInput
 from ipam.subnet import JOIN_SUBNET, SubnetSpec
+from ipam.subnet_acl import EW_PRIORITY, PRIORITY_BASE, SubnetAcl, parse_match
 from podnet_sync.cluster import EndpointSliceView, PodView, ServicePort, ServiceView
 from podnet_sync.nb_model import (
     CLUSTER_ROUTER,
@@ -47,6 +49,14 @@ PRIORITY_CLUSTER_INTERNAL = 31000
 PRIORITY_GATEWAY = 29000
 PRIORITY_PRIVATE_ALLOW = 3000
 PRIORITY_PRIVATE_DROP = 2900
+SUBNET_ACL_PRIORITIES = range(PRIORITY_BASE, PRIORITY_BASE + 2000)
+"""Kube-OVN's subnet ACL priorities 0-1999, written at 4000-5999: above the private
+subnets' rows and BaselineAdminNetworkPolicy, below NetworkPolicy (9999-10001)."""
+NEW_ONLY = "(!ct.trk || !ct.est)"
+"""Added to a subnet ACL's drop or reject: new connections only, as NetworkPolicy's
+drops (docs/network-policy.md: an established load-balanced connection that starts to
+match a drop trips an assertion of Open vSwitch 3.1.0's userspace conntrack). Written
+with ``!ct.trk`` so that a switch whose traffic skips conntrack still drops."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,8 @@ def _add_skeleton(state: DesiredState, view: ClusterView) -> None:
     for node in view.nodes:
         _add_node_port(state, node)
     _add_private_acls(state, view.subnets, join)
+    for subnet in view.subnets:
+        _add_subnet_acls(state, subnet)
     _add_default_routes(state, join)
 
 
@@ -210,6 +222,37 @@ def _add_private_acls(
         ):
             key = f"{subnet.name}/{suffix}"
             state.acls[key] = Acl(subnet.name, key, priority, "to-lport", acl_match, action)
+
+
+def _add_subnet_acls(state: DesiredState, subnet: SubnetSpec) -> None:
+    """Kube-OVN's ``spec.acls`` on the subnet's switch, each at 4000 + its priority, and
+    with ``allowEWTraffic`` (and some ACLs) an allow of traffic within the subnet in
+    both directions at 4000 + 1900, as Kube-OVN writes them. The match was checked at
+    admission; it is checked again here (it may come from a store written by hand), and
+    an ACL whose match is refused is left out with the reason."""
+    acls: list[SubnetAcl] = []
+    for index, acl in enumerate(subnet.acls):
+        try:
+            parse_match(acl.match, f"subnet {subnet.name} spec.acls[{index}].match")
+        except InvalidInput as exc:
+            state.skipped.append(str(exc))
+            continue
+        acls.append(acl)
+        key = f"{subnet.name}/acls/{index}"
+        match = acl.match
+        if acl.action in ("drop", "reject"):
+            match = f"({match}) && {NEW_ONLY}"
+        state.acls[key] = Acl(subnet.name, key, acl.ovn_priority, acl.direction, match,
+                              acl.action)
+    if not acls or not subnet.allow_ew_traffic:
+        return
+    for layout in subnet.families:
+        family = f"ip{layout.family}"
+        same = f"{family}.src == {layout.network} && {family}.dst == {layout.network}"
+        for direction in ("to-lport", "from-lport"):
+            key = f"{subnet.name}/allow-ew/{layout.family}/{direction}"
+            state.acls[key] = Acl(subnet.name, key, PRIORITY_BASE + EW_PRIORITY, direction,
+                                  same, "allow")
 
 
 def address_set_name(*parts: str) -> str:

@@ -53,7 +53,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "05": (ACCEPT, ""),
     "06": (ACCEPT, ""),
     "07": (REFUSE, "spec.gatewayNodeSelectors"),
-    "08": (REFUSE, "spec.acls"),
+    "08": (ACCEPT, ""),  # spec.acls on the switch; allowEWTraffic false adds nothing
     "09": (ACCEPT, ""),
     "10": (REFUSE, "spec.cidrBlock"),  # a fragment: only disableGatewayCheck, no CIDR
     "11": (REFUSE, "spec.enableMulticastSnoop"),

@@ -1,0 +1,191 @@
+"""Kube-OVN's Subnet ``spec.acls`` against a real OVN: the ACLs are written on the
+subnet's switch, owned by podnet, updated and removed with the subnet, other rows left
+alone; and on a real chassis the example's drop blocks a ping while its allow-related
+lets the pod itself reach out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ipam import names
+from ipam.subnet import SubnetSpec, build_subnet, parse_subnet
+from podnet.ovn import OvnCentral, OvnError, OvsNode
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.cluster import PodView, parse_pod
+from podnet_sync.nb import Northbound
+from podnet_sync.nb_model import DesiredState
+from podnet_sync.topology import ClusterView, desired_state
+from tests.ovn_fixtures import NetnsPod, netns_node, plug_pod, running_node
+
+EXAMPLE: list[dict[str, Any]] = [
+    {"action": "drop", "direction": "to-lport", "match": "ip4.dst == 10.10.0.2 && ip",
+     "priority": 1002},
+    {"action": "allow-related", "direction": "from-lport",
+     "match": "ip4.src == 10.10.0.2 && ip", "priority": 1002},
+]
+
+
+@pytest.fixture(scope="module")
+def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvnCentral]:
+    """A central of this module alone: full reconciles own every podnet row in it."""
+    with OvnCentral(tmp_path_factory.mktemp("subnet-acl-central")) as started:
+        yield started
+
+
+@pytest.fixture
+def northbound(central: OvnCentral) -> Iterator[Northbound]:
+    api = nb_api(central.nb_remote)
+    writer = Northbound(api)
+    yield writer
+    writer.reconcile(DesiredState())
+    close_api(api)
+
+
+def acl_subnet(acls: list[dict[str, Any]], **spec: Any) -> SubnetSpec:
+    return parse_subnet({"kind": "Subnet", "metadata": {"name": "acl"}, "spec": {
+        "allowEWTraffic": False, "acls": acls, "cidrBlock": "10.10.0.0/24", **spec}})
+
+
+def state(*subnets: SubnetSpec, pods: list[PodView] | None = None) -> DesiredState:
+    return desired_state(ClusterView(subnets=list(subnets), pods=pods or [], nodes=[]))
+
+
+def switch_acls(central: OvnCentral, switch: str = "acl") -> str:
+    return central.nbctl("acl-list", switch)
+
+
+def podnet_acls(central: OvnCentral) -> list[str]:
+    found = central.nbctl("--bare", "--columns=external_ids", "find", "ACL",
+                          "external_ids:podnet.io/kind=acl")
+    return [line for line in found.splitlines() if line.strip()]
+
+
+def test_the_examples_acls_are_written_on_its_switch_owned_by_podnet_and_a_rerun_changes_nothing(
+    northbound: Northbound, central: OvnCentral
+) -> None:
+    desired = state(acl_subnet(EXAMPLE))
+    report = northbound.reconcile(desired)
+    assert report.by_kind["acls.created"] == 2
+    listed = switch_acls(central)
+    assert "to-lport  5002 ((ip4.dst == 10.10.0.2 && ip) && (!ct.trk || !ct.est)) drop" in listed
+    assert "from-lport  5002 (ip4.src == 10.10.0.2 && ip) allow-related" in listed
+    ids = podnet_acls(central)
+    assert len(ids) == 2 and all("podnet.io/owner=podnet" in line for line in ids)
+    assert any("acl/acls/0" in line and "podnet.io/kind=acl" in line for line in ids)
+    assert northbound.reconcile(desired).changes == 0
+
+
+def test_a_changed_acl_is_updated_and_a_removed_one_deleted(
+    northbound: Northbound, central: OvnCentral
+) -> None:
+    northbound.reconcile(state(acl_subnet(EXAMPLE)))
+    changed = [{**EXAMPLE[0], "match": "ip4.dst == 10.10.0.3 && icmp4", "priority": 1500}]
+    report = northbound.reconcile(state(acl_subnet(changed)))
+    assert report.by_kind.get("acls.updated", 0) == 1
+    assert report.by_kind.get("acls.deleted", 0) == 1
+    listed = switch_acls(central)
+    assert "5500 ((ip4.dst == 10.10.0.3 && icmp4) && (!ct.trk || !ct.est)) drop" in listed
+    assert "10.10.0.2" not in listed
+
+
+def test_the_acls_go_with_the_subnet_and_foreign_acls_stay(
+    northbound: Northbound, central: OvnCentral
+) -> None:
+    northbound.reconcile(state(acl_subnet(EXAMPLE), build_subnet("other", "10.11.0.0/24")))
+    central.nbctl("acl-add", "other", "to-lport", "77", "ip4.src == 10.99.0.1", "drop")
+    try:
+        northbound.reconcile(state(build_subnet("other", "10.11.0.0/24")))
+        assert podnet_acls(central) == []
+        assert "acl" not in central.nbctl("--bare", "--columns=name", "list",
+                                          "Logical_Switch").split()
+        assert "ip4.src == 10.99.0.1" in switch_acls(central, "other")
+    finally:
+        central.nbctl("acl-del", "other")
+
+
+def test_allow_ew_traffic_adds_the_same_subnet_allows_and_removes_them_again(
+    northbound: Northbound, central: OvnCentral
+) -> None:
+    northbound.reconcile(state(acl_subnet(EXAMPLE, allowEWTraffic=True)))
+    listed = switch_acls(central)
+    same = "ip4.src == 10.10.0.0/24 && ip4.dst == 10.10.0.0/24"
+    assert f"to-lport  5900 ({same}) allow" in listed
+    assert f"from-lport  5900 ({same}) allow" in listed
+    northbound.reconcile(state(acl_subnet(EXAMPLE)))
+    assert same not in switch_acls(central)
+
+
+# ---------------------------------------------------------------- the datapath
+
+
+@pytest.fixture(scope="module")
+def node(central: OvnCentral, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvsNode]:
+    chassis = netns_node(tmp_path_factory.mktemp("subnet-acl-node"), central)
+    with running_node(chassis):
+        yield chassis
+
+
+def pod_view(name: str, host: int) -> PodView:
+    return parse_pod({
+        "metadata": {"namespace": "default", "name": name, "uid": f"u-{name}",
+                     "annotations": {
+                         "ovn.kubernetes.io/allocated": "true",
+                         "ovn.kubernetes.io/logical_switch": "acl",
+                         "ovn.kubernetes.io/ip_address": f"10.10.0.{host}",
+                         "ovn.kubernetes.io/mac_address": f"0a:58:0a:0a:00:{host:02x}"}},
+        "spec": {"nodeName": "node"}, "status": {"phase": "Running"},
+    })
+
+
+@pytest.fixture
+def pods(node: OvsNode) -> Iterator[tuple[NetnsPod, NetnsPod]]:
+    """The example's protected pod 10.10.0.2 and a neighbour 10.10.0.3."""
+    plugged: list[NetnsPod] = []
+    try:
+        for view in (pod_view("guarded", 2), pod_view("neighbour", 3)):
+            plugged.append(plug_pod(node, names.pod_port(view.name, view.namespace),
+                                    f"{view.ips[0]}/24", view.mac))
+        yield plugged[0], plugged[1]
+    finally:
+        for pod in plugged:
+            pod.cleanup()
+
+
+def pings(source: NetnsPod, destination: NetnsPod) -> bool:
+    try:
+        source.exec("ping", "-c", "1", "-W", "1", destination.ip, timeout_s=5)
+    except OvnError:
+        return False
+    return True
+
+
+def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "the datapath never got there"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_the_examples_drop_blocks_a_ping_to_the_pod_and_its_allow_related_lets_it_reach_out(
+    northbound: Northbound, node: OvsNode, pods: tuple[NetnsPod, NetnsPod]
+) -> None:
+    guarded, neighbour = pods
+    views = [pod_view("guarded", 2), pod_view("neighbour", 3)]
+    northbound.reconcile(state(acl_subnet([]), pods=views))
+    for pod in pods:
+        node.wait_port_installed(pod.host_dev, timeout_s=20)
+    eventually(lambda: pings(neighbour, guarded))
+    northbound.reconcile(state(acl_subnet(EXAMPLE), pods=views))
+    eventually(lambda: not pings(neighbour, guarded))
+    assert pings(guarded, neighbour)  # the reply is related to an allowed connection
+    northbound.reconcile(state(acl_subnet([]), pods=views))
+    eventually(lambda: pings(neighbour, guarded))
+    # the drop alone: no stateful ACL on the switch, so its traffic skips conntrack
+    northbound.reconcile(state(acl_subnet(EXAMPLE[:1]), pods=views))
+    eventually(lambda: not pings(neighbour, guarded))
+    assert not pings(neighbour, guarded) and not pings(guarded, neighbour)
