@@ -5,6 +5,8 @@ lets the pod itself reach out."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from ipam import names
+from ipam.settings import RedisSettings
 from ipam.subnet import SubnetSpec, build_subnet, parse_subnet
 from podnet.ovn import OvnCentral, OvnError, OvsNode
 from podnet_plumbing.ovsdb import close_api, nb_api
@@ -20,6 +23,8 @@ from podnet_sync.nb import Northbound
 from podnet_sync.nb_model import DesiredState
 from podnet_sync.topology import ClusterView, desired_state
 from tests.ovn_fixtures import NetnsPod, netns_node, plug_pod, running_node
+from tests.test_sync import full_step, watched_worker
+from tests.waiting import cancelled
 
 EXAMPLE: list[dict[str, Any]] = [
     {"action": "drop", "direction": "to-lport", "match": "ip4.dst == 10.10.0.2 && ip",
@@ -117,6 +122,38 @@ def test_allow_ew_traffic_adds_the_same_subnet_allows_and_removes_them_again(
     assert f"from-lport  5900 ({same}) allow" in listed
     northbound.reconcile(state(acl_subnet(EXAMPLE)))
     assert same not in switch_acls(central)
+
+
+async def test_the_sync_worker_writes_a_subnets_acls_follows_its_edits_and_refuses_a_hostile_one(
+    central: OvnCentral, redis_settings: RedisSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with watched_worker(central, redis_settings) as cluster:
+        cluster.api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+                            "metadata": {"name": "acl"},
+                            "spec": {"cidrBlock": "10.10.0.0/24", "acls": EXAMPLE}})
+        await cluster.worker.step()
+        runner = asyncio.create_task(cluster.worker.run())
+        try:
+            listed = await asyncio.to_thread(switch_acls, central)
+            assert "5002 (ip4.src == 10.10.0.2 && ip) allow-related" in listed
+            edited = [{**EXAMPLE[1], "match": "ip4.src == {10.10.0.2, 10.10.0.3}"}]
+            cluster.api.patch("Subnet", "acl", {"spec": {"acls": edited}})
+            await full_step(cluster)
+            listed = await asyncio.to_thread(switch_acls, central)
+            assert "(ip4.src == {10.10.0.2, 10.10.0.3}) allow-related" in listed
+            assert "drop" not in listed
+            # written past the webhook: the worker's own check refuses it, and the ACLs
+            # admitted before stay as they were
+            hostile = [{**EXAMPLE[1], "match": "outport == @np_anything || ip"}]
+            with caplog.at_level(logging.WARNING):
+                cluster.api.patch("Subnet", "acl", {"spec": {"acls": hostile}})
+                await full_step(cluster)
+            assert any("spec.acls[0].match" in r.getMessage() and "port group" in
+                       r.getMessage() for r in caplog.records)
+            listed = await asyncio.to_thread(switch_acls, central)
+            assert "@np_anything" not in listed and "10.10.0.3" in listed
+        finally:
+            await cancelled(runner)
 
 
 # ---------------------------------------------------------------- the datapath
