@@ -193,11 +193,11 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
             if want is not None and row.name == want.name:
                 existing = row
                 continue
+            self.changes.append(f"deleted router port {row.name}")
             owner = parents.get(row.uuid)
             if owner is not None:
                 owner.delvalue("ports", row)
             row.delete()
-            self.changes.append(f"deleted router port {row.name}")
         if want is None:
             return
         if existing is None:
@@ -239,11 +239,11 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
             if want is not None and row.name == want.name and parents.get(row.uuid) is ts:
                 existing = row
                 continue
+            self.changes.append(f"deleted switch port {row.name}")
             owner = parents.get(row.uuid)
             if owner is not None:
                 owner.delvalue("ports", row)
             row.delete()
-            self.changes.append(f"deleted switch port {row.name}")
         if want is None or ts is None:
             return
         options = {"router-port": want.router_port}
@@ -260,8 +260,9 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
             existing.type = "router"
         if list(existing.addresses) != ["router"]:
             existing.addresses = ["router"]
-        if dict(existing.options) != options:
-            existing.options = options
+        if dict(existing.options).get("router-port") != want.router_port:
+            # ovn-ic adds requested-tnl-key beside it: only our key is ours to set
+            existing.setkey("options", "router-port", want.router_port)
 
     def _policies(self, router: Row | None) -> None:
         current = {}
@@ -301,9 +302,9 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
         drop = set(self.desired.drop_routes)
         for row in list(router.static_routes):
             if str(row.uuid) in drop and LEARNED_KEY in dict(row.external_ids):
+                self.changes.append(f"deleted learned route {row.ip_prefix}")
                 router.delvalue("static_routes", row)
                 row.delete()
-                self.changes.append(f"deleted learned route {row.ip_prefix}")
 
 
 class ReadChassis(command.ReadOnlyCommand):  # type: ignore[misc]
