@@ -83,11 +83,11 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "35": (REFUSE, "kind Vip"),
     "36": (REFUSE, "ovn.kubernetes.io/vip"),
     "37": (REFUSE, "kind OvnFip"),
-    "38": (REFUSE, "ovn-ic-config data.enable-ic"),
+    "38": (ACCEPT, ""),  # podnet ic (docs/interconnection.md)
     "39": (ACCEPT, ""),
-    "40": (REFUSE, "ovn-ic-config data.enable-ic"),
-    "41": (REFUSE, "ovn-ic-config data.enable-ic"),
-    "42": (REFUSE, "ovn-ic-config data.enable-ic"),
+    "40": (ACCEPT, ""),  # podnet ic (docs/interconnection.md)
+    "41": (ACCEPT, ""),  # podnet ic (docs/interconnection.md)
+    "42": (ACCEPT, ""),  # podnet ic (docs/interconnection.md)
     "43": (REFUSE, "spec.vpc"),
     "44": (REFUSE, "ovn.kubernetes.io/routes"),
     "45": (REFUSE, "spec.template.metadata.annotations: annotation ovn.kubernetes.io/routes"),

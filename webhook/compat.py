@@ -1,7 +1,7 @@
 """Which Kube-OVN inputs podnet honours, and a refusal naming what it does not.
 
 podnet is a drop-in for Kube-OVN's user-facing API, but not for all of Kube-OVN: no
-VPCs, no underlay VLANs, no multi-NIC providers, no VIPs, no interconnection. A user
+VPCs, no underlay VLANs, no multi-NIC providers, no VIPs. A user
 who brings a manifest using one of those must hear so at ``kubectl apply``, with the
 field or annotation named. Letting it through would be worse than refusing: the pod
 would run, on a network that behaves differently from the one asked for.
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipam.errors import IpamError
+from ipam.interconnect import IC_CONFIG_NAME, IC_CONFIG_NAMESPACE, IcConfigError, parse_ic_config
 from ipam.pool import parse_ippool
 from ipam.subnet import parse_subnet
 
@@ -112,7 +113,7 @@ WORKLOAD_TEMPLATES: Mapping[str, tuple[str, ...]] = {
 }
 """Where each workload kind keeps the pod template whose annotations its pods get."""
 
-IC_CONFIG = ("kube-system", "ovn-ic-config")
+IC_CONFIG = (IC_CONFIG_NAMESPACE, IC_CONFIG_NAME)
 MULTUS_DEFAULT_NETWORK = "v1.multus-cni.io/default-network"
 
 
@@ -237,11 +238,14 @@ def check_config_map(obj: Mapping[str, Any]) -> Verdict:
     place = (str(metadata.get("namespace") or "kube-system"), str(metadata.get("name") or ""))
     if place != IC_CONFIG:
         return _generic(obj)
-    enabled = str(_mapping(obj.get("data")).get("enable-ic", "")).strip()
-    return refused(
-        f"ConfigMap kube-system/ovn-ic-config data.enable-ic {enabled or '(unset)'}: "
-        "OVN interconnection (ovn-ic) is not supported by podnet"
-    )
+    data = obj.get("data")
+    try:
+        if data is not None and not isinstance(data, Mapping):
+            raise IcConfigError("ovn-ic-config data: must be a map of strings")
+        parse_ic_config(data)  # podnet ic acts on the same parse (podnet_ic.config)
+    except IcConfigError as exc:
+        return refused(f"ConfigMap kube-system/{exc}")
+    return _generic(obj)
 
 
 def check_attachment(obj: Mapping[str, Any]) -> Verdict:
