@@ -23,6 +23,12 @@ RESERVATION = "podnet.io/reservation"
 AGENT_READY_LABEL = "podnet.io/agent-ready"
 """Node label the node agent sets to ``true`` once it serves CNI on that node."""
 
+IC_GATEWAY_LABEL = "ovn.kubernetes.io/ic-gw"
+"""Node label the IC controller (``podnet ic``) sets to ``true`` on the ``gw-nodes`` of
+``ovn-ic-config``; the node agent then sets ``ovn-is-interconn=true`` on its Open vSwitch."""
+INTERCONN_KEY = "ovn-is-interconn"
+"""``Open_vSwitch:external_ids`` key that makes ovn-controller's chassis an OVN-IC gateway."""
+
 WRITTEN = (ALLOCATED, IP_ADDRESS, MAC_ADDRESS, CIDR, GATEWAY, LOGICAL_SWITCH, RESERVATION)
 """The keys the webhook writes at admission: podnet's, not the pod owner's, from then on."""
 

@@ -280,6 +280,24 @@ class Agent:
         self.gateway_plan = plan
         if not self.ready:
             await self._mark_ready()
+        await self._follow_interconnect()
+
+    async def _follow_interconnect(self) -> None:
+        """``ovn-is-interconn`` on this node's Open vSwitch while the IC controller labels
+        the node an IC gateway (``ovn.kubernetes.io/ic-gw=true``); off once it does not."""
+        if self.kube_api is None:
+            return
+        try:
+            labels = await bootstrap.node_labels(self.kube_api, self.settings.node_name)
+            current = await self.ovs.chassis_settings()
+            settings, remove = bootstrap.interconnect_change(labels, current)
+            if settings or remove:
+                await self.ovs.configure_chassis(settings, remove)
+                log.info("node %s: OVN-IC gateway %s", self.settings.node_name,
+                         "on" if settings else "off")
+        except Exception as exc:  # the node keeps working; the next round tries again
+            log.warning("node %s: OVN-IC gateway setting not followed: %s",
+                        self.settings.node_name, exc)
 
     async def _join_installed(self, installed: asyncio.Future[None]) -> None:
         s = self.settings

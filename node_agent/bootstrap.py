@@ -125,6 +125,30 @@ def enable_forwarding(join_interface: str) -> None:
             log.info("sysctl %s=%s: %s", name, value, exc)
 
 
+def interconnect_change(labels: Mapping[str, str],
+                        current: Mapping[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What ``Open_vSwitch:external_ids`` needs for the node's IC gateway label: set
+    ``ovn-is-interconn=true`` while the node is labelled ``ovn.kubernetes.io/ic-gw=true``,
+    remove it once it is not; (keys to set, keys to remove), both empty when it is right."""
+    wanted = labels.get(keys.IC_GATEWAY_LABEL) == "true"
+    have = current.get(keys.INTERCONN_KEY)
+    if wanted and have != "true":
+        return {keys.INTERCONN_KEY: "true"}, ()
+    if not wanted and have is not None:
+        return {}, (keys.INTERCONN_KEY,)
+    return {}, ()
+
+
+async def node_labels(api: Any, node: str) -> dict[str, str]:
+    """The labels of Node ``node``, read now."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    found = await asyncio.to_thread(core.read_node, node, _request_timeout=10)
+    metadata = found.metadata
+    return dict((metadata.labels if metadata is not None else None) or {})
+
+
 async def mark_node_ready(api: Any, node: str, ready: bool = True) -> None:
     """Label the node for the webhook's scheduler extender (``podnet.io/agent-ready``)."""
     from kubernetes import client

@@ -271,15 +271,19 @@ class ReadRow(command.ReadOnlyCommand):  # type: ignore[misc]
 
 
 class ConfigureChassis(_Command):
-    """Set keys of ``Open_vSwitch:external_ids`` (ovn-controller's settings)."""
+    """Set keys of ``Open_vSwitch:external_ids`` (ovn-controller's settings), and remove
+    the keys of ``remove``."""
 
-    def __init__(self, api: Any, settings: Mapping[str, str]) -> None:
+    def __init__(self, api: Any, settings: Mapping[str, str],
+                 remove: Iterable[str] = ()) -> None:
         super().__init__(api)
         self.settings = dict(settings)
+        self.remove = frozenset(remove)
 
     def run_idl(self, txn: Any) -> None:
         row = next(iter(self.api._tables["Open_vSwitch"].rows.values()))
-        merged = {**row.external_ids, **self.settings}
+        merged = {key: value for key, value in {**row.external_ids, **self.settings}.items()
+                  if key not in self.remove}
         if merged != dict(row.external_ids):
             row.external_ids = merged
 
@@ -528,8 +532,9 @@ class Ovs:
         value = await self.read(ReadRow(self.api, "Open_vSwitch", None, "external_ids"))
         return dict(value or {})
 
-    async def configure_chassis(self, settings: Mapping[str, str]) -> None:
-        await self.transact(ConfigureChassis(self.api, settings))
+    async def configure_chassis(self, settings: Mapping[str, str],
+                                remove: Iterable[str] = ()) -> None:
+        await self.transact(ConfigureChassis(self.api, settings, remove))
 
     async def ensure_bridge(self, name: str, datapath_type: str) -> str:
         """Create the bridge if missing; returns the datapath type it has."""

@@ -36,6 +36,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ipam.annotations import IC_GATEWAY_LABEL
 from ipam.cli import parse_listen, url_of
 from ipam.interconnect import IC_CONFIG_NAME, IC_CONFIG_NAMESPACE, IcConfig, IcConfigError
 from ipam.subnet import JOIN_CIDR, JOIN_SUBNET
@@ -49,7 +50,7 @@ from podnet_plumbing.ovsdb import OvsdbError
 
 log = logging.getLogger(__name__)
 
-GW_LABEL = "ovn.kubernetes.io/ic-gw"
+GW_LABEL = IC_GATEWAY_LABEL
 COMPONENT = "podnet-ic"
 DEFAULT_IC_LISTEN = "0.0.0.0:9478"
 """Beside the sync worker's 9477."""
