@@ -316,8 +316,8 @@ def desired_state(config: IcConfig, subnets: Sequence[IcSubnet], join_cidrs: Seq
     state.drop_routes = tuple(
         r.uuid for r in observed.routes
         if r.learned and (not config.auto_route or _prefix(r.prefix) in refused_prefixes))
-    state.policies = _policies(observed, refused_prefixes) if config.enabled else {}
-    if config.auto_route is False:
+    state.policies = _policies(observed, refused_prefixes)
+    if not config.auto_route:  # the learned routes go, and their policies with them
         state.policies = {key: policy for key, policy in state.policies.items()
                           if not _learned_only(key, observed)}
     chassis = []
