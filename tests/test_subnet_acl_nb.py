@@ -24,7 +24,7 @@ from podnet_sync.nb_model import DesiredState
 from podnet_sync.topology import ClusterView, desired_state
 from tests.ovn_fixtures import NetnsPod, netns_node, plug_pod, running_node
 from tests.test_sync import full_step, watched_worker
-from tests.waiting import cancelled
+from tests.waiting import cancelled, eventually
 
 EXAMPLE: list[dict[str, Any]] = [
     {"action": "drop", "direction": "to-lport", "match": "ip4.dst == 10.10.0.2 && ip",
@@ -124,6 +124,22 @@ def test_allow_ew_traffic_adds_the_same_subnet_allows_and_removes_them_again(
     assert same not in switch_acls(central)
 
 
+async def listed_after_full_steps(cluster: Any, wanted: Callable[[str], bool]) -> str:
+    """The switch's ACLs once a full step has written what ``wanted`` looks for: an
+    edit reaches the worker through its watch, which may come after one step began."""
+    async def written() -> str:
+        await full_step(cluster)
+        switches = await asyncio.to_thread(
+            cluster.central.nbctl, "--bare", "--columns=name", "list", "Logical_Switch")
+        if "acl" not in switches.split():
+            return ""
+        listed = await asyncio.to_thread(switch_acls, cluster.central)
+        return listed if wanted(listed) else ""
+
+    found: str = await eventually(written)
+    return found
+
+
 async def test_the_sync_worker_writes_a_subnets_acls_follows_its_edits_and_refuses_a_hostile_one(
     central: OvnCentral, redis_settings: RedisSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -134,23 +150,26 @@ async def test_the_sync_worker_writes_a_subnets_acls_follows_its_edits_and_refus
         await cluster.worker.step()
         runner = asyncio.create_task(cluster.worker.run())
         try:
-            listed = await asyncio.to_thread(switch_acls, central)
-            assert "5002 (ip4.src == 10.10.0.2 && ip) allow-related" in listed
+            await listed_after_full_steps(
+                cluster, lambda listed: "5002 (ip4.src == 10.10.0.2 && ip) allow-related"
+                in listed)
             edited = [{**EXAMPLE[1], "match": "ip4.src == {10.10.0.2, 10.10.0.3}"}]
             cluster.api.patch("Subnet", "acl", {"spec": {"acls": edited}})
-            await full_step(cluster)
-            listed = await asyncio.to_thread(switch_acls, central)
-            assert "(ip4.src == {10.10.0.2, 10.10.0.3}) allow-related" in listed
+            listed = await listed_after_full_steps(
+                cluster, lambda listed: "(ip4.src == {10.10.0.2, 10.10.0.3}) allow-related"
+                in listed)
             assert "drop" not in listed
             # written past the webhook: the worker's own check refuses it, and the ACLs
             # admitted before stay as they were
             hostile = [{**EXAMPLE[1], "match": "outport == @np_anything || ip"}]
+
+            def refused() -> bool:
+                return any("spec.acls[0].match" in r.getMessage() and "port group" in
+                           r.getMessage() for r in caplog.records)
+
             with caplog.at_level(logging.WARNING):
                 cluster.api.patch("Subnet", "acl", {"spec": {"acls": hostile}})
-                await full_step(cluster)
-            assert any("spec.acls[0].match" in r.getMessage() and "port group" in
-                       r.getMessage() for r in caplog.records)
-            listed = await asyncio.to_thread(switch_acls, central)
+                listed = await listed_after_full_steps(cluster, lambda _: refused())
             assert "@np_anything" not in listed and "10.10.0.3" in listed
         finally:
             await cancelled(runner)
@@ -200,7 +219,7 @@ def pings(source: NetnsPod, destination: NetnsPod) -> bool:
     return True
 
 
-def eventually(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
+def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, "the datapath never got there"
@@ -216,13 +235,13 @@ def test_the_examples_drop_blocks_a_ping_to_the_pod_and_its_allow_related_lets_i
     northbound.reconcile(state(acl_subnet([]), pods=views))
     for pod in pods:
         node.wait_port_installed(pod.host_dev, timeout_s=20)
-    eventually(lambda: pings(neighbour, guarded))
+    until(lambda: pings(neighbour, guarded))
     northbound.reconcile(state(acl_subnet(EXAMPLE), pods=views))
-    eventually(lambda: not pings(neighbour, guarded))
+    until(lambda: not pings(neighbour, guarded))
     assert pings(guarded, neighbour)  # the reply is related to an allowed connection
     northbound.reconcile(state(acl_subnet([]), pods=views))
-    eventually(lambda: pings(neighbour, guarded))
+    until(lambda: pings(neighbour, guarded))
     # the drop alone: no stateful ACL on the switch, so its traffic skips conntrack
     northbound.reconcile(state(acl_subnet(EXAMPLE[:1]), pods=views))
-    eventually(lambda: not pings(neighbour, guarded))
+    until(lambda: not pings(neighbour, guarded))
     assert not pings(neighbour, guarded) and not pings(guarded, neighbour)
