@@ -162,6 +162,9 @@ def test_a_port_that_is_not_a_number_is_refused() -> None:
     ("np/x/web/eg/2/port1/8080", "NetworkPolicy x/web, egress rule 2"),
     ("np-isolation/x/in/drop", "namespace x's ingress isolation: a NetworkPolicy selects "
                                "the pod and none of its rules allows this"),
+    ("np-isolation/x/in/web/drop", "namespace x's ingress isolation: a NetworkPolicy "
+                                   "selects the pod and none of its rules allows this"),
+    ("acl/acls/0", ""),
     ("ANP/cluster-control/in/1", "AdminNetworkPolicy cluster-control, ingress rule 1"),
     ("BANP/default/eg/0", "BaselineAdminNetworkPolicy default, egress rule 0"),
     ("private/apps", ""),
