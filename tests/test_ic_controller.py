@@ -1,0 +1,142 @@
+"""``podnet ic``'s loop through a Kubernetes API: the ConfigMap, Subnets and Nodes it
+follows, the labels and Events it writes, its endpoints; against two real AZs.
+
+AZ1 is run by the controller's loop (``podnet_ic.main.run_ic``) on the lab's API server;
+AZ2 is driven directly, as in tests/test_ic.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipam.annotations import IC_GATEWAY_LABEL
+from podnet.daemons import free_port
+from podnet_ic.daemon import stop_any
+from podnet_ic.desired import IcSubnet
+from podnet_ic.main import IcOptions, run_ic
+from podnet_plumbing import kube
+from tests.ic_fixtures import JOIN, World, world
+from tests.kube_api import KubeApi
+from tests.metrics_lint import lint
+
+pytestmark = pytest.mark.slow
+
+AZ1_POD, AZ2_POD = "10.16.0.0/16", "10.17.0.0/16"
+
+
+@pytest.fixture
+def ic(tmp_path: Path) -> Iterator[World]:
+    subnets = {"az1": [IcSubnet("ovn-default", (AZ1_POD,)), IcSubnet("join", (JOIN,))],
+               "az2": [IcSubnet("ovn-default", (AZ2_POD,)), IcSubnet("join", (JOIN,))]}
+    with world(tmp_path, subnets, {"az1": ("172.31.0.11",), "az2": ("172.31.0.12",)}) as made:
+        made.zones["az1"].controller.close()  # AZ1 belongs to the loop under test
+        yield made
+
+
+def _node(name: str, address: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": labels or {}},
+            "status": {"addresses": [{"type": "InternalIP", "address": address}]}}
+
+
+def _subnet(name: str, cidr: str) -> dict[str, Any]:
+    return {"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": name},
+            "spec": {"cidrBlock": cidr, "protocol": "IPv4"}}
+
+
+@pytest.fixture
+def api(ic: World) -> Iterator[KubeApi]:
+    with KubeApi() as server:
+        gateway = ic.zones["az1"].gateway.name
+        server.create(_node(gateway, "172.31.0.11"))
+        server.create(_node("az1-worker", "172.31.0.21", {IC_GATEWAY_LABEL: "true"}))
+        server.create(_subnet("ovn-default", AZ1_POD))
+        server.create(_subnet("join", JOIN))
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def running(ic: World, api: KubeApi, state_dir: Path,
+                  port: int) -> AsyncIterator[asyncio.Task[None]]:
+    zone = ic.zones["az1"]
+    stop = asyncio.Event()
+    options = IcOptions(zone.central.nb_remote, zone.central.sb_remote, state_dir,
+                        kube.KubeSettings(), listen=("127.0.0.1", port), resync_interval_s=0.5)
+    with api.client() as client:
+        task = asyncio.create_task(run_ic(options, stop, client=client))
+        try:
+            yield task
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait_for(task, 30)
+            finally:
+                stop_any(state_dir)  # the loop leaves ovn-ic running on exit, by design
+
+
+async def until(check: Callable[[], bool], what: str, ic: World, timeout_s: float = 60) -> None:
+    """Drive AZ2 (as its own controller would) until ``check()`` holds."""
+    deadline = time.monotonic() + timeout_s
+    az2 = ic.zones["az2"]
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        await asyncio.to_thread(az2.controller.reconcile, ic.configs["az2"], az2.inputs())
+        await asyncio.sleep(0.3)
+
+
+def _labels(api: KubeApi, name: str) -> dict[str, str]:
+    return dict(api.get("Node", name).get("metadata", {}).get("labels") or {})
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+async def test_the_loop_follows_the_config_map_labels_gateways_and_reports_bad_values(
+    ic: World, api: KubeApi, tmp_path: Path,
+) -> None:
+    ic.enable()
+    az1 = ic.zones["az1"]
+    port = free_port()
+    async with running(ic, api, tmp_path / "az1-loop", port) as task:
+        api.create({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "ovn-ic-config", "namespace": "kube-system"},
+                    "data": ic.ic.config_map_data("az1", [az1.gateway.name])})
+        await until(lambda: AZ2_POD in az1.learned()
+                    and AZ1_POD in ic.zones["az2"].learned(), "routes learned both ways", ic)
+        assert not task.done()
+        assert _labels(api, az1.gateway.name).get(IC_GATEWAY_LABEL) == "true"
+        assert IC_GATEWAY_LABEL not in _labels(api, "az1-worker")
+        status, _ = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz")
+        assert status == 200
+        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        assert lint(body) == []
+        assert "podnet_ic_enabled 1.0" in body
+
+        # An unusable value is reported on the ConfigMap and the setup stays.
+        api.patch("ConfigMap", "ovn-ic-config", {"data": {"az-name": "AZ One"}}, "kube-system")
+
+        def reported() -> bool:
+            return any(event.get("reason") == "InvalidConfig"
+                       and "data.az-name 'AZ One'" in str(event.get("message"))
+                       for event in api.objects("Event", "kube-system"))
+
+        await until(reported, "an InvalidConfig event", ic)
+        assert AZ2_POD in az1.learned()
+
+        # The ConfigMap deleted: everything IC goes, the label too.
+        api.delete("ConfigMap", "ovn-ic-config", "kube-system")
+        await until(lambda: az1.nb("Logical_Router_Port", "name=az1-ts") == []
+                    and not az1.learned(), "AZ1's IC setup removed", ic)
+        await until(lambda: IC_GATEWAY_LABEL not in _labels(api, az1.gateway.name),
+                    "the gateway label removed", ic)
+        assert az1.nb("NB_Global")[0]["name"] == ""
