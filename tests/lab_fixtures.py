@@ -22,6 +22,8 @@ def lab_settings(state_dir: Path, manifests: Path, **overrides: object) -> LabSe
         "apiserver_listen": f"127.0.0.1:{free_port()}",
         "webhook_listen": f"127.0.0.1:{free_port()}",
         "sync_listen": f"127.0.0.1:{free_port()}",
+        "ic_listen": f"127.0.0.1:{free_port()}",
+        "ic_nb_port": free_port(), "ic_sb_port": free_port(),
         "manifests": (manifests,), "prefix": f"pl{uuid.uuid4().hex[:6]}", "wait_s": 30.0,
     }
     values.update(overrides)

@@ -171,3 +171,12 @@ def test_a_port_that_is_not_a_number_is_refused() -> None:
 ])
 def test_an_acl_key_names_the_policy_and_rule_it_was_compiled_from(key: str, owner: str) -> None:
     assert owner_of(key) == owner
+
+
+def test_a_packet_for_another_cluster_leaves_through_the_transit_switch() -> None:
+    """``podnet up --clusters 2``: from az1's ovn-default to a pod of az2's (10.18.0.2)."""
+    summary = summarise(captured("across-clusters"))
+    assert summary.path == ("switch ovn-default", "router ovn-cluster", "switch ts")
+    assert summary.policy == "priority 30000: allow, routed by destination"
+    assert summary.delivered_to == "ts-az2" and summary.complete
+    assert "AZ az2" in summary.outcome and "gateway chassis" in summary.outcome

@@ -124,6 +124,7 @@ def _settings(args: argparse.Namespace) -> LabSettings:
         manifests=tuple(args.manifests or (DEFAULT_MANIFESTS,)), nodes=args.nodes,
         wait_s=args.wait, ha=args.ha, apiserver_listen=base.apiserver_listen,
         webhook_listen=base.webhook_listen, sync_listen=base.sync_listen,
+        ic_listen=base.ic_listen,
         prefix=base.prefix,
         underlay_cidr=base.underlay_cidr, service_cidr=base.service_cidr,
         clusters=args.clusters, ic_nb_port=base.ic_nb_port, ic_sb_port=base.ic_sb_port,

@@ -407,12 +407,14 @@ def plan_cross_checks(clusters: Sequence[Sequence[Host]], default_subnet: str = 
                       ) -> list[Check]:
     """Checks from each cluster's first pod (of ``default_subnet`` where there is one) to
     the next cluster's, and back: a ping that must lose two of its TTL (two cluster
-    routers: no hop besides them) and TCP whose server must see the client's pod IP."""
+    routers: no hop besides them) and TCP whose server must see the client's pod IP.
+    The first check waits (``CROSS_WARM_UP_S``) for the routes to be learned: once it is
+    answered both AZs have learned the other's, so the others wait as long as any."""
     chosen = []
     for hosts in clusters:
         ordered = sorted(hosts, key=lambda h: (h.subnet != default_subnet, h.label))
         chosen.append(ordered[0] if ordered else None)
-    checks = []
+    checks: list[Check] = []
     for index, client in enumerate(chosen):
         for other, server in enumerate(chosen):
             if client is None or server is None or other == index:
@@ -420,10 +422,10 @@ def plan_cross_checks(clusters: Sequence[Sequence[Host]], default_subnet: str = 
             if abs(other - index) != 1 and len(chosen) > 2:
                 continue
             checks.append(Check(PING_ACROSS, client, server.ip, 0, server.label, (),
-                                warm_up_s=CROSS_WARM_UP_S, ping=True, routers=2))
+                                warm_up_s=WARM_UP_S if checks else CROSS_WARM_UP_S,
+                                ping=True, routers=2))
             checks.append(Check(ACROSS, client, server.ip, CHECK_PORT, server.label,
-                                (Listener(server, CHECK_PORT),), expect_source=client.ip,
-                                warm_up_s=CROSS_WARM_UP_S))
+                                (Listener(server, CHECK_PORT),), expect_source=client.ip))
     return checks
 
 

@@ -88,7 +88,8 @@ def ic_argv(settings: LabSettings, central: Central) -> list[str]:
     return [sys.executable, "-m", "podnet.cli", "ic",
             "--kubeconfig", str(settings.kubeconfig("ic")),
             "--ovn-nb", central.nb_remote, "--ovn-sb", central.sb_remote,
-            "--state-dir", str(settings.state_dir / IC_CONTROLLER_DIRECTORY)]
+            "--state-dir", str((settings.state_dir / IC_CONTROLLER_DIRECTORY).resolve()),
+            "--listen", settings.ic_listen]
 
 
 def ovn_ic_daemon(settings: LabSettings) -> OvsDaemon:

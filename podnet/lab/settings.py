@@ -83,6 +83,8 @@ class LabSettings:
     default_cidr: str = DEFAULT_CIDR
     """The CIDR of ``ovn-default`` (``up`` creates it before the sync worker when it is not
     podnet's built-in one)."""
+    ic_listen: str = "127.0.0.1:9478"
+    """The IC controller's ``/metrics``, ``/healthz`` and ``/readyz`` (with ``clusters`` > 1)."""
     ic_nb_port: int = 16645
     """The IC northbound database's client port (IC southbound: ``ic_sb_port``)."""
     ic_sb_port: int = 16646
@@ -216,6 +218,7 @@ class LabSettings:
             apiserver_listen=_shift_port(self.apiserver_listen, step),
             webhook_listen=_shift_port(self.webhook_listen, step),
             sync_listen=_shift_port(self.sync_listen, step),
+            ic_listen=_shift_port(self.ic_listen, step),
             manifests=(DEFAULT_PEER_MANIFESTS,),
             prefix=cluster_prefix(self.prefix, cluster),
             node_prefix=f"c{cluster}-{self.node_prefix}",

@@ -16,7 +16,9 @@ step seen as a new connection, and summarises the output:
   node's join address: the gateway);
 - the **ACL verdict** (a private subnet's ACLs), with the ACL that decided;
 - the **outcome**: delivered to a port, dropped (where, and why), or where the trace
-  stopped.
+  stopped. A packet for another cluster (``up --clusters``) ends in this AZ at the
+  transit switch ``ts``, delivered to the other AZ's remote port ``ts-<az>``: the rest of
+  its way is traced in that AZ (``--cluster``).
 
 OVN 23.03's ``ovn-trace`` does not simulate ``commit_lb_aff`` (the affinity learn action)
 and stops there; the trace is then continued with the packet as the load balancer
@@ -294,7 +296,8 @@ def _outcome(flows: Sequence[Flow]) -> tuple[str, str, str]:
             found = OUTPUT.search(action)
             if found and found.group(2) != "patch":
                 port = found.group(1)
-                return f"delivered to {port}{_port_note(port)}", port, ""
+                note = _remote_note(port) if found.group(2) == "remote" else _port_note(port)
+                return f"delivered to {port}{note}", port, ""
         if _drops(flow):
             return f"dropped in {flow.table} on {flow.datapath}{_drop_note(flow)}", "", \
                 flow.table
@@ -308,6 +311,13 @@ def _port_note(port: str) -> str:
     if port.startswith("node-"):
         return f" (node {port.removeprefix('node-')}'s ovn0: its gateway out of the cluster)"
     return ""
+
+
+def _remote_note(port: str) -> str:
+    """A port of another availability zone on an OVN-IC transit switch (``ts-<az>``)."""
+    zone = port.removeprefix("ts-") if port.startswith("ts-") else "another AZ"
+    return (f" (the transit switch's port of AZ {zone}: tunnelled from this AZ's gateway "
+            f"chassis to {zone}'s, whose router delivers it)")
 
 
 def _drop_note(flow: Flow) -> str:

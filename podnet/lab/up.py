@@ -305,9 +305,10 @@ def _start_ic(settings: LabSettings, rest: Rest, central: Central,
                       "not interconnected")
         return
     process = interconnect.ic_process(settings)
-    progress.step("IC controller (podnet ic: ovn-ic, the transit switch ports, routes)")
-    if _start(process, interconnect.ic_argv(settings, central)):
-        _wait_alive(process)
+    progress.step(f"IC controller on http://{settings.ic_listen} (podnet ic: ovn-ic, the "
+                  "transit switch ports, route learning)")
+    _start(process, interconnect.ic_argv(settings, central))
+    _wait_http(f"http://{settings.ic_listen}/readyz", process)
 
 
 def revive(settings: LabSettings) -> list[str]:
@@ -352,7 +353,8 @@ def _start_all(settings: LabSettings, progress: Progress) -> tuple[Rest, Central
 
 
 FIXED_WHILE_RUNNING = ("redis_port", "ipam_listen", "apiserver_listen", "webhook_listen",
-                       "prefix", "underlay_cidr", "service_cidr", "clusters")
+                       "prefix", "underlay_cidr", "service_cidr", "clusters", "ic_listen",
+                       "ic_nb_port", "ic_sb_port")
 
 
 def default_subnet_object(settings: LabSettings) -> dict[str, Any]:
