@@ -913,8 +913,12 @@ class Compiler:
         """The namespace's drop, again on the policy's own pods and logged under the
         policy's name (Kube-OVN names a policy's drop after the policy). It sits above
         the namespace's drop, so the line names a policy that isolates the pod; when
-        several logging policies isolate it, one of them."""
-        logging = Logging("warning", self.meter(policy.logging.rate))
+        several logging policies isolate it, one of them. The severity is the
+        namespace's ``acl-logging`` deny severity when it has one, else ``warning``."""
+        namespace = self.view.namespaces.get(policy.namespace)
+        severity = namespace.deny_severity if namespace and namespace.deny_severity \
+            else "warning"
+        logging = Logging(severity, self.meter(policy.logging.rate))
         return GroupAcl(
             f"np-isolation/{policy.namespace}/{side.short}/{policy.name}/drop",
             NP_POLICY_DENY, side.acl_direction,

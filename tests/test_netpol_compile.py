@@ -342,6 +342,18 @@ def test_the_namespace_acl_logging_annotation_sets_the_severities() -> None:
     assert (allow.severity, drop.severity) == ("notice", "alert")
 
 
+def test_a_logging_policys_drop_takes_the_namespaces_deny_severity() -> None:
+    namespace = parse_namespace({"metadata": {"name": "shop", "annotations": {
+        "k8s.ovn.org/acl-logging": '{"deny": "alert"}'}}})
+    item = policy({"podSelector": {}, "ingress": [{}]}, annotations={
+        "ovn.kubernetes.io/enable_log": "true"})
+    state = compiled([item], [WEB], [namespace])
+    drop = next(acl for acl in state.port_groups[policy_group(item)].acls
+                if acl.action == "drop")
+    assert (drop.severity, drop.name, drop.meter) == (
+        "alert", "np:shop/p:deny-in", "podnet-acl-log-20")
+
+
 def test_acl_names_fit_ovns_63_characters() -> None:
     item = policy({"podSelector": {}, "ingress": [{}]}, name="n" * 200, namespace="s" * 60,
                   annotations={"ovn.kubernetes.io/enable_log": "true",
