@@ -114,6 +114,7 @@ def test_every_listed_file_exists_and_no_manifest_is_left_out() -> None:
         and not p.is_relative_to(MANIFESTS / "agent-own-node")
         and not p.is_relative_to(MANIFESTS / "ovn-nb-ssl")
         and not p.is_relative_to(MANIFESTS / "ovn-central")
+        and not p.is_relative_to(MANIFESTS / "ic")
         and not p.is_relative_to(MANIFESTS / "redis" / "sentinel")
         and not p.is_relative_to(MANIFESTS / "scheduler")
     }
