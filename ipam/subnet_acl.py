@@ -145,7 +145,16 @@ def parse_match(text: object, field: str) -> str:
         raise MalformedValue(field, _short(text), "must be a non-empty string")
     if len(text) > MATCH_MAX:
         raise MalformedValue(field, _short(text), f"is longer than {MATCH_MAX} characters")
-    return _Parser(_tokens(text, field), field, text).parse()
+    printed = _Parser(_tokens(text, field), field, text).parse()
+    # What is stored and written is the print: it must read back as itself, within the
+    # bounds, or the worker's second check (and the store's) would refuse an admitted ACL.
+    if len(printed) > MATCH_MAX:
+        raise MalformedValue(field, _short(text),
+                             f"is longer than {MATCH_MAX} characters once printed")
+    again = _Parser(_tokens(printed, field), field, printed).parse()
+    if again != printed:
+        raise MalformedValue(field, _short(text), "does not print back as itself")
+    return printed
 
 
 def _tokens(text: str, field: str) -> list[str]:

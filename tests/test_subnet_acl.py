@@ -103,6 +103,17 @@ def test_a_match_longer_than_the_bound_or_nested_too_deep_is_refused() -> None:
         parse_match("(" * 40 + "ip" + ")" * 40, FIELD)
 
 
+def test_a_match_that_would_outgrow_the_bounds_once_printed_is_refused() -> None:
+    # each "a && b ||" gains parentheses when printed
+    many = " || ".join(["tcp && udp"] * 70)
+    assert len(many) <= MATCH_MAX
+    with pytest.raises(errors.MalformedValue, match="once printed"):
+        parse_match(many, FIELD)
+    deep = "(" * 16 + "tcp && udp || ip" + ")" * 16
+    with pytest.raises(errors.MalformedValue, match="nests deeper"):
+        parse_match(deep, FIELD)
+
+
 @pytest.mark.parametrize(("entry", "field", "reason"), [
     (acl("ip", action="pass"), "spec.acls[0].action", "must be one of"),
     (acl("ip", direction="both"), "spec.acls[0].direction", "from-lport or to-lport"),
