@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipam import errors
 from ipam.subnet import parse_subnet
@@ -186,3 +188,27 @@ def test_the_worker_leaves_out_an_acl_whose_stored_match_is_refused() -> None:
     assert list(state.acls) == ["acl/acls/0"]
     assert any("spec.acls[1].match" in reason and "port group" in reason
                for reason in state.skipped)
+
+
+PIECES = ["ip", "ip4", "tcp", "udp", "icmp6", "ip4.src", "ip6.dst", "tcp.dst", "eth.src",
+          "==", "!=", "<", ">=", "&&", "||", "!", "(", ")", "{", "}", ",", "10.0.0.1",
+          "10.0.0.0/8", "fe80::1", "80", "70000", "0a:58:00:00:00:01", "$set", "@group",
+          '"port"', "inport", "outport", "reg0", "ct.est", "ct_mark.blocked", ";", "\n",
+          "next;", "drop", "1.2.3.4/33", "[0]"]
+FORBIDDEN = ("$", "@", '"', "inport", "outport", "reg", "ct.", "ct_", ";", "\n", "[")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=25),
+       st.sampled_from([" ", "", "  "]))
+def test_whatever_the_tokens_an_accepted_match_holds_only_whitelisted_text_and_prints_back(
+    pieces: list[str], glue: str
+) -> None:
+    text = glue.join(pieces)
+    try:
+        printed = parse_match(text, FIELD)
+    except errors.MalformedValue as exc:
+        assert exc.field == FIELD and exc.reason
+        return
+    assert not any(bad in printed for bad in FORBIDDEN), printed
+    assert parse_match(printed, FIELD) == printed
