@@ -205,6 +205,8 @@ def subnet_fields(detail: Mapping[str, object]) -> list[tuple[str, str]]:
         ("NAT outgoing", text(detail.get("natOutgoing"))),
         ("Gateway type", text(detail.get("gatewayType"))),
         ("Gateway node", text(detail.get("gatewayNode"))),
+        ("ACLs", acls_text(detail.get("acls"))),
+        ("Allow EW traffic", text(detail.get("allowEWTraffic"))),
         ("Fenced", text(detail.get("fenced"))),
         ("Kept", text(detail.get("kept"))),
     ]
@@ -213,6 +215,15 @@ def subnet_fields(detail: Mapping[str, object]) -> list[tuple[str, str]]:
         if isinstance(family, Mapping):
             fields.append((f"{family.get('family')} {family.get('cidr')}", family_text(family)))
     return fields
+
+
+def acls_text(value: object) -> str:
+    """A subnet's ``spec.acls``, one ``direction priority match action`` each."""
+    acls = [acl for acl in value if isinstance(acl, Mapping)] if isinstance(value, list) else []
+    if not acls:
+        return "-"
+    return "; ".join(f"{acl.get('direction')} {acl.get('priority')} {acl.get('match')} "
+                     f"{acl.get('action')}" for acl in acls)
 
 
 def ip_sort_key(item: Mapping[str, object]) -> list[tuple[int, int]]:

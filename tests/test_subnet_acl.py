@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipam import errors
+from ipam.cli import subnet_fields
 from ipam.subnet import parse_subnet
 from ipam.subnet_acl import ACLS_MAX, MATCH_MAX, SubnetAcl, parse_acls, parse_match
 from podnet_sync.netpol import BANP_PRIORITIES, NP_DENY
@@ -212,3 +213,12 @@ def test_whatever_the_tokens_an_accepted_match_holds_only_whitelisted_text_and_p
         return
     assert not any(bad in printed for bad in FORBIDDEN), printed
     assert parse_match(printed, FIELD) == printed
+
+
+def test_podnet_subnets_shows_a_subnets_acls_one_per_entry() -> None:
+    spec = parse_subnet(subnet(acls=EXAMPLE))
+    fields = dict(subnet_fields(spec.policy_fields()))
+    assert fields["ACLs"] == ("to-lport 1002 ip4.dst == 10.10.0.2 && ip drop; "
+                              "from-lport 1002 ip4.src == 10.10.0.2 && ip allow-related")
+    assert fields["Allow EW traffic"] == "no"
+    assert dict(subnet_fields({}))["ACLs"] == "-"
