@@ -176,6 +176,12 @@ class IcController:
     def _set_up(self, config: IcConfig, inputs: ClusterInputs, view: nb.LocalView,
                 outcome: Outcome) -> Outcome:
         remotes = config.remotes()
+        daemon = self.daemon(config)
+        if view.az == config.az_name:  # set up before: keep ovn-ic up even if the IC DB
+            started = daemon.ensure()  # is out of reach for this reconcile
+            if started is not None:
+                outcome.started = started
+                outcome.changes.append(f"started ovn-ic of AZ {config.az_name} (pid {started})")
         ic_nb, ic_sb = self._ic_apis(remotes)
         ts_subnet: str = nb.execute(ic_nb, nb.EnsureTransitSwitch(ic_nb),
                                     "making the transit switch in the IC NB")
@@ -192,7 +198,7 @@ class IcController:
         outcome.refusals = desired.refusals
         outcome.problems.extend(desired.problems)
         outcome.changes.extend(self._apply(desired, remotes))
-        started = self.daemon(config).ensure()
+        started = daemon.ensure()
         if started is not None:
             outcome.started = started
             outcome.changes.append(f"started ovn-ic of AZ {config.az_name} (pid {started})")

@@ -153,11 +153,14 @@ class World:
 
 @contextlib.contextmanager
 def world(directory: Path, zone_subnets: Mapping[str, Sequence[IcSubnet]],
-          node_addresses: Mapping[str, tuple[str, ...]]) -> Iterator[World]:
-    """Start the IC database and the AZs (names made unique per run: AZ names are node
-    names' neighbours in the IC SB, and gateway chassis names are per run anyway)."""
+          node_addresses: Mapping[str, tuple[str, ...]],
+          clustered: bool = False) -> Iterator[World]:
+    """Start the IC database (``clustered``: on a raft cluster of three members) and the
+    AZs, each with a gateway chassis of a name unique to the run."""
     with contextlib.ExitStack() as stack:
-        ic = stack.enter_context(IcDatabase(directory / "ic-db"))
+        databases = (IcDatabase.clustered(directory / "ic-db") if clustered
+                     else IcDatabase(directory / "ic-db"))
+        ic = stack.enter_context(databases)
         zones: dict[str, Zone] = {}
         for name, subnets in zone_subnets.items():
             central = stack.enter_context(OvnCentral(directory / f"{name}-central"))
