@@ -259,6 +259,8 @@ class SyncWorker:
             kind: ParseCache(kind) for kind in ("Pod", "Service", "EndpointSlice")}
         self.index = ClusterIndex()
         self._subnets: list[SubnetSpec] = []
+        self._left_out: set[str] = set()
+        """What the last full step's desired state left out (logged when new)."""
         self._nodes: list[NodeJoin] = []
         self._gate = asyncio.Semaphore(64)
         self._patches = asyncio.Semaphore(ROUTED_PATCHES_AT_ONCE)
@@ -378,12 +380,21 @@ class SyncWorker:
                            self._nodes, list(self.index.services.values()),
                            list(self.index.slices.values()))
         desired = desired_state(view)
+        self._log_left_out(desired.skipped)
         self._add_policies(desired, view.pods)
         report.ovn = await self.northbound.reconcile_async(desired)
         report.routed = await self._mark_routed(pods, view)
         if self.status is not None:
             self.status.touch_all(subnet.name for subnet in self._subnets)
         return report
+
+    def _log_left_out(self, reasons: list[str]) -> None:
+        """Log what a full step's desired state left out (a subnet ACL whose stored
+        match the worker's check refuses, say), once while it stays left out."""
+        current = set(reasons)
+        for reason in sorted(current - self._left_out):
+            log.warning("left out of the OVN state: %s", reason)
+        self._left_out = current
 
     async def _claim_gated(self, pod: PodView, record: Allocation | None) -> int:
         async with self._gate:
