@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from podnet_ic.daemon import IcDaemon
 from podnet_ic.desired import IcSubnet
 from podnet_sync.nb_model import StaticRoute
 from tests.ic_fixtures import JOIN, World, prefix, rows, world
+from tests.ovn_fixtures import netns_node, running_node, token
 
 pytestmark = pytest.mark.slow
 
@@ -211,6 +213,34 @@ def test_a_local_subnet_overlapping_a_learned_route_makes_it_refused_and_removed
     finally:
         az2.subnets.pop()
         az2.sync()
+    connected(ic)
+
+
+def test_a_change_of_gw_nodes_moves_the_gateway_chassis_and_waits_for_a_missing_node(
+    ic: World, tmp_path: Path,
+) -> None:
+    connected(ic)
+    az1 = ic.zones["az1"]
+    second = netns_node(tmp_path / "second-gw", az1.central, f"az1-gw2-{token()[:4]}")
+    ic.configs["az1"] = ic.config("az1", **{"gw-nodes": f"{az1.gateway.name},{second.name}"})
+    outcome = ic.reconcile()["az1"]
+    assert outcome.problems == [f"gw-node {second.name}: no chassis registered yet"]
+    assert [(g["chassis_name"], g["priority"]) for g in az1.nb("Gateway_Chassis")] == [
+        (az1.gateway.system_id, 2)]
+    with running_node(second):
+        second.vsctl("set", "Open_vSwitch", ".", "external_ids:ovn-is-interconn=true")
+        ic.converge(lambda: sorted((g["chassis_name"], g["priority"])
+                                   for g in az1.nb("Gateway_Chassis"))
+                    == sorted([(az1.gateway.system_id, 2), (second.system_id, 1)]),
+                    "both gateway chassis")
+        zones = {row["_uuid"]: row["name"] for row in _ic_sb(ic, "Availability_Zone")}
+        ic.converge(lambda: sorted(str(g["name"]) for g in _ic_sb(ic, "Gateway")
+                                   if zones.get(str(g["availability_zone"])) == "az1")
+                    == sorted([az1.gateway.system_id, second.system_id]),
+                    "both gateways in the IC SB")
+        ic.enable()
+        ic.converge(lambda: [g["chassis_name"] for g in az1.nb("Gateway_Chassis")]
+                    == [az1.gateway.system_id], "back to one gateway chassis")
     connected(ic)
 
 
