@@ -118,16 +118,17 @@ def test_kube_ovn_kinds_podnet_lacks_are_refused_by_kind() -> None:
 
 
 def test_the_interconnection_config_map_is_accepted_when_valid_and_refused_by_key() -> None:
-    ic = {"apiVersion": "v1", "kind": "ConfigMap",
-          "metadata": {"name": "ovn-ic-config", "namespace": "kube-system"},
-          "data": {"enable-ic": "true", "az-name": "az1", "ic-db-host": "192.168.65.3",
-                   "gw-nodes": "az1-gw", "auto-route": "true"}}
+    data = {"enable-ic": "true", "az-name": "az1", "ic-db-host": "192.168.65.3",
+            "gw-nodes": "az1-gw", "auto-route": "true"}
+    ic: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "ovn-ic-config", "namespace": "kube-system"},
+                          "data": data}
     assert check_object(ic).accepted
-    bad = {**ic, "data": {**ic["data"], "az-name": "AZ 1"}}
+    bad = {**ic, "data": {**data, "az-name": "AZ 1"}}
     assert check_object(bad).reason == (
         "ConfigMap kube-system/ovn-ic-config data.az-name 'AZ 1': must be lower-case "
         "letters, digits, '-' and '_', starting and ending with a letter or digit")
-    port = {**ic, "data": {**ic["data"], "ic-nb-port": "70000"}}
+    port = {**ic, "data": {**data, "ic-nb-port": "70000"}}
     assert "data.ic-nb-port '70000': must be a TCP port" in check_object(port).reason
     missing = {**ic, "data": {"enable-ic": "true"}}
     assert "data.az-name '': is required" in check_object(missing).reason
