@@ -983,6 +983,9 @@ def _cluster_status(settings: LabSettings, with_pods: bool, check: bool) -> str:
     for daemon in central.daemons:
         lines.append(_process_line(f"central/{daemon.name}", daemon.pid(),
                                    roles.get(daemon.name, "")))
+    if settings.clusters > 1:
+        ovn_ic = interconnect.ovn_ic_daemon(settings)
+        lines.append(_process_line(f"{interconnect.IC_PROCESS}/ovn-ic", ovn_ic.pid()))
     for node in lab_nodes(settings):
         for daemon in node.ovs(central_of(settings)).daemons:
             lines.append(_process_line(f"{node.name}/{daemon.name}", daemon.pid()))
