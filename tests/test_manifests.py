@@ -639,7 +639,7 @@ case "$*" in
   *"create secret"*) echo "kind: Secret" ;;
   "apply -f -") cat >> "$KUBECTL_LOG" ;;
   "get mutatingwebhookconfiguration"*) printf x ;;
-  "get validatingwebhookconfiguration"*) printf xxxx ;;
+  "get validatingwebhookconfiguration"*) printf xxxxx ;;
 esac
 """
 
@@ -665,7 +665,7 @@ def test_make_certs_stores_the_secret_and_sets_the_ca_bundle_of_every_webhook(
     assert "kind: Secret" in calls
     patches = {line.split()[1]: json.loads(line.split(" -p ", 1)[1])
                for line in calls if line.startswith("patch ")}
-    counts = {"mutatingwebhookconfiguration": 1, "validatingwebhookconfiguration": 4}
+    counts = {"mutatingwebhookconfiguration": 1, "validatingwebhookconfiguration": 5}
     ca = (tmp_path / "certs" / "ca.crt").read_bytes()
     for kind, count in counts.items():
         assert [p["path"] for p in patches[kind]] == [

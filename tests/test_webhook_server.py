@@ -698,6 +698,40 @@ async def test_a_deployment_podnet_can_honour_is_allowed(webhook: Harness) -> No
     assert answer["response"]["allowed"] is True
 
 
+def ic_config(data: Mapping[str, str], name: str = "ovn-ic-config",
+              namespace: str = "kube-system") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace}, "data": dict(data)}
+
+
+IC_DATA = {"enable-ic": "true", "az-name": "az1", "ic-db-host": "192.168.65.3",
+           "ic-nb-port": "6645", "ic-sb-port": "6646", "gw-nodes": "az1-gw",
+           "auto-route": "true"}
+
+
+async def test_an_ovn_ic_config_with_a_bad_value_is_refused_at_apply_naming_it(
+    webhook: Harness,
+) -> None:
+    body = review(ic_config({**IC_DATA, "gw-nodes": "az1-gw,Bad_Node"}), kind="ConfigMap",
+                  resource="configmaps")
+    answer = await webhook.send(body, "/validate-ic-config")
+    assert answer["response"]["allowed"] is False
+    assert answer["response"]["status"]["message"] == (
+        "ConfigMap kube-system/ovn-ic-config data.gw-nodes 'az1-gw,Bad_Node': 'Bad_Node' is "
+        "not a node name (DNS-1123 subdomain: lower-case letters, digits, '-' and '.')")
+
+
+async def test_a_valid_ovn_ic_config_and_every_other_config_map_are_allowed(
+    webhook: Harness,
+) -> None:
+    for obj in (ic_config(IC_DATA), ic_config({"az-name": "AZ!"}, name="other"),
+                ic_config({"az-name": "AZ!"}, namespace="default")):
+        body = review(obj, kind="ConfigMap", resource="configmaps", operation="UPDATE",
+                      old=obj)
+        answer = await webhook.send(body, "/validate-ic-config")
+        assert answer["response"]["allowed"] is True
+
+
 ISOLATION = [
     subnet("vault", "10.62.0.0/24", private=True, namespaces=["secure"]),
     {"apiVersion": "v1", "kind": "Namespace",

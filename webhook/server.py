@@ -11,7 +11,8 @@ not an AdmissionReview is a 400 with a JSON message: a 500 would say podnet is b
 
 Routes: ``/mutate-pods`` (addresses at admission), ``/validate-subnets``,
 ``/validate-ippools``, ``/validate-workloads`` (pod templates podnet cannot honour),
-``/validate-pods`` (pod updates may not rewrite podnet's annotations), the
+``/validate-pods`` (pod updates may not rewrite podnet's annotations),
+``/validate-ic-config`` (``kube-system/ovn-ic-config``'s values), the
 scheduler extender's ``/scheduler/filter`` and ``/scheduler/prioritize`` (see
 ``webhook.extender``; their bodies carry whole Node lists, so their own, larger bound
 applies), and ``/healthz``, ``/readyz``, ``/metrics``.
@@ -60,6 +61,7 @@ from webhook.review import AdmissionRequest, parse_review, review_response
 from webhook.settings import ServerSettings
 from webhook.validate import (
     cluster_networks,
+    validate_ic_config,
     validate_ippool,
     validate_pod_update,
     validate_subnet,
@@ -178,6 +180,9 @@ def build_app(state: WebhookState) -> web.Application:
     async def workloads(review: AdmissionRequest) -> Answer:
         return validate_workload(review)
 
+    async def ic_config(review: AdmissionRequest) -> Answer:
+        return validate_ic_config(review)
+
     async def pod_updates(review: AdmissionRequest) -> Answer:
         return validate_pod_update(review, settings)
 
@@ -194,6 +199,8 @@ def build_app(state: WebhookState) -> web.Application:
         "/validate-workloads", _review_route(state, "validate-workloads", workloads)
     )
     app.router.add_post("/validate-pods", _review_route(state, "validate-pods", pod_updates))
+    app.router.add_post(
+        "/validate-ic-config", _review_route(state, "validate-ic-config", ic_config))
     app.router.add_post("/scheduler/filter", _scheduler_route(state, "filter", filtered))
     app.router.add_post("/scheduler/prioritize", _scheduler_route(state, "prioritize", scored))
     app.router.add_get("/healthz", _healthz)

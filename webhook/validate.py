@@ -35,7 +35,7 @@ from ipam.subnet import (
     parse_subnet,
 )
 from webhook.admit import Answer, denial_for
-from webhook.compat import WORKLOAD_TEMPLATES, check_workload
+from webhook.compat import IC_CONFIG, WORKLOAD_TEMPLATES, check_config_map, check_workload
 from webhook.errors import DENIED_BAD_REQUEST, DENIED_FORBIDDEN, Denial, MalformedReview
 from webhook.guard import owned_annotation_edit
 from webhook.review import AdmissionRequest, review_response
@@ -216,6 +216,21 @@ def validate_pod_update(request: AdmissionRequest, settings: WebhookSettings) ->
     return Answer(
         review_response(request.uid, False, message=message, code=DENIED_FORBIDDEN), "denied"
     )
+
+
+def validate_ic_config(request: AdmissionRequest) -> Answer:
+    """Refuse an ``ovn-ic-config`` ConfigMap with an unusable value (key, value, reason);
+    every other ConfigMap passes untouched."""
+    if (request.kind != "ConfigMap" or request.operation not in ("CREATE", "UPDATE")
+            or (request.namespace, _object_name(request)) != IC_CONFIG):
+        return Answer(review_response(request.uid, True), "unchanged")
+    if request.object is None:
+        raise MalformedReview("request.object is missing")
+    verdict = check_config_map({**request.object, "kind": "ConfigMap"})
+    if verdict.accepted:
+        return Answer(review_response(request.uid, True), "allowed")
+    return Answer(review_response(request.uid, False, message=verdict.reason,
+                                  code=DENIED_BAD_REQUEST), "denied")
 
 
 def validate_workload(request: AdmissionRequest) -> Answer:
