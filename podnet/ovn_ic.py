@@ -125,9 +125,11 @@ class IcDatabase:
 
     @classmethod
     def clustered(cls, directory: Path, hosts: Sequence[str] = RAFT_HOSTS,
-                  **kwargs: object) -> IcDatabase:
+                  nb_port: int | None = None, sb_port: int | None = None,
+                  netns: str | None = None) -> IcDatabase:
         """Both databases on a raft cluster of ``len(hosts)`` members."""
-        return cls(directory, hosts, **kwargs)  # type: ignore[arg-type]
+        return cls(directory, hosts, nb_port if nb_port is not None else free_port(),
+                   sb_port if sb_port is not None else free_port(), netns)
 
     def _database(self, schema: Path, name: str, prefix: str,
                   port: int) -> RaftDatabase | _Standalone:
