@@ -13,7 +13,10 @@ OVN's registers or connection-tracking state, and so reach far beyond the subnet
   ``ip.proto``, ``ip.ttl``, ``icmp4.type``/``.code``, ``icmp6.type``/``.code``
   (0-255);
 - **operators**: ``==``, ``!=`` (with a value or a ``{a, b}`` set of values), ``<``,
-  ``<=``, ``>``, ``>=`` (integer fields), ``&&``, ``||``, ``!`` and parentheses;
+  ``<=``, ``>``, ``>=`` (ports), ``&&``, ``||``, ``!`` and parentheses, as far as OVN
+  itself would read them: the protocols (``tcp``, ...) only tested positively, and
+  ``ip.proto``, ``ip.ttl`` and the ICMP fields only for equality, counting the ``!``
+  around them (a match OVN cannot read would leave the ACL doing nothing);
 - **literals**: decimal integers in the field's range, addresses and CIDRs (as
   ``ipaddress`` reads them), MACs.
 
@@ -66,6 +69,9 @@ _VALUED: Mapping[str, str] = {
     "icmp6.type": _BYTE, "icmp6.code": _BYTE,
 }
 _INTEGER_KINDS = {_PORT: 65535, _BYTE: 255}
+_NOMINAL = frozenset({"ip.proto", "ip.ttl", "icmp4.type", "icmp4.code", "icmp6.type",
+                      "icmp6.code"})
+"""Fields OVN tests only for equality (``!=`` or a ``!`` around ``==`` is refused)."""
 _COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
 _ORDERING = frozenset({"<", "<=", ">", ">="})
 
@@ -218,16 +224,16 @@ class _Parser:
         return token
 
     def parse(self) -> str:
-        printed = self.disjunction(0)
+        printed = self.disjunction(0, False)
         if self.peek() is not None:
             raise self.fail(f"has {self.peek()!r} where '&&', '||' or the end was expected")
         return printed
 
-    def disjunction(self, depth: int) -> str:
-        parts = [self.conjunction(depth)]
+    def disjunction(self, depth: int, negated: bool) -> str:
+        parts = [self.conjunction(depth, negated)]
         while self.peek() == "||":
             self.take()
-            parts.append(self.conjunction(depth))
+            parts.append(self.conjunction(depth, negated))
         if len(parts) == 1:
             return parts[0]
         # an AND inside an OR is parenthesised: the same meaning, and no precedence to
@@ -235,28 +241,34 @@ class _Parser:
         return " || ".join(f"({part})" if " && " in part and not _wrapped(part) else part
                            for part in parts)
 
-    def conjunction(self, depth: int) -> str:
-        parts = [self.unary(depth)]
+    def conjunction(self, depth: int, negated: bool) -> str:
+        parts = [self.unary(depth, negated)]
         while self.peek() == "&&":
             self.take()
-            parts.append(self.unary(depth))
+            parts.append(self.unary(depth, negated))
         return " && ".join(parts)
 
-    def unary(self, depth: int) -> str:
+    def unary(self, depth: int, negated: bool) -> str:
         if depth > DEPTH_MAX:
             raise self.fail(f"nests deeper than {DEPTH_MAX}")
         token = self.take()
         if token == "!":
-            return "!" + self.unary(depth + 1)
+            operand = self.unary(depth + 1, not negated)
+            # OVN reads "!" before a parenthesised whole or a name, not before "!" or a
+            # comparison: anything else is parenthesised
+            return f"!{operand}" if _wrapped(operand) else f"!({operand})"
         if token == "(":
-            inner = self.disjunction(depth + 1)
+            inner = self.disjunction(depth + 1, negated)
             if self.take() != ")":
                 raise self.fail("has a '(' without its ')'")
             return f"({inner})"
-        return self.relation(token)
+        return self.relation(token, negated)
 
-    def relation(self, name: str) -> str:
+    def relation(self, name: str, negated: bool) -> str:
         if name in _BOOLEAN and self.peek() not in _COMPARISONS:
+            if negated:  # OVN would refuse the flow, and the ACL would do nothing
+                raise self.fail(f"tests {name} under a '!': OVN tests protocols such as "
+                                f"{name} only positively (write the other protocols instead)")
             return name
         kind = _VALUED.get(name)
         if kind is None:
@@ -266,8 +278,11 @@ class _Parser:
         operator = self.take()
         if operator not in _COMPARISONS:
             raise self.fail(f"has {operator!r} after {name}, where a comparison was expected")
-        if operator in _ORDERING and kind not in _INTEGER_KINDS:
-            raise self.fail(f"compares {name} with {operator}: only integer fields are ordered")
+        if operator in _ORDERING and kind != _PORT:
+            raise self.fail(f"compares {name} with {operator}: only ports are ordered in OVN")
+        if name in _NOMINAL and (operator == "!=") != negated:
+            raise self.fail(f"tests {name} for inequality (counting the '!' around it): OVN "
+                            f"tests {name} only for equality")
         if self.peek() == "{":
             if operator in _ORDERING:
                 raise self.fail(f"compares {name} {operator} with a set")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -122,6 +123,41 @@ def test_allow_ew_traffic_adds_the_same_subnet_allows_and_removes_them_again(
     assert f"from-lport  5900 ({same}) allow" in listed
     northbound.reconcile(state(acl_subnet(EXAMPLE)))
     assert same not in switch_acls(central)
+
+
+EVERY_FIELD = [
+    "ip4.src == {10.10.0.0/28, 10.10.0.200} && tcp && tcp.dst >= 80 && tcp.dst <= 90",
+    "ip6.dst == fd00::/64 && udp.src == 53 || sctp && sctp.dst != 9",
+    "eth.src == 0a:58:0a:0a:00:02 && ip4 && !(ip.ttl != 1) && !!tcp && !tcp.src == 22",
+    "!(ip4.src != 10.10.0.0/24 || ip6.src == ::1) && icmp6.code == {0, 1}",
+    "icmp4 && icmp4.type == 8 && icmp4.code == 0 || icmp6.type == 128 && icmp6.code == 0",
+    "arp || ip.proto == 47 || ip6.src != ::1 || udp.dst > 1023 || eth.dst == ff:ff:ff:ff:ff:ff",
+]
+
+
+def test_northd_compiles_every_whitelisted_field_into_logical_flows(
+    northbound: Northbound, central: OvnCentral
+) -> None:
+    acls = [{"action": action, "direction": "to-lport", "match": match, "priority": 100 + i}
+            for i, (match, action) in enumerate(zip(EVERY_FIELD, (
+                "allow", "allow-related", "allow-stateless", "drop", "reject", "drop"),
+                strict=True))]
+    northbound.reconcile(state(acl_subnet(acls)))
+
+    def compiled() -> bool:
+        flows = central.sbctl("lflow-list", "acl")
+        return all(f"priority={4000 + 100 + i + 1000}" in flows  # ACL flows: + 1000
+                   for i in range(len(EVERY_FIELD)))
+
+    until(compiled, timeout_s=10)
+    # ovn-trace parses every logical flow of the switch, as ovn-controller does, and
+    # warns about each match it cannot read
+    traced = subprocess.run(
+        ["ovn-trace", f"--db={central.sb_remote}", "acl",
+         'inport == "acl-ovn-cluster" && eth.src == 0a:58:0a:0a:00:09'],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert traced.returncode == 0, traced.stderr
+    assert "parsing expression failed" not in traced.stderr, traced.stderr
 
 
 async def listed_after_full_steps(cluster: Any, wanted: Callable[[str], bool]) -> str:
