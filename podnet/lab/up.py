@@ -956,10 +956,9 @@ def _ic_status(first: LabSettings) -> str:
             lines += [_process_line(f"ic/{d.name}", d.pid()) for d in database.daemons]
             continue
         for member in database.members:
-            role = ""
-            if member.daemon.pid():
-                with contextlib.suppress(OvnError):
-                    role = database.role(member)
+            status = database.role(member) if member.daemon.pid() else ""
+            role = next((line.split(":", 1)[1].strip() for line in status.splitlines()
+                         if line.startswith("Role:")), "")
             lines.append(_process_line(f"ic/{member.daemon.name}", member.daemon.pid(), role))
     if any(d.pid() for d in databases.daemons):
         with contextlib.suppress(OvnError):
