@@ -23,13 +23,14 @@ from podnet_ic.daemon import stop_any
 from podnet_ic.desired import IcSubnet
 from podnet_ic.main import IcOptions, run_ic
 from podnet_plumbing import kube
+from podnet_sync.nb_model import StaticRoute
 from tests.ic_fixtures import JOIN, World, world
 from tests.kube_api import KubeApi
 from tests.metrics_lint import lint
 
 pytestmark = pytest.mark.slow
 
-AZ1_POD, AZ2_POD = "10.16.0.0/16", "10.17.0.0/16"
+AZ1_POD, AZ2_POD, OVERLAP = "10.16.0.0/16", "10.17.0.0/16", "10.16.128.0/17"
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def _get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-async def test_the_loop_follows_the_config_map_labels_gateways_and_reports_bad_values(
+async def test_the_loop_follows_the_config_map_labels_gateways_and_reports_problems(
     ic: World, api: KubeApi, tmp_path: Path,
 ) -> None:
     ic.enable()
@@ -121,6 +122,25 @@ async def test_the_loop_follows_the_config_map_labels_gateways_and_reports_bad_v
         status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
         assert lint(body) == []
         assert "podnet_ic_enabled 1.0" in body
+
+        # AZ2 advertises a prefix inside AZ1's pod subnet: refused, and reported.
+        az2 = ic.zones["az2"]
+        az2.extra_routes["overlap"] = StaticRoute("ovn-cluster", "overlap", OVERLAP,
+                                                  "100.64.0.3")
+        az2.sync()
+
+        def refused() -> bool:
+            return any(event.get("reason") == "RouteRefused"
+                       and f"route {OVERLAP} advertised by AZ az2" in str(event.get("message"))
+                       and event["involvedObject"]["name"] == "ovn-ic-config"
+                       for event in api.objects("Event", "kube-system"))
+
+        await until(refused, "a RouteRefused event", ic)
+        assert OVERLAP not in az1.learned()
+        _, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        assert "podnet_ic_refused_routes 1.0" in body
+        del az2.extra_routes["overlap"]
+        az2.sync()
 
         # An unusable value is reported on the ConfigMap and the setup stays.
         api.patch("ConfigMap", "ovn-ic-config", {"data": {"az-name": "AZ One"}}, "kube-system")
