@@ -151,3 +151,13 @@ def test_a_check_across_clusters_fails_when_the_source_or_the_ttl_changed() -> N
     assert seen.ok and "own 10.16.0.100" in seen.detail
     natted = judge(tcp, Outcome(("az2:default/w\t172.30.0.11",) * 3, (1.0, 1.0, 1.0)))
     assert not natted.ok and "172.30.0.11" in natted.detail
+
+
+def test_the_command_line_bounds_the_number_of_clusters() -> None:
+    from podnet.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["up", "--clusters", "2"]).clusters == 2
+    assert parser.parse_args(["up"]).clusters == 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["up", "--clusters", str(MAX_CLUSTERS + 1)])

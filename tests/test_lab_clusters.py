@@ -113,6 +113,9 @@ def test_two_clusters_reach_each_others_pods_by_pod_ip(clusters: LabSettings) ->
     # podnet trace shows the way out through the transit switch
     trace = explain(first, "default/registry", pod_ip(two[0]))
     assert "switch ts" in trace and "ts-az2" in trace
+    web = f"default/{two[0]['metadata']['name']}"
+    back = explain(LabSettings.recorded(second.state_dir) or second, web, "default/registry")
+    assert "-> 10.16.0.100" in back and "ts-az1" in back
 
     # status covers both clusters and the IC databases
     status = status_report(clusters, with_pods=False)

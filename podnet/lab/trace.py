@@ -29,6 +29,7 @@ rewrote it, and the two are read as one.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -438,7 +439,8 @@ def explain(settings: LabSettings, pod_key: str, destination: str,
     source = _find_pod(pods, pod_key)
     host, port = parse_destination(destination)
     if "/" in host:
-        host = _pod_address(_find_pod(pods, host), _family_of(source))
+        host = _pod_address(_find_pod([*pods, *_peer_pods(settings)], host),
+                            _family_of(source))
     central = settings.central()
     packet, switch = _packet(central, source, host, port, pods)
     summary, text = trace_packet(central.sb_remote, switch, packet)
@@ -448,6 +450,22 @@ def explain(settings: LabSettings, pod_key: str, destination: str,
     lines = [f"trace {pod_key} ({packet.source}, logical port {packet.inport}) -> "
              f"{packet.destination}{what}", summary.render()]
     return "\n".join([*lines, "", text] if raw else lines)
+
+
+def _peer_pods(settings: LabSettings) -> list[dict[str, Any]]:
+    """The pods of the other clusters of ``up --clusters`` (a NAMESPACE/POD destination
+    not found in this one is looked for there)."""
+    if settings.clusters < 2:
+        return []
+    first = settings if settings.cluster == 1 else LabSettings.recorded(
+        settings.state_dir.parent)
+    found = []
+    for other in first.all_clusters() if first is not None else []:
+        if other.cluster == settings.cluster:
+            continue
+        with contextlib.suppress(kube.KubeError, OSError):
+            found += Rest(kube.kube_client(other.kubeconfig("admin"))).list("Pod")
+    return found
 
 
 def _acl_owner(central: Central, priority: int, match: str) -> str:
