@@ -3,15 +3,17 @@
 
 A policy with Kube-OVN's logging annotations isolates a pod; a pod the policy does not
 allow is refused, and ovn-controller's log gets an ``acl_log`` line naming the policy;
-an allowed client's connection is logged under the policy's rule; and a flood of
-refused packets is logged only as often as the policy's meter lets through.
+an allowed client's connection is logged under the policy's rule; a namespace asking
+for deny logs (OVN-Kubernetes' annotation) gets its isolation drops logged under its
+own name; and a flood of refused packets is logged only as often as the policy's meter
+lets through.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,12 @@ from podnet_plumbing.ovsdb import close_api, nb_api
 from podnet_sync.cluster import PodView, parse_pod
 from podnet_sync.nb import Northbound
 from podnet_sync.nb_model import DesiredState
-from podnet_sync.netpol import PolicyView, add_network_policies, parse_network_policy
+from podnet_sync.netpol import (
+    PolicyView,
+    add_network_policies,
+    parse_namespace,
+    parse_network_policy,
+)
 from podnet_sync.topology import ClusterView, desired_state
 from tests.ovn_fixtures import NetnsPod, netns_node, plug_pod, running_node, token
 
@@ -113,11 +120,14 @@ def pods(lab: Lab) -> Iterator[Pods]:
             pod.cleanup()
 
 
-def apply(lab: Lab, pods: list[PodView], policies: list[dict[str, object]]) -> None:
+def apply(lab: Lab, pods: list[PodView], policies: list[dict[str, object]],
+          namespace_annotations: dict[str, str] | None = None) -> None:
     desired = desired_state(ClusterView(
         subnets=[build_subnet(lab.subnet, f"{lab.prefix}.0/24")], pods=pods, nodes=[]))
+    namespace = parse_namespace({"metadata": {"name": NAMESPACE,
+                                              "annotations": namespace_annotations or {}}})
     add_network_policies(desired, PolicyView(
-        [parse_network_policy(p) for p in policies], pods))
+        [parse_network_policy(p) for p in policies], pods, {NAMESPACE: namespace}))
     lab.northbound.reconcile(desired)
 
 
@@ -134,8 +144,7 @@ def pings(source: NetnsPod, destination: NetnsPod) -> bool:
     return True
 
 
-def eventually(check: object, timeout_s: float = 20.0) -> None:
-    assert callable(check)
+def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         assert time.monotonic() < deadline, f"{getattr(check, '__name__', check)} never held"
@@ -160,9 +169,9 @@ def test_a_refused_connection_is_logged_by_ovn_controller_under_the_policys_name
 ) -> None:
     apply(lab, views(lab), [logged_policy("drop")])
     installed(lab, pods)
-    eventually(lambda: not pings(pods.stranger, pods.web))
+    until(lambda: not pings(pods.stranger, pods.web))
     assert pings(pods.client, pods.web)
-    eventually(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:deny-in", "drop")))
+    until(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:deny-in", "drop")))
     line = acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:deny-in", "drop")[-1]
     assert "direction=to-lport" in line and "severity=warning" in line
     assert f"nw_src={pods.stranger.ip}" in line and f"nw_dst={pods.web.ip}" in line
@@ -174,12 +183,27 @@ def test_with_allow_and_drop_asked_an_allowed_connection_is_logged_under_its_rul
 ) -> None:
     apply(lab, views(lab), [logged_policy("allow,drop")])
     installed(lab, pods)
-    eventually(lambda: not pings(pods.stranger, pods.web))
+    until(lambda: not pings(pods.stranger, pods.web))
     start = lab.log.stat().st_size
     assert pings(pods.client, pods.web)
-    eventually(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:in0", "allow", start)))
+    until(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:in0", "allow", start)))
     line = acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:in0", "allow", start)[-1]
     assert "severity=info" in line and f"nw_src={pods.client.ip}" in line
+
+
+def test_a_namespace_asking_for_deny_logs_gets_its_isolation_drops_logged_under_its_name(
+    lab: Lab, pods: Pods
+) -> None:
+    quiet = logged_policy("drop")
+    quiet["metadata"] = {"namespace": NAMESPACE, "name": POLICY}  # no annotations
+    apply(lab, views(lab), [quiet], {"k8s.ovn.org/acl-logging": '{"deny": "alert"}'})
+    installed(lab, pods)
+    start = lab.log.stat().st_size
+    until(lambda: not pings(pods.stranger, pods.web))
+    until(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}:deny-in", "drop", start)))
+    line = acl_lines(lab, f"np:{NAMESPACE}:deny-in", "drop", start)[-1]
+    assert "severity=alert" in line and f"nw_src={pods.stranger.ip}" in line
+    assert not acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:deny-in", "drop", start)
 
 
 def test_a_flood_of_refused_packets_is_logged_at_most_at_the_meters_rate(
@@ -187,7 +211,7 @@ def test_a_flood_of_refused_packets_is_logged_at_most_at_the_meters_rate(
 ) -> None:
     apply(lab, views(lab), [logged_policy("drop")])
     installed(lab, pods)
-    eventually(lambda: not pings(pods.stranger, pods.web))
+    until(lambda: not pings(pods.stranger, pods.web))
     time.sleep(1.5)  # the meter's bucket refills from the probes above
     start = lab.log.stat().st_size
     began = time.monotonic()
