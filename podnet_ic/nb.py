@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovsdbapp.backend.ovs_idl import command
+from ovsdbapp.backend.ovs_idl import command, idlutils
 
 from podnet_ic.desired import (
     AZ_KEY,
@@ -55,7 +55,12 @@ def _one(rows: Iterable[Row]) -> Row | None:
 
 
 def _named(api: Any, table: str, name: str) -> Row | None:
-    return _one(r for r in api.tables[table].rows.values() if r.name == name)
+    """The row of ``table`` named ``name`` (the first, for tables without a unique name)."""
+    return _one(idlutils.rows_by_value(api.idl, table, "name", name))
+
+
+def _by_name(api: Any, table: str, name: str) -> bool:
+    return _named(api, table, name) is not None
 
 
 @dataclass
@@ -182,27 +187,29 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
                 row.setkey("options", key, want)
                 self.changes.append(f"option {key}={want}")
 
+    # Our ports and policies are children (non-root rows) of ovn-cluster and ts: a row
+    # detached from its parent is gone, so the parents' references are all there is to
+    # read, whatever the size of the tables (thousands of pod ports).
+
     def _router_port(self, router: Row | None) -> None:
         want = self.desired.router_port
-        parents = {p.uuid: r for r in self.api.tables["Logical_Router"].rows.values()
-                   for p in r.ports}
+        if router is None:
+            return  # the sync worker has not made ovn-cluster yet: nothing of ours either
         existing = None
-        for row in list(self.api.tables["Logical_Router_Port"].rows.values()):
+        for row in list(router.ports):
             if not _ours(row):
                 continue
             if want is not None and row.name == want.name:
                 existing = row
                 continue
             self.changes.append(f"deleted router port {row.name}")
-            owner = parents.get(row.uuid)
-            if owner is not None:
-                owner.delvalue("ports", row)
+            router.delvalue("ports", row)
             row.delete()
         if want is None:
             return
         if existing is None:
-            if router is None or _named(self.api, "Logical_Router_Port", want.name):
-                return  # no router yet, or a port of that name that is not ours
+            if _by_name(self.api, "Logical_Router_Port", want.name):
+                return  # a port of that name that is not ours
             existing = self._insert("Logical_Router_Port", name=want.name, mac=want.mac,
                                     networks=list(want.networks),
                                     external_ids=dict(want.external_ids))
@@ -214,8 +221,6 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
             if sorted(existing.networks) != sorted(want.networks):
                 existing.networks = list(want.networks)
                 self.changes.append(f"router port {want.name} networks {want.networks}")
-            if parents.get(existing.uuid) is None and router is not None:
-                router.addvalue("ports", existing)
         have = sorted((g.name, g.chassis_name, g.priority)
                       for g in getattr(existing, "gateway_chassis", []))
         wanted = sorted((g.name, g.chassis, g.priority) for g in want.gateway_chassis)
@@ -230,28 +235,26 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
     def _switch_port(self) -> None:
         want = self.desired.switch_port
         ts = _named(self.api, "Logical_Switch", TRANSIT_SWITCH)
-        parents = {p.uuid: s for s in self.api.tables["Logical_Switch"].rows.values()
-                   for p in s.ports}
+        if ts is None:
+            return  # our port went with it
         existing = None
-        for row in list(self.api.tables["Logical_Switch_Port"].rows.values()):
+        for row in list(ts.ports):
             if not _ours(row):
                 continue
-            if want is not None and row.name == want.name and parents.get(row.uuid) is ts:
+            if want is not None and row.name == want.name:
                 existing = row
                 continue
             self.changes.append(f"deleted switch port {row.name}")
-            owner = parents.get(row.uuid)
-            if owner is not None:
-                owner.delvalue("ports", row)
+            ts.delvalue("ports", row)
             row.delete()
-        if want is None or ts is None:
+        if want is None:
             return
-        options = {"router-port": want.router_port}
         if existing is None:
-            if _named(self.api, "Logical_Switch_Port", want.name):
+            if _by_name(self.api, "Logical_Switch_Port", want.name):
                 return  # a port of that name that is not ours
             existing = self._insert("Logical_Switch_Port", name=want.name, type="router",
-                                    addresses=["router"], options=options,
+                                    addresses=["router"],
+                                    options={"router-port": want.router_port},
                                     external_ids=dict(want.external_ids))
             ts.addvalue("ports", existing)
             self.changes.append(f"created switch port {want.name}")
@@ -265,31 +268,25 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
             existing.setkey("options", "router-port", want.router_port)
 
     def _policies(self, router: Row | None) -> None:
-        current = {}
-        for row in list(self.api.tables["Logical_Router_Policy"].rows.values()):
-            if _ours(row):
-                current[dict(row.external_ids).get(KEY, "")] = row
-        parents = {p.uuid: r for r in self.api.tables["Logical_Router"].rows.values()
-                   for p in r.policies}
+        if router is None:
+            return
+        current = {dict(row.external_ids).get(KEY, ""): row
+                   for row in router.policies if _ours(row)}
         wanted = self.desired.policies
         for key, row in current.items():
             want = wanted.get(key)
             if want is not None and (row.priority, row.match, row.action) == (
-                    want.priority, want.match, want.action) and parents.get(row.uuid):
+                    want.priority, want.match, want.action):
                 continue
-            owner = parents.get(row.uuid)
-            if owner is not None:
-                owner.delvalue("policies", row)
+            router.delvalue("policies", row)
             row.delete()
             if want is None:
                 self.changes.append(f"deleted policy {key}")
         for key, want in wanted.items():
             row = current.get(key)
             if row is not None and (row.priority, row.match, row.action) == (
-                    want.priority, want.match, want.action) and parents.get(row.uuid):
+                    want.priority, want.match, want.action):
                 continue
-            if router is None:
-                return
             created = self._insert("Logical_Router_Policy", priority=want.priority,
                                    match=want.match, action=want.action,
                                    external_ids=owned("policy", **{KEY: key}))
