@@ -166,6 +166,12 @@ class Ipam:
             raise errors.StoreUnavailable(f"redis: {exc}") from exc
         except OSError as exc:
             raise errors.StoreUnavailable(f"redis unreachable: {exc}") from exc
+        except (AttributeError, TypeError) as exc:
+            # redis-py's asyncio connections can be torn down by a concurrent failure
+            # (a Cluster node killed) while a command is being written on them, which
+            # surfaces as its writer being None: the store was lost, not the request
+            raise errors.StoreUnavailable(f"redis connection lost mid-command: {exc!r}") \
+                from exc
 
     async def _run(self, script: str, subnet: str, *args: object) -> Any:
         keys = self.keys.script_keys(subnet)

@@ -99,8 +99,6 @@ _PORT_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", re.ASCII)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Labels = Mapping[str, str]
-Origin = tuple[tuple[str, "Selector"], ...]
-"""What a list of pods is the union of: (namespace, pod selector) choices."""
 NamedPort = tuple[str, str, int]
 """A container port's name and protocol, and the number it resolves to."""
 ALL_NAMESPACES = "*"
@@ -151,6 +149,12 @@ class IPBlock:
 
     def covers(self, ip: IPAddress) -> bool:
         return ip in self.network and not any(ip in hole for hole in self.excepts)
+
+
+Choice = tuple[str, Selector] | IPBlock
+"""How pods were chosen: by namespace and pod selector, or by an ipBlock."""
+Origin = tuple[Choice, ...]
+"""What a list of pods is the union of."""
 
 
 @dataclass(frozen=True)
@@ -421,24 +425,43 @@ def selector_text(selector: Selector) -> str:
     return f"{labels}|{expressions}"
 
 
+def choice_text(choice: Choice) -> str:
+    if isinstance(choice, IPBlock):
+        holes = ",".join(str(hole) for hole in choice.excepts)
+        return f"ipblock:{choice.network}!{holes}"
+    namespace, selector = choice
+    return f"{namespace}:{selector_text(selector)}"
+
+
 def canonical_origin(origin: Origin) -> Origin:
     """The choices of a union, each once, in one order: equal unions, equal origins."""
-    return tuple(sorted(set(origin), key=lambda part: (part[0], selector_text(part[1]))))
+    return tuple(sorted(set(origin), key=choice_text))
+
+
+def watched_namespaces(origin: Origin) -> set[str]:
+    """The namespaces whose pods may change what ``origin`` chooses (an ipBlock may
+    cover a pod of any)."""
+    return {ALL_NAMESPACES if isinstance(choice, IPBlock) else choice[0] for choice in origin}
 
 
 def selection_set(origin: Origin, family: int, port: NamedPort | None = None) -> str:
     """The name of the shared address set of the pods ``origin`` chooses (those whose
     port of that name and protocol has that number, with ``port``)."""
-    parts = [f"{namespace}:{selector_text(selector)}" for namespace, selector in origin]
+    parts = [choice_text(choice) for choice in origin]
     if port is not None:
         parts.append("{}/{}/{}".format(*port))
     return safe_name("sel", *parts, f"ip{family}")
 
 
-def origin_chooses(origin: Origin, namespace: str, labels: Labels) -> bool:
-    """Whether a pod of ``namespace`` with ``labels`` is among what ``origin`` chooses."""
-    return any(ns in (namespace, ALL_NAMESPACES) and selector.matches(labels)
-               for ns, selector in origin)
+def origin_chooses(origin: Origin, pod: PodView, labels: Labels) -> bool:
+    """Whether the pod (with these labels) is among what ``origin`` chooses."""
+    for choice in origin:
+        if isinstance(choice, IPBlock):
+            if any(choice.covers(ip) for ip in pod.ips):
+                return True
+        elif choice[0] in (pod.namespace, ALL_NAMESPACES) and choice[1].matches(labels):
+            return True
+    return False
 
 
 def policy_group(policy: NetworkPolicy) -> str:
@@ -619,11 +642,13 @@ class PodIndex:
               port: NamedPort | None = None) -> tuple[str, ...]:
         """The addresses of ``family`` of every pod these choices pick (whose named port
         has that number, with ``port``), sorted."""
-        if port is None and all(ns != ALL_NAMESPACES for ns, _ in origin):
-            if len(origin) == 1:
-                namespace, selector = origin[0]
+        simple = [choice for choice in origin
+                  if not isinstance(choice, IPBlock) and choice[0] != ALL_NAMESPACES]
+        if port is None and len(simple) == len(origin):
+            if len(simple) == 1:
+                namespace, selector = simple[0]
                 return tuple(sorted(self.addresses(namespace, selector, family)))
-            return tuple(sorted({text for namespace, selector in origin
+            return tuple(sorted({text for namespace, selector in simple
                                  for text in self.addresses(namespace, selector, family)}))
         pods = self.chosen(origin)
         if port is not None:
@@ -635,7 +660,11 @@ class PodIndex:
     def chosen(self, origin: Origin) -> list[PodView]:
         """Every pod these choices pick, each once."""
         found: dict[str, PodView] = {}
-        for namespace, selector in origin:
+        for choice in origin:
+            if isinstance(choice, IPBlock):
+                found.update((pod.port_name, pod) for pod in self.inside(choice))
+                continue
+            namespace, selector = choice
             if namespace == ALL_NAMESPACES:
                 found.update((pod.port_name, pod) for pod in self.pods
                              if selector.matches(self.labels[pod.port_name]))
@@ -676,7 +705,7 @@ class Compiler:
         self.shared: dict[str, tuple[int, Origin, NamedPort | None]] = {}
         """The shared sets the policy compiled last uses: name -> (family, origin,
         named port)."""
-        self._origins: dict[int, tuple[tuple[str, Selector], ...]] = {}
+        self._origins: dict[int, Origin] = {}
         """A kept list -> the (namespace, selector) choices it is the union of."""
         self._namespaces: dict[Selector, list[str]] = {}
         self._blocks: dict[IPBlock, list[PodView]] = {}
@@ -773,7 +802,6 @@ class Compiler:
     def peer_pods(self, policy: NetworkPolicy, peer: Peer) -> list[PodView]:
         """The pods a peer stands for (for an ipBlock: the pods inside it)."""
         if peer.block is not None:
-            self.everywhere = True
             return self._inside(peer.block)
         if peer.namespaces is None:
             namespaces = [policy.namespace]
@@ -791,6 +819,7 @@ class Compiler:
         if found is None:
             found = self.keep(self.index.inside(block))
             self._blocks[block] = found
+            self._origins[id(found)] = (block,)
         return found
 
     # ---------------------------------------------------------------- rows
@@ -811,8 +840,7 @@ class Compiler:
         key = (family, (id(chosen),) if isinstance(chosen, list) else tuple(map(id, chosen)))
         addresses = self._addresses.get(key)
         if addresses is None and origin is not None:
-            addresses = sorted({text for ns, selector in origin
-                                for text in self.index.addresses(ns, selector, family)})
+            addresses = list(self.index.union(origin, family))
             self._addresses[key] = addresses
         if addresses is None:
             texts = self.index.texts
@@ -1035,8 +1063,7 @@ def selection_row(name: str, origin: Origin, addresses: tuple[str, ...],
     if not origin:
         described = "no namespace"
     else:
-        namespace, selector = origin[0]
-        described = f"{namespace}/{selector_text(selector)}"[:120]
+        described = choice_text(origin[0])[:120]
         if len(origin) > 1:
             described += f" and {len(origin) - 1} more"
     if port is not None:

@@ -10,9 +10,10 @@ pod, namespace or policy can reach, and the isolation of their namespaces.
 The peers' address sets, and the sets of named-port destinations, are shared between
 policies (named after what they select), so the cache keeps them apart, each with its
 users: a pod that joins or leaves some peers or destinations changes those sets in
-place, from the pod index, and recompiles no policy, unless it is among a policy's
-selected pods (its port group), or brings a named port's number no destination had
-(a new ACL), or takes the last of one away. A set goes when its last user does.
+place, from the pod index. A pod a policy selects joins or leaves the policy's port
+group (and its namespace's isolation) in place too. A policy is recompiled only when the
+pod brings one of its named ports a number no destination had (a new ACL), or takes the
+last of one away. A set goes when its last user does.
 
 The rows it returns are the same as a full compile's (``add_network_policies``); for the
 NB writer it also names the rows to reconcile, old and new, so that no other row is
@@ -41,7 +42,9 @@ from podnet_sync.netpol import (
     PolicyView,
     Selector,
     origin_chooses,
+    policy_group,
     resolve_port,
+    watched_namespaces,
 )
 
 NODE_SETS = frozenset(NODES_SET.format(family=family) for family in (4, 6))
@@ -83,7 +86,7 @@ class SharedSet:
     users: set[str] = field(default_factory=set)
 
     def chooses(self, pod: PodView, labels: Mapping[str, str]) -> bool:
-        if not origin_chooses(self.origin, pod.namespace, labels):
+        if not origin_chooses(self.origin, pod, labels):
             return False
         return self.port is None or resolve_port(pod, *self.port[:2]) == self.port[2]
 
@@ -115,6 +118,9 @@ class PolicyCache:
         self._everywhere: set[str] = set()
         self._in_namespace: dict[str, set[str]] = defaultdict(set)
         self.shared: dict[str, SharedSet] = {}
+        self._meter_rows: dict[str, Meter] = {}
+        """Every meter the rows use (worked out again when a policy or an isolation
+        changed)."""
         self._set_watchers: dict[str, set[str]] = defaultdict(set)
         self._number_watchers: dict[str, set[str]] = defaultdict(set)
 
@@ -163,16 +169,18 @@ class PolicyCache:
         wanted = {policy.key: policy for policy in policies}
         affected = {key for key in set(wanted) | set(self.policies)
                     if key not in self.policies or key not in wanted
-                    or self.policies[key].policy != wanted[key]}
+                    or (self.policies[key].policy is not wanted[key]
+                        and self.policies[key].policy != wanted[key])}
         affected |= self._reached_by_namespaces(namespaces, wanted)
         changed_namespaces = {name for name in set(namespaces) | set(self.namespaces)
                               if namespaces.get(name) != self.namespaces.get(name)}
         moves: dict[str, tuple[set[str], set[str]]] = {}
         emptied: set[tuple[str, Origin, NamedPort]] = set()
+        regroup: set[str] = set()
         seen = set(self.namespaces) | set(self.index.by_namespace)
         for port, now in pods.items():
             was = self.index.get(port)
-            affected |= self._reached_by_pod(was, now, emptied)
+            affected |= self._reached_by_pod(was, now, emptied, regroup)
             self._note_moves(was, now, moves)
             self.index.put(port, now)
         affected |= self._emptied(emptied, affected)
@@ -186,7 +194,7 @@ class PolicyCache:
         new: dict[str, PortGroup | AddressSet] = {}
         shared_before: dict[str, AddressSet | None] = {}
         touched_namespaces = set(changed_namespaces)
-        compiler = self._compiler(list(wanted.values()))
+        compiler = self._compiler(list(wanted.values())) if affected else None
         for key in sorted(affected):
             before = self.policies.pop(key, None)
             if before is not None:
@@ -195,12 +203,16 @@ class PolicyCache:
                 self._remember(shared_before, before.shared)
                 self._forget(before)
             policy = wanted.get(key)
-            if policy is not None:
+            if policy is not None and compiler is not None:
                 compiled = self._compile(compiler, policy)
                 self._remember(shared_before, compiled.shared)
                 self._store(compiled, compiler.state.policy_address_sets)
                 new.update(compiled.rows())
                 touched_namespaces.add(policy.namespace)
+        for key in sorted(regroup - affected):
+            if key in self.policies:
+                touched_namespaces.add(self.policies[key].policy.namespace)
+                self._regroup(self.policies[key], old, new)
         self._remember(shared_before, moves)
         moved = self._move(moves)
         for name, row in shared_before.items():
@@ -216,6 +228,8 @@ class PolicyCache:
             after = self.isolation.get(namespace)
             if after is not None:
                 new.update(after.port_groups)
+        if affected or touched_namespaces:
+            self._meters()
         forced = set()
         if had_policies != bool(self.policies):  # the node sets come or go
             forced = set(NODE_SETS)
@@ -245,7 +259,7 @@ class PolicyCache:
                     differ = want.symmetric_difference(was.addresses)
                     change.state.policy_set_changes[name] = (frozenset(differ & want),
                                                              frozenset(differ - want))
-        change.state.meters.update(self._meters())
+        change.state.meters.update(self._meter_rows)
         change.names = frozenset(names)
         return change
 
@@ -263,11 +277,12 @@ class PolicyCache:
         return found
 
     def _reached_by_pod(self, old: PodView | None, new: PodView | None,
-                        emptied: set[tuple[str, Origin, NamedPort]]) -> set[str]:
-        """Policies whose own rows a pod's change can change: those depending on every
-        pod, those whose selected pods it is among, before or after, and those it
-        brings a named port's new number. The numbers it may have been the last
-        destination of go into ``emptied``."""
+                        emptied: set[tuple[str, Origin, NamedPort]],
+                        regroup: set[str]) -> set[str]:
+        """Policies to recompile for a pod's change: those depending on every pod, and
+        those it brings a named port's new number. The numbers it may have been the
+        last destination of go into ``emptied``; the policies selecting it, before or
+        after, into ``regroup``."""
         found = set(self._everywhere)
         for pod in (old, new):
             if pod is None:
@@ -278,7 +293,7 @@ class PolicyCache:
                 if compiled is not None and any(
                         namespace == pod.namespace and selector.matches(labels)
                         for namespace, selector in compiled.direct):
-                    found.add(key)
+                    regroup.add(key)
             for key in self._watching_numbers(pod.namespace):
                 self._reached_by_numbers(key, pod, labels, pod is old and pod is not new,
                                          new, found, emptied)
@@ -298,6 +313,20 @@ class PolicyCache:
                     if texts:
                         moves.setdefault(name, (set(), set()))[side].update(texts)
 
+    def _regroup(self, compiled: Compiled, old: dict[str, PortGroup | AddressSet],
+                 new: dict[str, PortGroup | AddressSet]) -> None:
+        """The policy's port group (and what it isolates) anew from the pod index."""
+        policy = compiled.policy
+        ports = tuple(sorted(pod.port_name
+                             for pod in self.index.choose(policy.namespace, policy.selector)))
+        name = policy_group(policy)
+        row = compiled.groups[name]
+        if row.ports == ports:
+            return
+        old[name] = row
+        new[name] = compiled.groups[name] = replace(row, ports=ports)
+        compiled.isolated = {kind: frozenset(ports) for kind in policy.types}
+
     def _watching_numbers(self, namespace: str) -> set[str]:
         return (self._number_watchers.get(namespace, set())
                 | self._number_watchers.get(ALL_NAMESPACES, set()))
@@ -315,7 +344,7 @@ class PolicyCache:
         if compiled is None:
             return
         for (origin, name, protocol), numbers in compiled.numbers.items():
-            if not origin_chooses(origin, pod.namespace, labels):
+            if not origin_chooses(origin, pod, labels):
                 continue
             number = resolve_port(pod, name, protocol)
             if number is None:
@@ -323,7 +352,7 @@ class PolicyCache:
             if number not in numbers:
                 found.add(key)
             elif leaving and not (new is not None and resolve_port(new, name, protocol) == number
-                                  and origin_chooses(origin, new.namespace, dict(new.labels))):
+                                  and origin_chooses(origin, new, dict(new.labels))):
                 emptied.add((key, origin, (name, protocol, number)))
 
     def _emptied(self, emptied: set[tuple[str, Origin, NamedPort]],
@@ -414,13 +443,13 @@ class PolicyCache:
         if compiled.everywhere:
             self._everywhere.add(key)
         for origin, _, _ in compiled.numbers:
-            for namespace, _ in origin:
+            for namespace in watched_namespaces(origin):
                 self._number_watchers[namespace].add(key)
         for name, (family, origin, port) in compiled.shared.items():
             entry = self.shared.get(name)
             if entry is None:
                 entry = self.shared[name] = SharedSet(sets[name], family, origin, port)
-                for namespace, _ in origin:
+                for namespace in watched_namespaces(origin):
                     self._set_watchers[namespace].add(name)
             entry.users.add(key)
 
@@ -431,7 +460,7 @@ class PolicyCache:
             self._watchers[namespace].discard(key)
         self._everywhere.discard(key)
         for origin, _, _ in compiled.numbers:
-            for namespace, _ in origin:
+            for namespace in watched_namespaces(origin):
                 self._number_watchers[namespace].discard(key)
         for name in compiled.shared:
             entry = self.shared.get(name)
@@ -440,7 +469,7 @@ class PolicyCache:
             entry.users.discard(key)
             if not entry.users:
                 del self.shared[name]
-                for namespace, _ in entry.origin:
+                for namespace in watched_namespaces(entry.origin):
                     self._set_watchers[namespace].discard(name)
 
     def _isolate(self, namespace: str) -> None:
@@ -471,6 +500,7 @@ class PolicyCache:
             meters.update(compiled.meters)
         for rows in self.isolation.values():
             meters.update(rows.meters)
+        self._meter_rows = meters
         return meters
 
 
@@ -482,6 +512,8 @@ def view_labels(name: str, view: NamespaceView | None) -> dict[str, str]:
 def _selecting(wanted: Mapping[str, NetworkPolicy],
                labels: Sequence[Mapping[str, str]]) -> set[str]:
     """The policies with a namespace selector matching any of these namespace labels."""
+    if not labels:
+        return set()
     return {key for key, policy in wanted.items()
             if any(peer.namespaces.matches(each)
                    for rule in (*policy.ingress, *policy.egress)

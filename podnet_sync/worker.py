@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import operator
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -242,6 +243,7 @@ class SyncWorker:
         """Whether the last step that reconciled NetworkPolicy rows left any."""
         self._policy_cache = PolicyCache()
         self._policy_parses: dict[int, tuple[object, NetworkPolicy | PolicyError]] = {}
+        self._derivations: dict[str, tuple[list[dict[str, Any]], Any]] = {}
         self._admin_rows = True
         """Whether the last full policy compile had admin policies: until one without,
         every policy step compiles and reconciles all policy rows."""
@@ -465,10 +467,7 @@ class SyncWorker:
         that compiles; a bad one is skipped, logged and reported on the policy."""
         subnets = {subnet.name for subnet in self._subnets}
         placed = [pod for pod in pods if pod.subnet in subnets and pod.ips]
-        namespaces: dict[str, NamespaceView] = {}
-        for obj in self._objects("Namespace"):
-            namespace = parse_namespace(obj)
-            namespaces[namespace.name] = namespace
+        namespaces = self._namespace_views()
         node_ips = [ip for node in self._nodes for ip in node.ips]
         self._policy_cache.rebuild(desired, self._network_policies(), placed, namespaces,
                                    node_ips)
@@ -509,15 +508,30 @@ class SyncWorker:
         return change.names
 
     def _namespace_views(self) -> dict[str, NamespaceView]:
-        views: dict[str, NamespaceView] = {}
-        for obj in self._objects("Namespace"):
-            namespace = parse_namespace(obj)
-            views[namespace.name] = namespace
+        views: dict[str, NamespaceView] = self._derived("Namespace", _parse_namespaces)
         return views
 
     def _network_policies(self) -> list[NetworkPolicy]:
+        """The policies that parse (each bad one reported)."""
+        policies: list[NetworkPolicy] = self._derived("NetworkPolicy", self._parse_policies)
+        return policies
+
+    def _derived(self, kind: str, build: Callable[[list[dict[str, Any]]], Any]) -> Any:
+        """``build`` of the store's objects of ``kind``; the last result again while the
+        store holds the same objects, as on most pod events (a changed object is a new
+        one in the store)."""
+        objects = self._objects(kind)
+        seen = self._derivations.get(kind)
+        if seen is not None and len(seen[0]) == len(objects) and \
+                all(map(operator.is_, objects, seen[0])):
+            return seen[1]
+        value = build(objects)
+        self._derivations[kind] = (objects, value)
+        return value
+
+    def _parse_policies(self, objects: list[dict[str, Any]]) -> list[NetworkPolicy]:
         policies = []
-        for obj in self._objects("NetworkPolicy"):
+        for obj in objects:
             metadata = obj.get("metadata") or {}
             identity = {"kind": "NetworkPolicy",
                         "namespace": str(metadata.get("namespace") or ""),
@@ -1055,3 +1069,11 @@ class SyncWorker:
                 return 0
         self._routed.add(pod.uid)
         return 1
+
+
+def _parse_namespaces(objects: list[dict[str, Any]]) -> dict[str, NamespaceView]:
+    views: dict[str, NamespaceView] = {}
+    for obj in objects:
+        namespace = parse_namespace(obj)
+        views[namespace.name] = namespace
+    return views
