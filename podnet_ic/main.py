@@ -245,6 +245,10 @@ class IcRunner:
             self.metrics.reconciles.labels("failed").inc()
             log.error("reconcile failed: %s", exc)
             return None
+        except Exception:  # a bug must not end the loop: the next tick tries again
+            self.metrics.reconciles.labels("failed").inc()
+            log.exception("reconcile failed")
+            return None
         self.config = config
         self.metrics.reconciles.labels("ok").inc()
         self.metrics.ready = True
