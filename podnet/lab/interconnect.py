@@ -23,7 +23,6 @@ made here:
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -43,11 +42,6 @@ IC_DIRECTORY = "ovn-ic"
 IC_CONTROLLER_DIRECTORY = "ic"
 """Under each cluster's state directory: its IC controller's state (``ovn-ic``'s
 pidfile, log and control socket)."""
-
-
-def ic_available() -> bool:
-    """Whether this podnet has the IC controller (``podnet ic``)."""
-    return importlib.util.find_spec("podnet_ic") is not None
 
 
 # ---------------------------------------------------------------- the IC databases

@@ -300,10 +300,6 @@ def _start_ic(settings: LabSettings, rest: Rest, central: Central,
     progress.step(f"ConfigMap {interconnect.CONFIG_NAMESPACE}/{interconnect.CONFIG_MAP}: "
                   f"az-name {data['az-name']}, gw-nodes {data['gw-nodes']}, ic-db-host "
                   f"{data['ic-db-host']}, auto-route {data['auto-route']}")
-    if not interconnect.ic_available():
-        progress.note("! this podnet has no IC controller (podnet ic): the clusters are "
-                      "not interconnected")
-        return
     process = interconnect.ic_process(settings)
     progress.step(f"IC controller on http://{settings.ic_listen} (podnet ic: ovn-ic, the "
                   "transit switch ports, route learning)")
