@@ -11,6 +11,7 @@ import ipaddress
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from podnet.lab.report import Report
 from podnet.lab.rest import Rest
 from podnet.lab.trace import explain
 from podnet.lab.up import check_across_clusters, down
+from podnet.ovn_raft import RaftDatabase
 from podnet_plumbing import kube
 from tests.lab_fixtures import lab_settings, leftovers
 
@@ -103,11 +105,7 @@ def test_two_clusters_reach_each_others_pods_by_pod_ip(clusters: LabSettings) ->
     gateways = databases.sbctl("--bare", "--columns=name", "list", "Gateway").split()
     assert sorted(zones) == ["az1", "az2"]
     assert sorted(gateways) == ["c2-node-1", "node-1"]
-    routes = json.loads(first.central().nbctl(
-        "--format=json", "--columns=ip_prefix", "find", "Logical_Router_Static_Route",
-        "external_ids:ic-learned-route!=\"\""))
-    learned = {str(ipaddress.ip_network(row[0], strict=False)) for row in routes["data"]}
-    assert "10.18.0.0/16" in learned and "100.64.0.0/16" not in learned
+    assert "10.18.0.0/16" in learned(first) and "100.64.0.0/16" not in learned(first)
     assert all(ovn_ic_daemon(each).pid() for each in (first, second))
 
     # podnet trace shows the way out through the transit switch
@@ -125,3 +123,48 @@ def test_two_clusters_reach_each_others_pods_by_pod_ip(clusters: LabSettings) ->
     # a second up keeps it all and the checks still pass
     assert up(clusters) == []
     assert all(c.ok for c in check_across_clusters(clusters))
+
+
+@pytest.fixture
+def ha_clusters(tmp_path: Path) -> Iterator[LabSettings]:
+    first = lab_settings(tmp_path / "state", DEFAULT_MANIFESTS, clusters=2, ha=True)
+    try:
+        yield first
+    finally:
+        down(first)
+        for each in first.all_clusters():
+            assert leftovers(each) == []
+
+
+def learned(settings: LabSettings) -> set[str]:
+    routes = json.loads(settings.central().nbctl(
+        "--format=json", "--columns=ip_prefix", "find", "Logical_Router_Static_Route",
+        "external_ids:ic-learned-route!=\"\""))
+    return {str(ipaddress.ip_network(row[0], strict=False)) for row in routes["data"]}
+
+
+def test_with_ha_the_ic_databases_lose_their_leaders_and_the_clusters_stay_connected(
+    ha_clusters: LabSettings,
+) -> None:
+    assert up(ha_clusters) == []
+    first, second = ha_clusters.all_clusters()
+    assert all(c.ok for c in Report.load(first.state_dir).connectivity)
+    databases = ic_databases(ha_clusters)
+    assert databases.is_clustered
+    assert "127.0.0.1,127.0.0.2,127.0.0.3" in status_report(ha_clusters, with_pods=False)
+
+    for database in (databases.nb, databases.sb):
+        assert isinstance(database, RaftDatabase)
+        leader = database.leader()
+        assert leader is not None
+        database.kill(leader)
+    assert all(c.ok for c in check_across_clusters(ha_clusters))
+
+    # a subnet made after the kills is still advertised by az2 and learned by az1
+    Rest(kube.kube_client(second.kubeconfig("admin"))).create({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "later"},
+        "spec": {"cidrBlock": "10.19.0.0/24", "gateway": "10.19.0.1"}})
+    deadline = time.monotonic() + 90
+    while "10.19.0.0/24" not in learned(first):
+        assert time.monotonic() < deadline, f"not learned in 90s: {learned(first)}"
+        time.sleep(0.5)
