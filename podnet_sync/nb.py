@@ -154,8 +154,9 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         self.scope = scope
         self.max_changes = max_changes
         self.known_ports = known_ports if known_ports is not None else {}
-        """Port name -> the UUID of our row, found by an earlier slice of the step: a
-        cold start's port groups name ten thousand ports in every slice."""
+        """Port name -> the UUID of our row, as an earlier slice or step found it: a
+        cold start's port groups name ten thousand ports in every slice, and an event's
+        groups a hundred each time."""
         self.incomplete = False
         self.weight = 0
         """Changes beyond the row count: the ACLs of port groups and every
@@ -540,6 +541,8 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
         found: dict[str, Row | None] = dict(ports)
 
         table = self._table("Logical_Switch_Port")
+        if len(self.known_ports) > 2 * len(table.rows) + 1000:
+            self.known_ports.clear()  # ports long gone: forget them
 
         def port_row(name: str) -> Row | None:
             if name not in found:
@@ -554,9 +557,12 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 found[name] = row
             return found[name]
 
+        current = self._policy_rows("Port_Group", netpol_only=False)
+        moved = self._move_group_ports(current, port_row)
         desired = {name: replace(group, ports=tuple(p for p in group.ports if port_row(p)))
                    for name, group in self.desired.port_groups.items()
-                   if self.scope.allows("port_groups", name)}  # a later slice: its own
+                   if name not in moved
+                   and self.scope.allows("port_groups", name)}  # a later slice: its own
 
         def read(row: Row) -> PortGroup:
             return PortGroup(row.name, tuple(sorted(port.name for port in _refs(row, "ports"))),
@@ -593,9 +599,33 @@ class Reconcile(ovsdb_command.BaseCommand):  # type: ignore[misc]
                 acl_row.delete()
             row.delete()
 
-        self._diff("port_groups", self._policy_rows("Port_Group", netpol_only=False),
-                   desired,
-                   read, create, update, delete)
+        self._diff("port_groups", {name: row for name, row in current.items()
+                                   if name not in moved},
+                   desired, read, create, update, delete)
+
+    def _move_group_ports(self, current: Mapping[str, Row],
+                          port_row: Callable[[str], Row | None]) -> set[str]:
+        """Groups whose only change the caller knows is some ports: mutated in place,
+        without reading them (those missing are left to the full content)."""
+        moved = set()
+        for name, (added, removed) in self.desired.policy_group_changes.items():
+            row = current.get(name)
+            if row is None or name not in self.desired.port_groups or \
+                    not self.scope.allows("port_groups", name):
+                continue
+            if not self._room():
+                self._leave("port_groups", name)
+            else:
+                for port in removed:
+                    if (found := port_row(port)) is not None:
+                        row.delvalue("ports", found)
+                for port in added:
+                    if (found := port_row(port)) is not None:
+                        row.addvalue("ports", found)
+                self.report.count("port_groups", "updated")
+                self.weight += (len(added) + len(removed)) // VALUES_PER_CHANGE
+            moved.add(name)
+        return moved
 
     def _insert_group_acl(self, acl: GroupAcl) -> Row:
         return self._insert(
@@ -781,14 +811,16 @@ class Northbound:
     def __init__(self, api: Any, max_changes: int = 2000) -> None:
         self.api = api
         self.max_changes = max_changes
+        self.known_ports: dict[str, Any] = {}
+        """Where our ports were found (checked again on every use)."""
 
     def reconcile(self, desired: DesiredState, scope: Scope = FULL) -> Report:
         """Apply one step (blocking; see ``reconcile_async``): one transaction, or a few
         of at most ``max_changes`` rows each when the step is large."""
         total = Report()
-        known_ports: dict[str, Any] = {}
         while True:
-            command = Reconcile(self.api, desired, scope, self.max_changes, known_ports)
+            command = Reconcile(self.api, desired, scope, self.max_changes,
+                                self.known_ports)
             try:
                 with self.api.transaction(check_error=True) as txn:
                     txn.add(command)

@@ -186,5 +186,9 @@ class DesiredState:
     """Address set name -> (addresses added, removed) since the content the writer last
     wrote, when the caller knows it: the row is then mutated without being read (its
     full content stays in ``policy_address_sets`` for a row found missing)."""
+    policy_group_changes: dict[str, tuple[frozenset[str], frozenset[str]]] = field(
+        default_factory=dict)
+    """Port group name -> (ports added, removed), alike, when nothing else of the group
+    changed (its ACLs are then not read either)."""
     skipped: list[str] = field(default_factory=list)
     """Objects left out, with the reason (logged by the worker)."""

@@ -250,6 +250,12 @@ class PolicyCache:
             row, was = new.get(name), old.get(name)
             if isinstance(row, PortGroup):
                 change.state.port_groups[name] = row
+                if isinstance(was, PortGroup) and (was.acls, was.external_ids) == (
+                        row.acls, row.external_ids):
+                    want = set(row.ports)
+                    differ = want.symmetric_difference(was.ports)
+                    change.state.policy_group_changes[name] = (frozenset(differ & want),
+                                                               frozenset(differ - want))
             elif isinstance(row, AddressSet):
                 change.state.policy_address_sets[name] = row
                 if name in moved and isinstance(was, AddressSet):

@@ -504,6 +504,7 @@ class SyncWorker:
         desired.policy_address_sets.update(change.state.policy_address_sets)
         desired.meters.update(change.state.meters)
         desired.policy_set_changes.update(change.state.policy_set_changes)
+        desired.policy_group_changes.update(change.state.policy_group_changes)
         self._policy_rows = bool(self._policy_cache.policies)
         return change.names
 
