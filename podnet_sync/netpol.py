@@ -543,6 +543,9 @@ class PodIndex:
         self.texts: dict[str, tuple[tuple[int, str], ...]] = {}
         self.owners: dict[str, set[str]] = defaultdict(set)
         """An address -> the ports holding it (one, unless records disagree)."""
+        self.memo: dict[tuple[Any, ...], Any] = {}
+        """What compilations worked out from every pod (named ports' numbers, shared
+        sets' rows), kept until any pod changes: a burst of policy events reuses it."""
         self._members: dict[str, dict[str, PodView]] = defaultdict(dict)
         self._ports: dict[str, PodView] = {}
         self._all: list[PodView] | None = None
@@ -557,6 +560,7 @@ class PodIndex:
 
     def put(self, port: str, pod: PodView | None) -> None:
         """``port``'s pod is now ``pod`` (``None``: gone or without an address)."""
+        self.memo.clear()
         old = self._ports.get(port)
         if old is not None and (pod is None or old.namespace != pod.namespace):
             self._drop(port, old.namespace)
@@ -747,16 +751,19 @@ class Compiler:
         """The destinations grouped by the number their port ``name`` has (remembered)."""
         self.keep(destinations)
         key = (id(destinations), name, protocol)
+        origin = self._origins.get(id(destinations))
         found = self._numbers.get(key)
         if found is None:
-            groups: dict[int, list[PodView]] = defaultdict(list)
-            for pod in destinations:
-                resolved = resolve_port(pod, name, protocol)
-                if resolved is not None:
-                    groups[resolved].append(pod)
-            found = [(number, self.keep(pods)) for number, pods in sorted(groups.items())]
+            lasting = None if origin is None else (
+                "numbers", canonical_origin(origin), name, protocol)
+            found = self.index.memo.get(lasting) if lasting is not None else None
+            if found is None:
+                found = _group_by_number(destinations, name, protocol)
+                if lasting is not None:
+                    self.index.memo[lasting] = found
+            for _, pods in found:
+                self.keep(pods)
             self._numbers[key] = found
-        origin = self._origins.get(id(destinations))
         if origin is None:
             self.everywhere = True  # a union this compilation cannot name: any pod
         else:
@@ -859,14 +866,15 @@ class Compiler:
         canonical = canonical_origin(origin)
         name = selection_set(canonical, family, port)
         self.shared[name] = (family, canonical, port)
-        row = self._selections.get(name)
+        row = self._selections.get(name) or self.index.memo.get(("row", name))
         if row is None:
             addresses = self.index.union(canonical, family) if port is None else \
                 tuple(sorted({text for pod in chosen
                               for version, text in self.index.texts[pod.port_name]
                               if version == family}))
             row = selection_row(name, canonical, addresses, port)
-            self._selections[name] = row
+            self.index.memo[("row", name)] = row
+        self._selections[name] = row
         self.state.policy_address_sets[name] = row
         return name
 
@@ -1069,6 +1077,17 @@ def selection_row(name: str, origin: Origin, addresses: tuple[str, ...],
     if port is not None:
         described += " port {}/{} = {}".format(*port)
     return AddressSet(name, addresses, owned("netpol", **{"podnet.io/selects": described}))
+
+
+def _group_by_number(pods: Iterable[PodView], name: str,
+                     protocol: str) -> list[tuple[int, list[PodView]]]:
+    """The pods grouped by the number their port of that name and protocol has."""
+    groups: dict[int, list[PodView]] = defaultdict(list)
+    for pod in pods:
+        resolved = resolve_port(pod, name, protocol)
+        if resolved is not None:
+            groups[resolved].append(pod)
+    return sorted(groups.items())
 
 
 def _unique(pods: Iterable[PodView]) -> list[PodView]:
