@@ -831,16 +831,11 @@ class Compiler:
 
     # ---------------------------------------------------------------- rows
 
-    def address_set(self, pods: Iterable[PodView], family: int, *parts: str,
-                    shared: bool = False) -> str:
-        """The set of the pods' addresses of ``family``; with ``shared``, named after
-        what the pods were chosen by (when that is known), so policies choosing alike
-        use one set."""
+    def address_set(self, pods: Iterable[PodView], family: int, *parts: str) -> str:
+        """A set of its own of the pods' addresses of ``family``."""
         chosen = pods if isinstance(pods, list) and self._kept.get(id(pods)) is pods \
             else tuple(pods)
         origin = self._origins.get(id(chosen)) if isinstance(chosen, list) else None
-        if shared and origin is not None:
-            return self._selection_set(chosen, origin, family)
         name = safe_name("as", *parts, f"ip{family}")
         # a list this compilation made and keeps stands for itself; other pods by their
         # identities (they live in the index meanwhile)
@@ -859,31 +854,38 @@ class Compiler:
             name, tuple(addresses), owned("netpol", **{"podnet.io/set": "/".join(parts)}))
         return name
 
-    def _selection_set(self, chosen: Sequence[PodView], origin: Origin, family: int,
-                       port: NamedPort | None = None) -> str:
-        """The shared set of a union of choices (worked out once per compilation); with
-        ``port``, of those of ``chosen`` whose named port has that number."""
-        canonical = canonical_origin(origin)
-        name = selection_set(canonical, family, port)
-        self.shared[name] = (family, canonical, port)
+    def selection_clause(self, origin: Origin, direction: str,
+                         port: NamedPort | None = None) -> str:
+        """``ip4.<direction> == {$a, $b} || ip6.<direction> == {...}`` over one shared
+        set per choice of ``origin`` (with ``port``: of the chosen pods whose named port
+        has that number). Choices recur across policies far more than their unions do,
+        so each content is kept once and a pod is in as few sets as it can be."""
+        choices: list[Origin] = [(choice,) for choice in canonical_origin(origin)] or [()]
+        clauses = []
+        for family in (4, 6):
+            names = [self._selection_set(each, family, port) for each in choices]
+            ref = f"${names[0]}" if len(names) == 1 else \
+                "{" + ", ".join(f"${name}" for name in names) + "}"
+            clauses.append(f"ip{family}.{direction} == {ref}")
+        return " || ".join(clauses)
+
+    def _selection_set(self, origin: Origin, family: int, port: NamedPort | None) -> str:
+        """The shared set of one choice (or of none), worked out once per compilation
+        and kept by the index until a pod changes."""
+        name = selection_set(origin, family, port)
+        self.shared[name] = (family, origin, port)
         row = self._selections.get(name) or self.index.memo.get(("row", name))
         if row is None:
-            addresses = self.index.union(canonical, family) if port is None else \
-                tuple(sorted({text for pod in chosen
-                              for version, text in self.index.texts[pod.port_name]
-                              if version == family}))
-            row = selection_row(name, canonical, addresses, port)
+            row = selection_row(name, origin, self.index.union(origin, family, port), port)
             self.index.memo[("row", name)] = row
         self._selections[name] = row
         self.state.policy_address_sets[name] = row
         return name
 
-    def addresses_clause(self, pods: Sequence[PodView], direction: str, *parts: str,
-                         shared: bool = False) -> str:
+    def addresses_clause(self, pods: Sequence[PodView], direction: str, *parts: str) -> str:
         """``ip4.<direction> == $set4 || ip6.<direction> == $set6`` over the pods' IPs."""
         return " || ".join(
-            f"ip{family}.{direction} == "
-            f"${self.address_set(pods, family, *parts, shared=shared)}"
+            f"ip{family}.{direction} == ${self.address_set(pods, family, *parts)}"
             for family in (4, 6))
 
     def meter(self, rate: int) -> str:
@@ -970,8 +972,10 @@ class Compiler:
         selectors = tuple(peer for peer in rule.peers if peer.block is None)
         if selectors:
             pods = self.peers_of(policy, selectors)
-            clauses.append(self.addresses_clause(pods, side.peer_field, *parts, "peers",
-                                                 shared=True))
+            origin = self._origins.get(id(pods))
+            clauses.append(
+                self.addresses_clause(pods, side.peer_field, *parts, "peers")
+                if origin is None else self.selection_clause(origin, side.peer_field))
         for peer in rule.peers:
             if peer.block is not None:
                 clauses.append(_block_clause(peer.block, side.peer_field))
@@ -1001,11 +1005,8 @@ class Compiler:
             if origin is None:
                 where = self.addresses_clause(pods, "dst", *named)
             else:  # shared by every rule reaching the same pods on the same port
-                named_port = (str(port.port), port.protocol, resolved)
-                where = " || ".join(
-                    f"ip{family}.dst == "
-                    f"${self._selection_set(pods, origin, family, named_port)}"
-                    for family in (4, 6))
+                where = self.selection_clause(
+                    origin, "dst", (str(port.port), port.protocol, resolved))
             acls.append(self.allow(f"np/{'/'.join(named)}", side, logging, label, base,
                                    peers, where, f"{port.protocol.lower()}.dst == {resolved}"))
         return acls
