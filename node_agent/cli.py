@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from ipam.options import add_redis_options, redis_settings
 from node_agent.agent import DEFAULT_MTU, DEFAULT_OVS_DB, Agent, AgentSettings
 from node_agent.protocol import DEFAULT_SOCKET
+from podnet_plumbing.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"podnet agent: installed {install_cni(args.install_cni)}", flush=True)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
         await run_agent(args, stop)
 
     try:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from podnet_ic.desired import IcSubnet, Refusal
 from podnet_ic.nb import IcDatabaseError
 from podnet_plumbing import kube
 from podnet_plumbing.ovsdb import OvsdbError
+from podnet_plumbing.signals import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -394,10 +394,7 @@ def _main(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(number, stop.set)
+        stop = stop_on_signals()
         await run_ic(options, stop)
 
     try:

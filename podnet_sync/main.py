@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -33,6 +32,7 @@ from ipam.store import Ipam
 from podnet_plumbing import kube
 from podnet_plumbing.manifests import manifest_files, read_manifests
 from podnet_plumbing.ovsdb import OvsdbError, SslFiles, close_api, nb_api, ssl_remotes
+from podnet_plumbing.signals import stop_on_signals
 from podnet_sync.admin_netpol import ANP_KIND, BANP_KIND
 from podnet_sync.cluster import PodView
 from podnet_sync.http import DEFAULT_SYNC_LISTEN, HttpSettings, make_sync_app, serving
@@ -372,10 +372,7 @@ def _main(args: argparse.Namespace) -> int:
         return 2
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(number, stop.set)
+        stop = stop_on_signals()
         await run_sync(options, stop)
 
     try:

@@ -52,7 +52,6 @@ import contextlib
 import copy
 import json
 import logging
-import signal
 import sys
 import threading
 import uuid
@@ -82,6 +81,7 @@ from podnet.lab.apistore import (
 from podnet.lab.objects import RESOURCES, TOKEN_PREFIX, KubeObject, Resource, scale_of
 from podnet.lab.strategic import strategic_merge_patch
 from podnet_plumbing import logs
+from podnet_plumbing.signals import stop_on_signals
 
 __all__ = [
     "JSON_PATCH", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "Admission", "ApiError", "ApiHandler",
@@ -770,10 +770,7 @@ async def serve(listen: str, state_file: Path | None, service_cidr: str | None,
     await runner.setup()
     await web.TCPSite(runner, host, port, backlog=1024).start()
     log.info("podnet lab API server on http://%s:%d", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(number, stop.set)
+    stop = stop_on_signals()
     flusher = (asyncio.create_task(_flush_every(state, state_file, flush_s))
                if state_file is not None else None)
     try:

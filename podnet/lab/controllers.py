@@ -47,7 +47,6 @@ import copy
 import hashlib
 import json
 import logging
-import signal
 import ssl
 import sys
 import time
@@ -88,6 +87,7 @@ from podnet.lab.objects import (
 from podnet.lab.rest import Rest, RestError
 from podnet.lab.selectors import equality_selector_matches, labels_of, misfit
 from podnet_plumbing import kube, logs
+from podnet_plumbing.signals import stop_on_signals
 from podnet_plumbing.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -1050,10 +1050,7 @@ async def run_process(args: argparse.Namespace) -> None:
     extender = HttpExtender(args.extender, args.extender_ca) if args.extender else None
     manager = ControllerManager(api, kubelet=kubelet, extender=extender)
     tasks = [asyncio.create_task(manager.run())]
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(number, stop.set)
+    stop = stop_on_signals()
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
     for task in [*tasks, stopper]:
