@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podnet_plumbing.processes import running
+
 
 class DaemonError(RuntimeError):
     """A daemon could not be started or did not become ready."""
@@ -141,15 +143,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _exited(pid: int) -> bool:
-    """Whether ``pid`` is gone or a zombie (exited, waiting for whoever reaps it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
-
-
 @dataclass(frozen=True)
 class BackgroundProcess:
     """A daemon that outlives the command that started it, tracked by a pidfile.
@@ -207,9 +200,9 @@ class BackgroundProcess:
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while not _exited(pid) and time.monotonic() < deadline:
+        while running(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not _exited(pid):
+        if running(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):

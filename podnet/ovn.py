@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from podnet.daemons import DaemonError, free_port, require_binary
+from podnet_plumbing.processes import command_line, running
 
 NB_SCHEMA = Path("/usr/share/ovn/ovn-nb.ovsschema")
 SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")
@@ -104,23 +105,6 @@ def wait_for(
 # --- processes --------------------------------------------------------------------------
 
 
-def process_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return raw.decode(errors="replace").split("\0")
-
-
 @dataclass
 class OvsDaemon:
     """One OVS-library daemon (ovsdb-server, ovs-vswitchd, ovn-northd, ovn-controller).
@@ -170,8 +154,8 @@ class OvsDaemon:
             pid = int(self.pidfile.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        ours = f"--pidfile={self.pidfile}" in _cmdline(pid)
-        return pid if ours and process_running(pid) else None
+        ours = f"--pidfile={self.pidfile}" in command_line(pid)
+        return pid if ours and running(pid) else None
 
     def start(self) -> int:
         """Start the daemon unless it already runs; returns its PID once it is up."""
@@ -229,7 +213,7 @@ def _signal(pid: int, signum: signal.Signals) -> None:
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while process_running(pid):
+    while running(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)

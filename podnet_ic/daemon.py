@@ -20,25 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from podnet_plumbing.processes import command_line, running
+
 
 class IcDaemonError(RuntimeError):
     """``ovn-ic`` could not be started; the message carries its output."""
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part for part in raw.decode(errors="replace").split("\0") if part]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _tail(path: Path, lines: int = 10) -> str:
@@ -99,14 +85,14 @@ class IcDaemon:
             pid = int(self.pidfile.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        if f"--pidfile={self.pidfile}" not in _cmdline(pid) or not _alive(pid):
+        if f"--pidfile={self.pidfile}" not in command_line(pid) or not running(pid):
             return None
         return pid
 
     def current(self) -> bool:
         """Whether ours runs with exactly today's arguments."""
         pid = self.pid()
-        return pid is not None and _cmdline(pid)[1:] == self.arguments()
+        return pid is not None and command_line(pid)[1:] == self.arguments()
 
     def ensure(self) -> int | None:
         """Start ``ovn-ic`` unless it runs with these arguments (restarting one that runs
@@ -138,9 +124,9 @@ class IcDaemon:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, number)
             deadline = time.monotonic() + timeout_s
-            while _alive(pid) and time.monotonic() < deadline:
+            while running(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if not _alive(pid):
+            if not running(pid):
                 break
         self.pidfile.unlink(missing_ok=True)
         return True

@@ -22,11 +22,11 @@ from podnet.ovn import (
     link_exists,
     log_tail,
     netns_exists,
-    process_running,
     run,
     wait_for,
 )
 from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_plumbing.processes import running
 from tests.ovn_fixtures import (
     NetnsPod,
     PodFactory,
@@ -276,6 +276,6 @@ def test_stop_and_cleanup_leave_nothing(own_central: OvnCentral, tmp_path: Path)
         node.stop()
         own_central.stop()
     assert len(pids) == 6
-    assert [name for name, pid in pids.items() if process_running(pid)] == []
+    assert [name for name, pid in pids.items() if running(pid)] == []
     assert not netns_exists(node.netns)
     assert node.pids() == {} and own_central.pids() == {}
