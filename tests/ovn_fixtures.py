@@ -37,6 +37,9 @@ from podnet.ovn import (
     netns_delete,
     run,
 )
+from podnet_plumbing.ovsdb import close_api, nb_api
+from podnet_sync.nb import Northbound
+from podnet_sync.nb_model import DesiredState
 
 CURRENT_NAMESPACE_LOCK = Path("/tmp/podnet-ovs-current-namespace.lock")
 _encap_hosts = itertools.count(2)
@@ -224,3 +227,16 @@ def make_pod() -> Iterator[PodFactory]:
     yield make
     for pod in reversed(pods):
         pod.cleanup()
+
+
+@contextlib.contextmanager
+def nb_writer(central: OvnCentral) -> Iterator[Northbound]:
+    """The sync worker's NB writer on ``central``; on the way out it reconciles an empty
+    desired state, which removes every row podnet owns (and nothing else)."""
+    api = nb_api(central.nb_remote)
+    writer = Northbound(api)
+    try:
+        yield writer
+        writer.reconcile(DesiredState())
+    finally:
+        close_api(api)

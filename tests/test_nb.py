@@ -12,11 +12,11 @@ import pytest
 
 from ipam.subnet import build_subnet
 from podnet.ovn import OvnCentral
-from podnet_plumbing.ovsdb import close_api, nb_api
 from podnet_sync.cluster import parse_endpoint_slice, parse_pod, parse_service
 from podnet_sync.nb import Northbound, Scope
 from podnet_sync.nb_model import DesiredState
 from podnet_sync.topology import ClusterView, NodeJoin, desired_state, distributed_keys
+from tests.ovn_fixtures import nb_writer
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,8 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvnCentral]:
 
 @pytest.fixture
 def northbound(central: OvnCentral) -> Iterator[Northbound]:
-    api = nb_api(central.nb_remote)
-    writer = Northbound(api)
-    yield writer
-    writer.reconcile(DesiredState())  # removes every row podnet owns
-    close_api(api)
+    with nb_writer(central) as writer:
+        yield writer
 
 
 def replica_sees(northbound: Northbound, check: Callable[[Any], bool]) -> None:

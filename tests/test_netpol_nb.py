@@ -13,7 +13,6 @@ import pytest
 
 from ipam.subnet import build_subnet
 from podnet.ovn import OvnCentral
-from podnet_plumbing.ovsdb import close_api, nb_api
 from podnet_sync.cluster import PodView, parse_pod
 from podnet_sync.nb import Northbound
 from podnet_sync.nb_model import DesiredState
@@ -25,6 +24,7 @@ from podnet_sync.netpol import (
     policy_group,
 )
 from podnet_sync.topology import ClusterView, NodeJoin, desired_state
+from tests.ovn_fixtures import nb_writer
 
 NODE = NodeJoin("node1", (ipaddress.ip_address("100.64.0.2"),), "0a:58:64:40:00:02")
 
@@ -37,11 +37,8 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvnCentral]:
 
 @pytest.fixture
 def northbound(central: OvnCentral) -> Iterator[Northbound]:
-    api = nb_api(central.nb_remote)
-    writer = Northbound(api)
-    yield writer
-    writer.reconcile(DesiredState())
-    close_api(api)
+    with nb_writer(central) as writer:
+        yield writer
 
 
 def pod(name: str, ip: str, labels: dict[str, str], namespace: str = "shop") -> PodView:

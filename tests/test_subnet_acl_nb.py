@@ -18,12 +18,11 @@ from ipam import names
 from ipam.settings import RedisSettings
 from ipam.subnet import SubnetSpec, build_subnet, parse_subnet
 from podnet.ovn import OvnCentral, OvnError, OvsNode
-from podnet_plumbing.ovsdb import close_api, nb_api
 from podnet_sync.cluster import PodView, parse_pod
 from podnet_sync.nb import Northbound
 from podnet_sync.nb_model import DesiredState
 from podnet_sync.topology import ClusterView, desired_state
-from tests.ovn_fixtures import NetnsPod, netns_node, plug_pod, running_node
+from tests.ovn_fixtures import NetnsPod, nb_writer, netns_node, plug_pod, running_node
 from tests.test_sync import full_step, watched_worker
 from tests.waiting import cancelled, eventually
 
@@ -44,11 +43,8 @@ def central(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvnCentral]:
 
 @pytest.fixture
 def northbound(central: OvnCentral) -> Iterator[Northbound]:
-    api = nb_api(central.nb_remote)
-    writer = Northbound(api)
-    yield writer
-    writer.reconcile(DesiredState())
-    close_api(api)
+    with nb_writer(central) as writer:
+        yield writer
 
 
 def acl_subnet(acls: list[dict[str, Any]], **spec: Any) -> SubnetSpec:
