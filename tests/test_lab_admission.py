@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -398,3 +399,76 @@ async def test_validating_webhooks_see_the_generated_name_and_uid(cluster: Clust
     assert validated.name == stored["metadata"]["name"]
     assert validated.obj is not None
     assert validated.obj["metadata"]["uid"] == stored["metadata"]["uid"]
+
+
+def ic_config(namespace: str = "kube-system", name: str = "ovn-ic-config",
+              **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace}, "data": data}
+
+
+async def test_a_bad_ovn_ic_config_is_refused_at_create_and_other_config_maps_pass(
+    cluster: Cluster,
+) -> None:
+    api = core(cluster.kube)
+    status, message = await cluster.refusal(lambda: api.create_namespaced_config_map(
+        "kube-system", ic_config(**{"enable-ic": "maybe", "az-name": "az1"})))
+    assert status == 400
+    assert message == ('admission webhook "ic-config.podnet.io" denied the request: '
+                       "ConfigMap kube-system/ovn-ic-config data.enable-ic 'maybe': must be "
+                       '"true" or "false"')
+    assert cluster.api.objects("ConfigMap") == []
+
+    # the same bad data under another name in kube-system, or in another namespace,
+    # passes; so does a good ovn-ic-config, and a bad update of it is refused
+    await asyncio.to_thread(api.create_namespaced_config_map, "kube-system",
+                            ic_config(name="coredns", **{"enable-ic": "maybe"}))
+    await asyncio.to_thread(api.create_namespaced_config_map, "default",
+                            ic_config("default", **{"enable-ic": "maybe"}))
+    good = {"enable-ic": "true", "az-name": "az1", "ic-db-host": "192.0.2.1",
+            "gw-nodes": "node-1", "auto-route": "true"}
+    await asyncio.to_thread(api.create_namespaced_config_map, "kube-system",
+                            ic_config(**good))
+    status, message = await cluster.refusal(lambda: api.patch_namespaced_config_map(
+        "ovn-ic-config", "kube-system", {"data": {"az-name": "AZ 1"}}))
+    assert status == 400 and "data.az-name 'AZ 1': must be lower-case letters" in message
+    stored = {(c["metadata"]["namespace"], c["metadata"]["name"]): c["data"]
+              for c in cluster.api.objects("ConfigMap")}
+    assert stored == {("kube-system", "coredns"): {"enable-ic": "maybe"},
+                      ("default", "ovn-ic-config"): {"enable-ic": "maybe"},
+                      ("kube-system", "ovn-ic-config"): good}
+
+
+async def test_only_config_maps_of_kube_system_are_sent_to_the_ic_config_webhook(
+    cluster: Cluster,
+) -> None:
+    admission = cluster.api.handler.admission
+    assert isinstance(admission, WebhookAdmission)
+    resource = cluster.api.state.resource("ConfigMap")
+
+    def sent(namespace: str, operation: str = "CREATE") -> list[str]:
+        attributes = Attributes(resource=resource, operation=operation, namespace=namespace,
+                                name="ovn-ic-config", obj=ic_config(namespace),
+                                old=ic_config(namespace), user={}, dry_run=False)
+        return [w.name for w in admission.webhooks("ValidatingWebhookConfiguration",
+                                                   attributes)]
+
+    cluster.api.create({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": "kube-system", "labels": {"team": "infra"}}})
+    assert sent("kube-system") == sent("kube-system", "UPDATE") == ["ic-config.podnet.io"]
+    assert sent("kube-system", "DELETE") == sent("default") == sent("podnet-system") == []
+
+
+def test_the_lab_registers_the_ic_config_webhook_as_the_manifests_do() -> None:
+    manifests = Path(__file__).resolve().parents[1] / "manifests" / "webhook"
+    shipped = yaml.safe_load((manifests / "validating.yaml").read_text())
+    (lab,) = [c for c in webhook_configurations("https://127.0.0.1:1", "")
+              if c["kind"] == "ValidatingWebhookConfiguration"]
+
+    def entry(configuration: dict[str, Any]) -> dict[str, Any]:
+        (found,) = [w for w in configuration["webhooks"] if w["name"] == "ic-config.podnet.io"]
+        return {k: v for k, v in found.items() if k != "clientConfig"}
+
+    assert entry(lab) == entry(shipped)
+    (hook,) = [w for w in lab["webhooks"] if w["name"] == "ic-config.podnet.io"]
+    assert hook["clientConfig"]["url"] == "https://127.0.0.1:1/validate-ic-config"

@@ -580,6 +580,13 @@ def webhook_configurations(url: str, ca_bundle: str) -> list[dict[str, Any]]:
             {**validating("pod-updates.podnet.io", "/validate-pods", ["pods"], "", "Ignore"),
              "rules": [{"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
                         "resources": ["pods"], "scope": "Namespaced"}]},
+            # every ConfigMap write of kube-system: the webhook checks ovn-ic-config and
+            # lets the others pass (a rule cannot name one ConfigMap)
+            {**validating("ic-config.podnet.io", "/validate-ic-config", ["configmaps"], "",
+                          "Ignore"),
+             "timeoutSeconds": 5, "namespaceSelector": {"matchExpressions": [{
+                 "key": "kubernetes.io/metadata.name", "operator": "In",
+                 "values": ["kube-system"]}]}},
         ],
     }
     return [mutating, validating_configuration]
