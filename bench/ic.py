@@ -274,7 +274,8 @@ def connect_round(clusters: Sequence[LabSettings], client: Host, server: Host,
         figures[mark] = marks.get(mark, took)
     if not answered:
         seen = ", ".join(f"{mark.removesuffix('_s').replace('_', ' ')} "
-                         f"{marks.get(mark, math.nan):.2f}s" for mark in MARKS)
+                         + (f"{marks[mark]:.2f}s" if mark in marks else "not yet")
+                         for mark in MARKS)
         print(f"    no answer across within {timeout_s:.0f}s ({seen}): every ovn-controller "
               "recomputes", flush=True)
         recompute(clusters)
@@ -475,7 +476,7 @@ def report(samples: Mapping[str, Sequence[float]]) -> tuple[str, dict[str, objec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--ha", action="store_true",
                         help="the IC databases on raft (and OVN central, Redis replicated)")
     parser.add_argument("--rounds", type=int, default=5,
