@@ -141,11 +141,14 @@ def test_northd_compiles_every_whitelisted_field_into_logical_flows(
     northbound.reconcile(state(acl_subnet(acls)))
 
     def compiled() -> bool:
-        flows = central.sbctl("lflow-list", "acl")
+        try:
+            flows = central.sbctl("lflow-list", "acl")
+        except OvnError:  # northd has not made the switch's datapath yet
+            return False
         return all(f"priority={4000 + 100 + i + 1000}" in flows  # ACL flows: + 1000
                    for i in range(len(EVERY_FIELD)))
 
-    until(compiled, timeout_s=10)
+    until(compiled, timeout_s=30)
     # ovn-trace parses every logical flow of the switch, as ovn-controller does, and
     # warns about each match it cannot read
     traced = subprocess.run(
