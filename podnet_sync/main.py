@@ -147,6 +147,8 @@ def marking(worker: SyncWorker) -> Any:
                 worker.mark(kind, full=True)
             elif not (kind in ("Subnet", "IPPool") and event.type == "MODIFIED"
                       and status_only_change(event.old, event.obj)):
+                if event.type == "DELETED":
+                    worker.deleted(kind, str((event.obj.get("metadata") or {}).get("name")))
                 worker.mark(kind, event.obj)
         return on_event
     return for_kind

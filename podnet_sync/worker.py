@@ -262,6 +262,10 @@ class SyncWorker:
         self.index = ClusterIndex()
         self._subnets: list[SubnetSpec] = []
         self._left_out: set[str] = set()
+        self._deleted: dict[str, set[str]] = {"IPPool": set(), "Subnet": set()}
+        """IPPools and Subnets deleted in the API and maybe still in the IPAM: a full
+        step takes them out itself (the webhook does too; neither waits for the other),
+        unless addresses of them are still held."""
         """What the last full step's desired state left out (logged when new)."""
         self._nodes: list[NodeJoin] = []
         self._gate = asyncio.Semaphore(64)
@@ -292,6 +296,11 @@ class SyncWorker:
         elif kind in (*POLICY_KINDS, "Namespace"):
             self.dirty.policies = True
         self._wake.set()
+
+    def deleted(self, kind: str, name: str) -> None:
+        """An IPPool or Subnet was deleted in the API (a full step follows)."""
+        if kind in self._deleted:
+            self._deleted[kind].add(name)
 
     async def run(self) -> None:
         """Steps until cancelled: on events, and a full resync every interval; the
@@ -693,6 +702,7 @@ class SyncWorker:
     # ------------------------------------------------------------- subnets, nodes
 
     async def _register_subnets(self) -> None:
+        await self._remove_deleted()
         manifests = [
             Manifest(f"{kind} {obj.get('metadata', {}).get('name')}", obj)
             for kind in ("Subnet", "IPPool") for obj in self._objects(kind)
@@ -705,6 +715,28 @@ class SyncWorker:
         builtin = self.settings.ensure_builtin_subnets
         if builtin and JOIN_SUBNET not in await self.ipam.subnet_names():
             await self.ipam.ensure_subnet(build_subnet(JOIN_SUBNET, JOIN_CIDR))
+
+    async def _remove_deleted(self) -> None:
+        """Take deleted pools, then deleted subnets, out of the IPAM: a switch must not
+        outlive its Subnet by a resync interval. One still holding addresses stays (its
+        pods keep their network) until they are released."""
+        for kind, remove in (("IPPool", self.ipam.delete_pool),
+                             ("Subnet", self.ipam.delete_subnet)):
+            store = self.stores.get(kind)
+            for name in sorted(self._deleted[kind]):
+                if store is not None and store.get(name) is not None:
+                    self._deleted[kind].discard(name)  # made again meanwhile
+                    continue
+                try:
+                    await remove(name)
+                except (errors.UnknownPool, errors.UnknownSubnet):
+                    pass
+                except errors.StoreUnavailable:
+                    raise
+                except errors.IpamError as exc:
+                    log.info("%s %s was deleted but is kept: %s", kind, name, exc)
+                    continue
+                self._deleted[kind].discard(name)
 
     async def _node_joins(self, create: bool = True) -> list[NodeJoin]:
         """Every node's join address: kept for the node under ``node/<name>``."""

@@ -515,3 +515,38 @@ async def test_a_burst_of_pods_costs_a_few_status_patches_and_no_full_resync(
     await asyncio.sleep(1.5)  # a patch still due would have gone out by now
     assert 1 <= patches.written <= 4
     assert cluster.worker.last_full_at == full_before  # its own patches asked for none
+
+
+def switches(cluster: Cluster) -> set[str]:
+    return set(cluster.central.nbctl("--bare", "--columns=name", "list",
+                                     "Logical_Switch").split())
+
+
+async def test_a_deleted_subnet_leaves_the_ipam_and_ovn_with_its_event_not_a_resync(
+    cluster: Cluster,
+) -> None:
+    cluster.api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+                        "metadata": {"name": "brief"}, "spec": {"cidrBlock": "10.21.0.0/24"}})
+    await eventually(lambda: "brief" in switches(cluster))
+    cluster.api.delete("Subnet", "brief")
+    await eventually(lambda: "brief" not in switches(cluster))  # the resync is an hour away
+    assert "brief" not in await cluster.ipam.subnet_names()
+
+
+async def test_a_deleted_subnet_whose_addresses_are_held_keeps_its_switch_for_its_pods(
+    cluster: Cluster,
+) -> None:
+    cluster.api.create({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+                        "metadata": {"name": "held"}, "spec": {"cidrBlock": "10.22.0.0/24"}})
+    await eventually(lambda: "held" in switches(cluster))
+    await cluster.admit("held-0", subnet="held")
+    await eventually(lambda: "held-0.default" in cluster.ports())
+    cluster.api.delete("Subnet", "held")
+    await full_step(cluster)
+    await full_step(cluster)
+    assert "held" in await cluster.ipam.subnet_names()
+    assert "held" in switches(cluster) and "held-0.default" in cluster.ports()
+    cluster.api.delete("Pod", "held-0", "default")
+    await eventually(functools.partial(_released, cluster.ipam, "default", "held-0"))
+    await full_step(cluster)  # the first after the release takes the subnet out
+    assert "held" not in switches(cluster)
