@@ -24,6 +24,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -74,17 +75,20 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     address = (str(request["address"]), int(request["port"]))
     kind = socket.SOCK_DGRAM if protocol == "UDP" else socket.SOCK_STREAM
     number = SCTP if protocol == "SCTP" else 0
+    sent = time.monotonic()
     try:
         with socket.socket(socket.AF_INET, kind, number) as sock:
             sock.settimeout(timeout)
             _bind_fresh(sock)
+            sent = time.monotonic()  # the clock is the machine's, in every namespace
             sock.connect(address)
             sock.sendall(PAYLOAD)
             answer = sock.recv(ANSWER_LIMIT) if kind == socket.SOCK_DGRAM else _read_all(sock)
     except OSError as exc:
-        return {"id": request["id"], "answer": "", "error": str(exc) or type(exc).__name__}
+        return {"id": request["id"], "answer": "", "error": str(exc) or type(exc).__name__,
+                "sent": sent}
     return {"id": request["id"], "answer": answer.decode(errors="replace"),
-            "error": "" if answer else "closed without an answer"}
+            "error": "" if answer else "closed without an answer", "sent": sent}
 
 
 def _bind_fresh(sock: socket.socket) -> None:

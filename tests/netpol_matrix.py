@@ -233,6 +233,9 @@ class Round:
 
     seen: Matrix
     details: dict[Cell, str]
+    last_sent: float = 0.0
+    """When the round's last probe left (``time.monotonic``): every cell's verdict is
+    the datapath's at or before it."""
 
 
 def probe_round(agents: Mapping[str, Agent], targets: Callable[[Cell], Target],
@@ -248,18 +251,20 @@ def probe_round(agents: Mapping[str, Agent], targets: Callable[[Cell], Target],
     for agent in agents.values():
         agent.flush()
     seen, details = {}, {}
+    last_sent = 0.0
     for cell, target, future in futures:
         try:
             answer = future.result(timeout=PROBE_TIMEOUT_S + ANSWER_SLACK_S)
         except TimeoutError:
             answer = {"answer": "", "error": "the agent did not answer"}
         text = str(answer["answer"])
+        last_sent = max(last_sent, float(answer.get("sent") or 0.0))
         seen[cell] = text in target.answers
         if text and not seen[cell]:
             details[cell] = f"answered by {text!r}"
         elif not text:
             details[cell] = str(answer["error"])
-    return Round(seen, details)
+    return Round(seen, details, last_sent)
 
 
 def converge(observe: Callable[[], Round], want: Matrix, bound_s: float,
