@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,13 @@ from podnet_ic.desired import (
     desired_state,
     router_port,
 )
-from podnet_plumbing.ovsdb import close_api, ic_nb_api, ic_sb_api, nb_api, sb_api
+from podnet_plumbing.ovsdb import close_api, ic_nb_api, ic_sb_api, nb_api, on_changes, sb_api
 
 log = logging.getLogger(__name__)
 
+
+LOCAL_TABLES = ("Logical_Switch", "Logical_Switch_Port", "Logical_Router_Static_Route")
+"""The local NB tables ``ovn-ic`` writes: its work there asks for a reconcile."""
 
 @dataclass(frozen=True)
 class ClusterInputs:
@@ -91,6 +95,12 @@ class IcController:
         for api in (self.local_nb, self.local_sb):
             with contextlib.suppress(Exception):
                 close_api(api)
+
+    def on_local_changes(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when ``ovn-ic``'s work shows in the local NB (the transit
+        switch and its ports, learned routes): a route learned is allowed through at
+        once, not at the next resync."""
+        on_changes(self.local_nb, LOCAL_TABLES, callback)
 
     def stop_daemons(self) -> bool:
         """Stop the ``ovn-ic`` this controller started."""

@@ -1,8 +1,9 @@
 """``podnet ic``: the IC controller wired to the Kubernetes API and the OVN databases.
 
 It lists and watches ConfigMaps of ``kube-system`` (for ``ovn-ic-config``), Subnets and
-Nodes, and runs :meth:`podnet_ic.controller.IcController.reconcile` after every change
-and every ``--resync-interval`` seconds (which is also how a dead ``ovn-ic`` is started
+Nodes, and runs :meth:`podnet_ic.controller.IcController.reconcile` after every change (of
+those, and of what ``ovn-ic`` writes in the local NB: the transit switch's ports, learned
+routes) and every ``--resync-interval`` seconds (which is also how a dead ``ovn-ic`` is started
 again). Around each reconcile it labels the gateway Nodes ``ovn.kubernetes.io/ic-gw=true``
 (the node agent then sets ``ovn-is-interconn`` on their Open vSwitch) and removes the
 label from the others, and reports refused routes and unusable configurations as
@@ -325,6 +326,12 @@ async def run_ic(options: IcOptions, stop: asyncio.Event, client: Any | None = N
             api = client if client is not None else kube.connect(options.kube)
             stores = {kind: kube.Store() for kind in ("ConfigMap", "Subnet", "Node")}
             runner = IcRunner(controller, api, stores, metrics, options.resync_interval_s)
+            loop = asyncio.get_running_loop()
+
+            def wake_runner() -> None:  # from the NB connection's thread
+                loop.call_soon_threadsafe(runner.wake.set)
+
+            controller.on_local_changes(wake_runner)
             watchers = [kube.Watcher(list_fn, kind, runner.mark(kind), store=stores[kind],
                                      settings=watch)
                         for kind, list_fn in listers(api).items()]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,6 +196,21 @@ def sb_api(remote: str, timeout_s: float = 10.0) -> OvnSbApiIdlImpl:
     from ovsdbapp.schema.ovn_southbound import impl_idl
 
     return _api(remote, "OVN_Southbound", impl_idl.OvnSbApiIdlImpl, timeout_s)
+
+
+def on_changes(api: Any, tables: Iterable[str], callback: Callable[[], None]) -> None:
+    """Call ``callback`` whenever the API's replica takes a change to a row of one of
+    ``tables`` (in the connection's thread: hand it on with ``call_soon_threadsafe``)."""
+    idl = api.ovsdb_connection.idl
+    watched = frozenset(tables)
+    previous = idl.notify
+
+    def notify(event: Any, row: Any, updates: Any = None) -> None:
+        previous(event, row, updates)
+        if row._table.name in watched:
+            callback()
+
+    idl.notify = notify
 
 
 def close_api(api: Any, timeout_s: float = 5.0) -> None:
