@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -65,12 +66,13 @@ def api(ic: World) -> Iterator[KubeApi]:
 
 
 @contextlib.asynccontextmanager
-async def running(ic: World, api: KubeApi, state_dir: Path,
-                  port: int) -> AsyncIterator[asyncio.Task[None]]:
+async def running(ic: World, api: KubeApi, state_dir: Path, port: int,
+                  resync_interval_s: float = 0.5) -> AsyncIterator[asyncio.Task[None]]:
     zone = ic.zones["az1"]
     stop = asyncio.Event()
     options = IcOptions(zone.central.nb_remote, zone.central.sb_remote, state_dir,
-                        kube.KubeSettings(), listen=("127.0.0.1", port), resync_interval_s=0.5)
+                        kube.KubeSettings(), listen=("127.0.0.1", port),
+                        resync_interval_s=resync_interval_s)
     with api.client() as client:
         task = asyncio.create_task(run_ic(options, stop, client=client))
         try:
@@ -160,3 +162,34 @@ async def test_the_loop_follows_the_config_map_labels_gateways_and_reports_probl
         await until(lambda: IC_GATEWAY_LABEL not in _labels(api, az1.gateway.name),
                     "the gateway label removed", ic)
         assert az1.nb("NB_Global")[0]["name"] == ""
+
+
+def _reconciles(port: int) -> float:
+    _, body = _get(f"http://127.0.0.1:{port}/metrics")
+    found = re.search(r'podnet_ic_reconciles_total\{result="ok"\} ([0-9.]+)', body)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_a_learned_route_is_allowed_through_without_waiting_for_a_resync(
+    ic: World, api: KubeApi, tmp_path: Path,
+) -> None:
+    ic.enable()
+    az1 = ic.zones["az1"]
+    port = free_port()
+    async with running(ic, api, tmp_path / "az1-prompt", port, resync_interval_s=3600):
+        api.create({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "ovn-ic-config", "namespace": "kube-system"},
+                    "data": ic.ic.config_map_data("az1", [az1.gateway.name])})
+
+        def allowed() -> bool:
+            return AZ2_POD in az1.learned() and any(
+                AZ2_POD in str(row.get("match")) for row in az1.nb("Logical_Router_Policy"))
+
+        # the resync is an hour away: ovn-ic's learned route itself wakes the loop
+        await until(allowed, "the learned route's allow policy", ic)
+        settled = await asyncio.to_thread(_reconciles, port)
+        await asyncio.sleep(2)
+        # its own writes do not keep waking it
+        assert await asyncio.to_thread(_reconciles, port) - settled <= 2
+        api.delete("ConfigMap", "ovn-ic-config", "kube-system")
+        await until(lambda: not az1.learned(), "AZ1's IC setup removed", ic)
