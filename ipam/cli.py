@@ -18,7 +18,6 @@ import asyncio
 import ipaddress
 import json
 import logging
-import signal
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -44,6 +43,7 @@ from ipam.options import add_redis_options, redis_settings
 from ipam.register import Registration, register_ipam_objects
 from ipam.store import Ipam
 from podnet_plumbing.manifests import Manifest, read_manifests
+from podnet_plumbing.signals import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +390,7 @@ async def until_signalled() -> None:
     """Return on SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = STOP_SIGNALS
     for number in signals:
         loop.add_signal_handler(number, stop.set)
     try:
