@@ -73,7 +73,8 @@ def test_unknown_fields_are_found_at_any_depth_and_maps_keep_their_keys() -> Non
 def test_each_group_version_document_offers_field_validation_on_patch() -> None:
     documents = OpenApiV3(RESOURCES, lab_catalog())
     assert set(documents.root()["paths"]) == {
-        "api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1", "apis/kubeovn.io/v1",
+        "api/v1", "apis/apps/v1", "apis/discovery.k8s.io/v1", "apis/coordination.k8s.io/v1",
+        "apis/kubeovn.io/v1",
         "apis/admissionregistration.k8s.io/v1", "apis/networking.k8s.io/v1",
         "apis/policy.networking.k8s.io/v1alpha1"}
     for resource in RESOURCES:

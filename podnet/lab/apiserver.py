@@ -10,7 +10,9 @@ server, run in a thread, is the tests' local API (``tests/kube_api.py``).
 What it serves, over plain HTTP on loopback:
 
 - core v1 pods (with the ``status`` and ``binding`` subresources), namespaces, services,
-  nodes; discovery.k8s.io/v1 endpointslices; apps/v1 deployments, replicasets and
+  nodes; discovery.k8s.io/v1 endpointslices; coordination.k8s.io/v1 leases (what
+  leader election takes: a MicroTime or a lease duration kube-apiserver would refuse is
+  refused here too); apps/v1 deployments, replicasets and
   statefulsets (``status`` subresource); kubeovn.io/v1 subnets and ippools;
   admissionregistration.k8s.io/v1 mutating and validating webhook configurations;
 - list (namespaced and all-namespaces; ``labelSelector``, ``fieldSelector``, ``limit``

@@ -416,7 +416,7 @@ class ApiState:
         found = self.objects[resource].get((namespace, name))
         if found is None:
             where = f" in namespace {namespace}" if namespace else ""
-            raise ApiError(404, "NotFound", f'{resource.plural} "{name}" not found{where}')
+            raise ApiError(404, "NotFound", f'{resource.key} "{name}" not found{where}')
         return found
 
     def get(self, resource: Resource, namespace: str, name: str) -> KubeObject:
@@ -491,6 +491,7 @@ class ApiState:
                            f"metadata.name: Invalid value: {metadata['name']!r}: {problem}")
         metadata.update(uid=str(uuid.uuid4()), generation=1, creationTimestamp=now_timestamp())
         metadata.pop("resourceVersion", None)
+        check_lease(resource, obj)
         if self.defaults:
             apply_defaults(resource, obj, self)
         return obj
@@ -520,7 +521,7 @@ class ApiState:
             key = object_key(obj)
             if key in self.objects[resource]:
                 raise ApiError(409, "AlreadyExists",
-                               f'{resource.plural} "{key[1]}" already exists')
+                               f'{resource.key} "{key[1]}" already exists')
             if dry_run:
                 return copy.deepcopy(obj)
             self.objects[resource][key] = obj
@@ -557,6 +558,7 @@ class ApiState:
             if updated.get("spec") != current.get("spec"):
                 updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
             updated["kind"], updated["apiVersion"] = resource.kind, resource.api_version
+            check_lease(resource, updated)
             if updated == current or dry_run:
                 return copy.deepcopy(updated)
             if _finished_deleting(resource, updated):
@@ -746,7 +748,7 @@ PROPAGATION_POLICIES = (None, "Background", "Foreground", "Orphan")
 
 
 def conflict(resource: Resource, name: str) -> ApiError:
-    return ApiError(409, "Conflict", f"Operation cannot be fulfilled on {resource.plural} "
+    return ApiError(409, "Conflict", f"Operation cannot be fulfilled on {resource.key} "
                     f'"{name}": the object has been modified; please apply your changes to '
                     "the latest version and try again")
 
@@ -804,6 +806,37 @@ def _finished_deleting(resource: Resource, obj: KubeObject) -> bool:
     if not meta.get("deletionTimestamp") or meta.get("finalizers"):
         return False
     return resource.kind != "Pod" or meta.get("deletionGracePeriodSeconds") == 0
+
+
+MICRO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)")
+"""A ``metav1.MicroTime`` as kube-apiserver decodes it (Go's layout
+``2006-01-02T15:04:05.000000Z07:00``: exactly six fractional digits)."""
+
+
+def check_lease(resource: Resource, obj: Mapping[str, Any]) -> None:
+    """What kube-apiserver refuses in a ``coordination.k8s.io/v1`` Lease: a time that is
+    not a MicroTime (400, at decoding), a ``leaseDurationSeconds`` that is not above 0 or
+    a negative ``leaseTransitions`` (422, its validation)."""
+    if resource.kind != "Lease":
+        return
+    spec = obj.get("spec") or {}
+    name = object_key(obj)[1]
+    for key in ("acquireTime", "renewTime"):
+        value = spec.get(key)
+        if value is not None and not (isinstance(value, str) and MICRO_TIME.fullmatch(value)):
+            raise ApiError(400, "BadRequest", f'Lease in version "v1" cannot be handled as a '
+                           f"Lease: spec.{key}: parsing time {json.dumps(value)} as "
+                           '"2006-01-02T15:04:05.000000Z07:00": not a MicroTime')
+    duration = spec.get("leaseDurationSeconds")
+    if duration is not None and (not isinstance(duration, int) or duration <= 0):
+        raise ApiError(422, "Invalid", f'Lease.coordination.k8s.io "{name}" is invalid: '
+                       f"spec.leaseDurationSeconds: Invalid value: {duration}: must be "
+                       "greater than 0")
+    transitions = spec.get("leaseTransitions")
+    if transitions is not None and (not isinstance(transitions, int) or transitions < 0):
+        raise ApiError(422, "Invalid", f'Lease.coordination.k8s.io "{name}" is invalid: '
+                       f"spec.leaseTransitions: Invalid value: {transitions}: must be "
+                       "greater than or equal to 0")
 
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

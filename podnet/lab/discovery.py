@@ -26,9 +26,9 @@ own only where named)."""
 SHORT_NAMES = {
     "pods": ["po"], "services": ["svc"], "deployments": ["deploy"], "statefulsets": ["sts"],
     "replicasets": ["rs"], "namespaces": ["ns"], "nodes": ["no"], "events": ["ev"],
-    "resourcequotas": ["quota"], "configmaps": ["cm"], "endpointslices": [], "subnets": ["subnet"],
-    "ippools": ["ippool"], "networkpolicies": ["netpol"], "adminnetworkpolicies": ["anp"],
-    "baselineadminnetworkpolicies": ["banp"],
+    "resourcequotas": ["quota"], "configmaps": ["cm"], "endpointslices": [], "leases": [],
+    "subnets": ["subnet"], "ippools": ["ippool"], "networkpolicies": ["netpol"],
+    "adminnetworkpolicies": ["anp"], "baselineadminnetworkpolicies": ["banp"],
 }
 IN_ALL = frozenset({"pods", "services", "deployments", "statefulsets", "replicasets"})
 """The resources ``kubectl get all`` lists (their ``all`` category)."""
@@ -320,6 +320,17 @@ NODE_COLUMNS = [
     ("Version", "string", 0, "Its kubelet's version."),
 ]
 
+def _lease_cells(lease: Mapping[str, Any], now: float) -> list[Any]:
+    return [metadata(lease).get("name"), spec_of(lease).get("holderIdentity") or "",
+            age(lease, now)]
+
+
+LEASE_COLUMNS = [
+    ("Name", "string", 0, "The lease's name."),
+    ("Holder", "string", 0, "Who holds it (spec.holderIdentity)."),
+    ("Age", "string", 0, "Time since it was created."),
+]
+
 Cells = Callable[[Mapping[str, Any], float], list[Any]]
 COLUMNS: dict[str, tuple[list[tuple[str, str, int, str]], Cells]] = {
     "Pod": (POD_COLUMNS, _pod_cells),
@@ -329,4 +340,5 @@ COLUMNS: dict[str, tuple[list[tuple[str, str, int, str]], Cells]] = {
     "StatefulSet": (STATEFULSET_COLUMNS, _statefulset_cells),
     "Service": (SERVICE_COLUMNS, _service_cells),
     "Node": (NODE_COLUMNS, _node_cells),
+    "Lease": (LEASE_COLUMNS, _lease_cells),
 }

@@ -60,6 +60,7 @@ RESOURCES = (
     Resource("", "v1", "resourcequotas", "ResourceQuota", True, ("status",)),
     Resource("", "v1", "configmaps", "ConfigMap", True),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
+    Resource("coordination.k8s.io", "v1", "leases", "Lease", True),
     Resource("apps", "v1", "deployments", "Deployment", True, ("status", "scale")),
     Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("status", "scale")),
     Resource("apps", "v1", "statefulsets", "StatefulSet", True, ("status", "scale")),
