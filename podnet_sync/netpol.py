@@ -688,8 +688,9 @@ class Compiler:
     """One compilation; the rows accumulate in the ``DesiredState`` given.
 
     Policies share selectors (``app: web`` in many namespaces' rules), so what a
-    selector picks is worked out once per compilation. ``touched`` and ``everywhere``
-    say, for the policy compiled last, which namespaces' pods its rows depend on."""
+    selector picks is worked out once per compilation. ``direct``, ``numbers``,
+    ``shared`` and ``everywhere`` say, for the policy compiled last, what its rows depend
+    on (the policy cache follows pod events by them)."""
 
     def __init__(self, view: PolicyView, state: DesiredState,
                  index: PodIndex | None = None) -> None:
@@ -699,8 +700,8 @@ class Compiler:
         self.pods = self.index.pods
         self.by_namespace = self.index.by_namespace
         self.isolated: dict[tuple[str, str], set[str]] = defaultdict(set)
-        self.touched: set[str] = set()
         self.everywhere = False
+        """The policy compiled last has rows only a full look at every pod can check."""
         self.direct: set[tuple[str, Selector]] = set()
         """The choices of the pods the policy compiled last selects."""
         self.numbers: dict[tuple[Origin, str, str], frozenset[int]] = {}
@@ -715,8 +716,7 @@ class Compiler:
         self._blocks: dict[IPBlock, list[PodView]] = {}
         self._addresses: dict[tuple[int, tuple[int, ...]], list[str]] = {}
         self._kept: dict[int, list[PodView]] = {}
-        self._unions: dict[tuple[str, tuple[Peer, ...]],
-                           tuple[list[PodView], frozenset[str], bool]] = {}
+        self._unions: dict[tuple[str, tuple[Peer, ...]], list[PodView]] = {}
         self._numbers: dict[tuple[int, str, str], list[tuple[int, list[PodView]]]] = {}
         self._selections: dict[str, AddressSet] = {}
 
@@ -726,25 +726,20 @@ class Compiler:
         return pods
 
     def peers_of(self, policy: NetworkPolicy, peers: tuple[Peer, ...]) -> list[PodView]:
-        """Every pod of these peers, each once (remembered, with what it touched)."""
+        """Every pod of these peers, each once (remembered, with what it is the union
+        of)."""
         key = (policy.namespace, peers)
         found = self._unions.get(key)
         if found is None:
-            touched, everywhere = self.touched, self.everywhere
-            self.touched, self.everywhere = set(), False
             lists = [self.peer_pods(policy, peer) for peer in peers]
-            pods = lists[0] if len(lists) == 1 else self.keep(_unique(
+            found = lists[0] if len(lists) == 1 else self.keep(_unique(
                 pod for each in lists for pod in each))
             origins = [self._origins.get(id(each)) for each in lists]
             if len(lists) > 1 and all(origin is not None for origin in origins):
-                self._origins[id(pods)] = tuple(part for origin in origins
-                                                for part in origin or ())
-            found = (pods, frozenset(self.touched), self.everywhere)
+                self._origins[id(found)] = tuple(part for origin in origins
+                                                 for part in origin or ())
             self._unions[key] = found
-            self.touched, self.everywhere = touched, everywhere
-        self.touched.update(found[1])
-        self.everywhere = self.everywhere or found[2]
-        return found[0]
+        return found
 
     def by_number(self, destinations: list[PodView], name: str,
                   protocol: str) -> list[tuple[int, list[PodView]]]:
@@ -779,7 +774,6 @@ class Compiler:
 
     def choose(self, namespace: str, selector: Selector) -> list[PodView]:
         """The pods of ``namespace`` that ``selector`` matches (remembered)."""
-        self.touched.add(namespace)
         found = self.keep(self.index.choose(namespace, selector))
         self._origins[id(found)] = ((namespace, selector),)
         return found
@@ -790,7 +784,6 @@ class Compiler:
             found = sorted(ns for ns in self.namespace_names()
                            if selector.matches(self.namespace_labels(ns)))
             self._namespaces[selector] = found
-        self.touched.update(found)
         return found
 
     # -------------------------------------------------------------- selection

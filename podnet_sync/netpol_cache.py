@@ -427,7 +427,7 @@ class PolicyCache:
     def _compile(compiler: Compiler, policy: NetworkPolicy) -> Compiled:
         compiler.state = DesiredState()
         compiler.isolated.clear()
-        compiler.touched, compiler.everywhere = set(), False
+        compiler.everywhere = False
         compiler.direct, compiler.shared, compiler.numbers = set(), {}, {}
         compiler.compile_policy(policy)
         sets = compiler.state.policy_address_sets
