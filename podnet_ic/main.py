@@ -11,6 +11,16 @@ Events on the ConfigMap. An invalid ConfigMap leaves the running setup as it is.
 bad Subnet or Node is skipped; a failed reconcile is retried at the next tick.
 
 ``/metrics``, ``/healthz`` and ``/readyz`` are served on ``--listen``.
+
+With ``--leader-elect`` several replicas run and one leads, through the Lease
+``--lease-namespace``/``--lease-name`` (``podnet_plumbing.lease``). A standby follows
+nothing, reconciles nothing and runs no ``ovn-ic``; it is ready (``/readyz`` says
+``standby``, ``podnet_ic_leader`` is 0). The leader reconciles as a single replica does.
+When leadership ends (the lease lost, or released on a stop) the reconcile loop stops and
+so does the ``ovn-ic`` this replica started: a former leader's ``ovn-ic`` could hold the
+local SB's lock and keep serving the old configuration, such as an AZ the new leader
+has torn down. Traffic does not depend on ``ovn-ic``, and the new leader starts its own
+at its first reconcile.
 """
 
 from __future__ import annotations
@@ -42,10 +52,11 @@ from ipam.interconnect import IC_CONFIG_NAME, IC_CONFIG_NAMESPACE, IcConfig, IcC
 from ipam.subnet import JOIN_CIDR, JOIN_SUBNET
 from podnet_ic.config import DISABLED, config_of
 from podnet_ic.controller import ClusterInputs, IcController, Outcome
-from podnet_ic.daemon import IcDaemonError
+from podnet_ic.daemon import IcDaemonError, stop_any
 from podnet_ic.desired import IcSubnet, Refusal
 from podnet_ic.nb import IcDatabaseError
 from podnet_plumbing import kube
+from podnet_plumbing.lease import LeaderElector, LeaseSettings
 from podnet_plumbing.ovsdb import OvsdbError
 from podnet_plumbing.signals import stop_on_signals
 
@@ -55,6 +66,8 @@ GW_LABEL = IC_GATEWAY_LABEL
 COMPONENT = "podnet-ic"
 DEFAULT_IC_LISTEN = "0.0.0.0:9478"
 """Beside the sync worker's 9477."""
+DEFAULT_LEASE_NAMESPACE = "podnet-system"
+DEFAULT_LEASE_NAME = "podnet-ic"
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,8 @@ class IcOptions:
     kube: kube.KubeSettings
     listen: tuple[str, int] | None = None
     resync_interval_s: float = 5.0
+    leader_election: LeaseSettings | None = None
+    """None: this is the only replica, it always reconciles."""
 
 
 class IcMetrics:
@@ -88,7 +103,11 @@ class IcMetrics:
         self.invalid = Gauge("podnet_ic_config_invalid",
                              "1 while ovn-ic-config holds an unusable value",
                              registry=self.registry)
+        self.leader = Gauge("podnet_ic_leader",
+                            "1 while this replica leads and reconciles (always, without "
+                            "--leader-elect); 0 while it stands by", registry=self.registry)
         self.ready = False
+        self.standby = False
 
     def render(self) -> bytes:
         body: bytes = generate_latest(self.registry)
@@ -103,6 +122,8 @@ def make_app(metrics: IcMetrics) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def get_readyz(_: web.Request) -> web.Response:
+        if metrics.standby:  # ready to take over; another replica leads
+            return web.json_response({"status": "ready", "role": "standby"})
         if not metrics.ready:
             return web.json_response({"status": "unready",
                                       "reason": "no reconcile has succeeded yet"}, status=503)
@@ -314,39 +335,124 @@ def listers(client: Any) -> dict[str, Any]:
             "Node": kube.lister(client, "Node")}
 
 
+async def reconcile_until(options: IcOptions, stop: asyncio.Event, api: Any,
+                          metrics: IcMetrics, watch: kube.WatchSettings | None = None) -> None:
+    """Follow the ConfigMap, Subnets and Nodes and reconcile until ``stop`` is set."""
+    controller = await asyncio.to_thread(IcController, options.ovn_nb, options.ovn_sb,
+                                         options.state_dir)
+    try:
+        stores = {kind: kube.Store() for kind in ("ConfigMap", "Subnet", "Node")}
+        runner = IcRunner(controller, api, stores, metrics, options.resync_interval_s)
+        loop = asyncio.get_running_loop()
+
+        def wake_runner() -> None:  # from the NB connection's thread
+            loop.call_soon_threadsafe(runner.wake.set)
+
+        controller.on_local_changes(wake_runner)
+        watchers = [kube.Watcher(list_fn, kind, runner.mark(kind), store=stores[kind],
+                                 settings=watch)
+                    for kind, list_fn in listers(api).items()]
+        for watcher in watchers:
+            watcher.start()
+        try:
+            for watcher in watchers:
+                await watcher.store.wait_synced()
+            log.info("ConfigMaps, Subnets and Nodes listed; reconciling")
+            await runner.run(stop)
+        finally:
+            for watcher in watchers:
+                await watcher.stop()
+    finally:
+        await asyncio.to_thread(controller.close)
+
+
+class Leadership:
+    """What a replica does as leadership comes and goes: a reconcile loop per term."""
+
+    def __init__(self, options: IcOptions, api: Any, metrics: IcMetrics,
+                 watch: kube.WatchSettings | None, halt: asyncio.Event) -> None:
+        self.options = options
+        self.api = api
+        self.metrics = metrics
+        self.watch = watch
+        self.halt = halt
+        self.failure: BaseException | None = None
+        self._term: tuple[asyncio.Event, asyncio.Task[None]] | None = None
+
+    def standing_by(self) -> None:
+        self.metrics.leader.set(0)
+        self.metrics.standby = True
+
+    async def started(self) -> None:
+        """Leader now: start reconciling (ready again once a reconcile succeeds)."""
+        self.metrics.leader.set(1)
+        self.metrics.standby = False
+        self.metrics.ready = False
+        stop = asyncio.Event()
+        task = asyncio.create_task(reconcile_until(self.options, stop, self.api, self.metrics,
+                                                   self.watch))
+        task.add_done_callback(self._ended)
+        self._term = (stop, task)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.failure = task.exception()
+            self.halt.set()  # a loop that cannot run: give the lease up and fail
+
+    async def stopped(self) -> None:
+        """Leader no more: stop reconciling, and stop this replica's ovn-ic."""
+        self.standing_by()
+        if self._term is not None:
+            stop, task = self._term
+            self._term = None
+            stop.set()
+            with contextlib.suppress(Exception):  # reported through ``failure``
+                await task
+        if await asyncio.to_thread(stop_any, self.options.state_dir):
+            log.info("stopped this replica's ovn-ic: it leads no more")
+
+
 async def run_ic(options: IcOptions, stop: asyncio.Event, client: Any | None = None,
                  watch: kube.WatchSettings | None = None) -> None:
     """Run until ``stop`` is set. ``ovn-ic`` keeps running after a plain exit (traffic
-    and learned routes do not depend on this process); IC off stops it."""
+    and learned routes do not depend on this process); IC off stops it. With leader
+    election, reconcile only while leading (the module's docstring)."""
     metrics = IcMetrics()
     async with serving(metrics, options.listen):
-        controller = await asyncio.to_thread(IcController, options.ovn_nb, options.ovn_sb,
-                                             options.state_dir)
-        try:
-            api = client if client is not None else kube.connect(options.kube)
-            stores = {kind: kube.Store() for kind in ("ConfigMap", "Subnet", "Node")}
-            runner = IcRunner(controller, api, stores, metrics, options.resync_interval_s)
-            loop = asyncio.get_running_loop()
+        api = client if client is not None else kube.connect(options.kube)
+        if options.leader_election is None:
+            metrics.leader.set(1)
+            await reconcile_until(options, stop, api, metrics, watch)
+            return
+        await lead_when_elected(options, options.leader_election, stop, api, metrics, watch)
 
-            def wake_runner() -> None:  # from the NB connection's thread
-                loop.call_soon_threadsafe(runner.wake.set)
 
-            controller.on_local_changes(wake_runner)
-            watchers = [kube.Watcher(list_fn, kind, runner.mark(kind), store=stores[kind],
-                                     settings=watch)
-                        for kind, list_fn in listers(api).items()]
-            for watcher in watchers:
-                watcher.start()
-            try:
-                for watcher in watchers:
-                    await watcher.store.wait_synced()
-                log.info("ConfigMaps, Subnets and Nodes listed; reconciling")
-                await runner.run(stop)
-            finally:
-                for watcher in watchers:
-                    await watcher.stop()
-        finally:
-            await asyncio.to_thread(controller.close)
+async def lead_when_elected(options: IcOptions, settings: LeaseSettings, stop: asyncio.Event,
+                            api: Any, metrics: IcMetrics,
+                            watch: kube.WatchSettings | None = None) -> None:
+    """Stand by, lead when the lease is ours, stand by again when it is lost; release it
+    on ``stop``. A reconcile loop that fails to run ends this with its error."""
+    halt = asyncio.Event()
+    leadership = Leadership(options, api, metrics, watch, halt)
+    leadership.standing_by()
+    if await asyncio.to_thread(stop_any, options.state_dir):
+        log.info("stopped an ovn-ic left in %s: only the leader runs one",
+                 options.state_dir)
+    log.info("leader election on lease %s as %s", settings.where, settings.identity)
+    relay = asyncio.create_task(_relay(stop, halt))
+    try:
+        await LeaderElector(api, settings).run(halt, leadership.started, leadership.stopped)
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+    if leadership.failure is not None:
+        raise leadership.failure
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
 
 
 # ------------------------------------------------------------------ command line
@@ -381,16 +487,45 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--resync-interval", type=float, default=5.0, metavar="SECONDS",
                         help="seconds between reconciles without a change; also how soon a "
                         "dead ovn-ic is started again (default %(default)s)")
+    election = parser.add_argument_group(
+        "leader election", "several replicas, one reconciling: the holder of a "
+        "coordination.k8s.io/v1 Lease; the others stand by (ready, running no ovn-ic)")
+    election.add_argument("--leader-elect", action="store_true",
+                          help="reconcile only while holding the lease (default: always)")
+    election.add_argument("--lease-namespace", default=DEFAULT_LEASE_NAMESPACE,
+                          metavar="NAMESPACE", help="the lease's namespace (default "
+                          "%(default)s)")
+    election.add_argument("--lease-name", default=DEFAULT_LEASE_NAME, metavar="NAME",
+                          help="the lease's name (default %(default)s)")
+    election.add_argument("--lease-identity", default="", metavar="ID",
+                          help="this replica's name in the lease, unique among them "
+                          "(default: host name and PID; in a pod, its name)")
+    election.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                          help="how long the standbys wait after the leader's last renewal "
+                          "(default %(default)s)")
+    election.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                          help="how long the leader tries to renew before it steps down "
+                          "(default %(default)s)")
+    election.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
+                          help="how often the leader renews and a standby tries "
+                          "(default %(default)s)")
     parser.set_defaults(handler=_main)
 
 
 def options_of(args: argparse.Namespace) -> IcOptions:
     if args.resync_interval <= 0:
         raise ValueError(f"--resync-interval {args.resync_interval}: must be above 0")
+    election = None
+    if args.leader_elect:
+        election = LeaseSettings(
+            args.lease_name, args.lease_namespace, identity=args.lease_identity,
+            lease_duration_s=args.lease_duration, renew_deadline_s=args.renew_deadline,
+            retry_period_s=args.retry_period)
     return IcOptions(
         ovn_nb=args.ovn_nb, ovn_sb=args.ovn_sb, state_dir=args.state_dir,
         kube=kube.KubeSettings(args.kubeconfig, True if args.in_cluster else None),
-        listen=args.listen, resync_interval_s=args.resync_interval)
+        listen=args.listen, resync_interval_s=args.resync_interval,
+        leader_election=election)
 
 
 def _main(args: argparse.Namespace) -> int:

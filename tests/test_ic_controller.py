@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import re
 import time
 import urllib.request
@@ -24,6 +26,7 @@ from podnet_ic.daemon import stop_any
 from podnet_ic.desired import IcSubnet
 from podnet_ic.main import IcOptions, run_ic
 from podnet_plumbing import kube
+from podnet_plumbing.lease import LeaseSettings
 from podnet_sync.nb_model import StaticRoute
 from tests.ic_fixtures import JOIN, World, world
 from tests.kube_api import KubeApi
@@ -67,12 +70,13 @@ def api(ic: World) -> Iterator[KubeApi]:
 
 @contextlib.asynccontextmanager
 async def running(ic: World, api: KubeApi, state_dir: Path, port: int,
-                  resync_interval_s: float = 0.5) -> AsyncIterator[asyncio.Task[None]]:
+                  resync_interval_s: float = 0.5, lease: LeaseSettings | None = None,
+                  stop: asyncio.Event | None = None) -> AsyncIterator[asyncio.Task[None]]:
     zone = ic.zones["az1"]
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     options = IcOptions(zone.central.nb_remote, zone.central.sb_remote, state_dir,
                         kube.KubeSettings(), listen=("127.0.0.1", port),
-                        resync_interval_s=resync_interval_s)
+                        resync_interval_s=resync_interval_s, leader_election=lease)
     with api.client() as client:
         task = asyncio.create_task(run_ic(options, stop, client=client))
         try:
@@ -193,3 +197,69 @@ async def test_a_learned_route_is_allowed_through_without_waiting_for_a_resync(
         assert await asyncio.to_thread(_reconciles, port) - settled <= 2
         api.delete("ConfigMap", "ovn-ic-config", "kube-system")
         await until(lambda: not az1.learned(), "AZ1's IC setup removed", ic)
+
+
+def _ovn_ic_alive(state_dir: Path) -> bool:
+    try:
+        pid = int((state_dir / "ovn-ic.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+async def test_two_replicas_with_leader_election_one_reconciles_and_the_other_takes_over(
+    ic: World, api: KubeApi, tmp_path: Path,
+) -> None:
+    ic.enable()
+    az1, az2 = ic.zones["az1"], ic.zones["az2"]
+    api.create({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "ovn-ic-config", "namespace": "kube-system"},
+                "data": ic.ic.config_map_data("az1", [az1.gateway.name])})
+    timings = {"lease_duration_s": 2.0, "renew_deadline_s": 1.5, "retry_period_s": 0.3}
+    ports = {"a": free_port(), "b": free_port()}
+    dirs = {name: tmp_path / f"replica-{name}" for name in ports}
+    stops = {name: asyncio.Event() for name in ports}
+    lease = {name: LeaseSettings("podnet-ic", "podnet-system", identity=f"replica-{name}",
+                                 **timings) for name in ports}
+
+    def holder() -> str:
+        found = api.state.find(api.state.resource("Lease"), "podnet-system", "podnet-ic")
+        return str(((found or {}).get("spec") or {}).get("holderIdentity") or "")
+
+    async with running(ic, api, dirs["a"], ports["a"], lease=lease["a"], stop=stops["a"]), \
+            running(ic, api, dirs["b"], ports["b"], lease=lease["b"], stop=stops["b"]):
+        await until(lambda: AZ2_POD in az1.learned() and AZ1_POD in az2.learned(),
+                    "routes learned both ways", ic)
+        await asyncio.sleep(1.5)  # several retry periods later, still the same one
+        leader = holder().removeprefix("replica-")
+        (standby,) = set(ports) - {leader}
+        metrics = {name: (await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics"))[1]
+                   for name, port in ports.items()}
+        assert "podnet_ic_leader 1.0" in metrics[leader]
+        assert "podnet_ic_leader 0.0" in metrics[standby]
+        assert 'podnet_ic_reconciles_total{result="ok"}' in metrics[leader]
+        assert "podnet_ic_reconciles_total{" not in metrics[standby]  # reconciled nothing
+        assert _ovn_ic_alive(dirs[leader]) and not _ovn_ic_alive(dirs[standby])
+        status, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{ports[standby]}/readyz")
+        assert (status, json.loads(body)) == (200, {"status": "ready", "role": "standby"})
+
+        # the leader stops: it releases the lease, the standby takes over and converges
+        stops[leader].set()
+        await until(lambda: holder() == f"replica-{standby}", "the standby leading", ic,
+                    timeout_s=15)
+        await until(lambda: _ovn_ic_alive(dirs[standby]) and not _ovn_ic_alive(dirs[leader]),
+                    "ovn-ic running under the new leader only", ic, timeout_s=30)
+        late = "10.18.0.0/16"
+        az2.extra_routes["late"] = StaticRoute("ovn-cluster", "late", late, "100.64.0.3")
+        az2.sync()
+
+        def allowed() -> bool:  # learned by the new leader's ovn-ic, allowed by its loop
+            return late in az1.learned() and any(
+                late in str(row.get("match")) for row in az1.nb("Logical_Router_Policy"))
+
+        await until(allowed, "a new AZ2 prefix learned and allowed in AZ1", ic)
+        _, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{ports[standby]}/metrics")
+        assert "podnet_ic_leader 1.0" in body
+        spec = api.get("Lease", "podnet-ic", "podnet-system")["spec"]
+        assert spec["leaseTransitions"] == 1
