@@ -109,7 +109,7 @@ class LeaseRecord:
     transitions: int = 0
 
     def spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = {"holderIdentity": self.holder or None,
+        spec: dict[str, Any] = {"holderIdentity": self.holder,
                                 "leaseDurationSeconds": self.duration_s,
                                 "leaseTransitions": self.transitions}
         if self.acquire_time:

@@ -81,7 +81,7 @@ def test_renewing_moves_only_the_renew_time_and_releasing_empties_the_holder() -
     released = released_record(renewed, 1003.0)
     assert (released.holder, released.duration_s, released.transitions) == (
         "", RELEASED_DURATION_S, 0)
-    assert released.spec()["holderIdentity"] is None
+    assert released.spec()["holderIdentity"] == ""  # as client-go releases it
 
 
 def test_a_record_round_trips_through_a_lease_spec() -> None:
