@@ -101,6 +101,33 @@ class Change:
     recompiled: int = 0
 
 
+@dataclass
+class _PodChanges:
+    """What an event's pods did to the cache: policies to recompile, policies whose
+    port groups to redo, addresses to move in shared sets (name -> (added, removed))."""
+
+    recompile: set[str] = field(default_factory=set)
+    regroup: set[str] = field(default_factory=set)
+    moves: dict[str, tuple[set[str], set[str]]] = field(default_factory=dict)
+
+
+@dataclass
+class _Rows:
+    """An event's rows before and after, and the shared sets' rows before it
+    (``None``: the set did not exist)."""
+
+    old: dict[str, PortGroup | AddressSet] = field(default_factory=dict)
+    new: dict[str, PortGroup | AddressSet] = field(default_factory=dict)
+    shared_before: dict[str, AddressSet | None] = field(default_factory=dict)
+
+    def add_shared(self, shared: Mapping[str, SharedSet]) -> None:
+        for name, row in self.shared_before.items():
+            if row is not None:
+                self.old[name] = row
+            if name in shared:
+                self.new[name] = shared[name].row
+
+
 class PolicyCache:
     """Every policy's compiled rows, the pod index they were compiled from, and the
     namespaces' isolation rows."""
@@ -167,75 +194,93 @@ class PolicyCache:
         if tuple(node_ips) != self.node_ips:
             return None
         wanted = {policy.key: policy for policy in policies}
-        affected = {key for key in set(wanted) | set(self.policies)
-                    if key not in self.policies or key not in wanted
-                    or (self.policies[key].policy is not wanted[key]
-                        and self.policies[key].policy != wanted[key])}
-        affected |= self._reached_by_namespaces(namespaces, wanted)
-        changed_namespaces = {name for name in set(namespaces) | set(self.namespaces)
-                              if namespaces.get(name) != self.namespaces.get(name)}
-        moves: dict[str, tuple[set[str], set[str]]] = {}
-        emptied: set[tuple[str, Origin, NamedPort]] = set()
-        regroup: set[str] = set()
-        seen = set(self.namespaces) | set(self.index.by_namespace)
-        for port, now in pods.items():
-            was = self.index.get(port)
-            affected |= self._reached_by_pod(was, now, emptied, regroup)
-            self._note_moves(was, now, moves)
-            self.index.put(port, now)
-        affected |= self._emptied(emptied, affected)
-        self.namespaces = dict(namespaces)
-        # a namespace known only by its pods comes with its first and goes with its
-        # last: any namespace selector may match it, by its default labels
-        appeared = seen ^ (set(self.namespaces) | set(self.index.by_namespace))
-        affected |= _selecting(wanted, [view_labels(name, None) for name in appeared])
+        affected = self._changed_policies(wanted) | self._reached_by_namespaces(
+            namespaces, wanted)
+        touched = {name for name in set(namespaces) | set(self.namespaces)
+                   if namespaces.get(name) != self.namespaces.get(name)}
+        pod_changes = self._take_pods(pods, namespaces, wanted)
+        affected |= pod_changes.recompile
         had_policies = bool(self.policies)
-        old: dict[str, PortGroup | AddressSet] = {}
-        new: dict[str, PortGroup | AddressSet] = {}
-        shared_before: dict[str, AddressSet | None] = {}
-        touched_namespaces = set(changed_namespaces)
-        compiler = self._compiler(list(wanted.values())) if affected else None
-        for key in sorted(affected):
-            before = self.policies.pop(key, None)
-            if before is not None:
-                old.update(before.rows())
-                touched_namespaces.add(before.policy.namespace)
-                self._remember(shared_before, before.shared)
-                self._forget(before)
-            policy = wanted.get(key)
-            if policy is not None and compiler is not None:
-                compiled = self._compile(compiler, policy)
-                self._remember(shared_before, compiled.shared)
-                self._store(compiled, compiler.state.policy_address_sets)
-                new.update(compiled.rows())
-                touched_namespaces.add(policy.namespace)
-        for key in sorted(regroup - affected):
+        rows = _Rows()
+        touched |= self._recompile(affected, wanted, rows)
+        for key in sorted(pod_changes.regroup - affected):
             if key in self.policies:
-                touched_namespaces.add(self.policies[key].policy.namespace)
-                self._regroup(self.policies[key], old, new)
-        self._remember(shared_before, moves)
-        moved = self._move(moves)
-        for name, row in shared_before.items():
-            if row is not None:
-                old[name] = row
-            if name in self.shared:
-                new[name] = self.shared[name].row
-        for namespace in touched_namespaces:
-            before_rows = self.isolation.get(namespace)
-            if before_rows is not None:
-                old.update(before_rows.port_groups)
-            self._isolate(namespace)
-            after = self.isolation.get(namespace)
-            if after is not None:
-                new.update(after.port_groups)
-        if affected or touched_namespaces:
+                touched.add(self.policies[key].policy.namespace)
+                self._regroup(self.policies[key], rows.old, rows.new)
+        self._remember(rows.shared_before, pod_changes.moves)
+        moved = self._move(pod_changes.moves)
+        rows.add_shared(self.shared)
+        self._reisolate(touched, rows)
+        if affected or touched:
             self._meters()
         forced = set()
         if had_policies != bool(self.policies):  # the node sets come or go
             forced = set(NODE_SETS)
             if self.policies:
-                new.update(self._node_sets())
-        return self._changes(old, new, forced, len(affected), moved)
+                rows.new.update(self._node_sets())
+        return self._changes(rows.old, rows.new, forced, len(affected), moved)
+
+    def _changed_policies(self, wanted: Mapping[str, NetworkPolicy]) -> set[str]:
+        """The policies added, removed or changed."""
+        return {key for key in set(wanted) | set(self.policies)
+                if key not in self.policies or key not in wanted
+                or (self.policies[key].policy is not wanted[key]
+                    and self.policies[key].policy != wanted[key])}
+
+    def _take_pods(self, pods: Mapping[str, PodView | None],
+                   namespaces: Mapping[str, NamespaceView],
+                   wanted: Mapping[str, NetworkPolicy]) -> _PodChanges:
+        """Put the pods' changes (and the namespaces) into the index, noting what they
+        move, regroup and recompile."""
+        changes = _PodChanges()
+        emptied: set[tuple[str, Origin, NamedPort]] = set()
+        seen = set(self.namespaces) | set(self.index.by_namespace)
+        for port, now in pods.items():
+            was = self.index.get(port)
+            changes.recompile |= self._reached_by_pod(was, now, emptied, changes.regroup)
+            self._note_moves(was, now, changes.moves)
+            self.index.put(port, now)
+        changes.recompile |= self._emptied(emptied, changes.recompile)
+        self.namespaces = dict(namespaces)
+        # a namespace known only by its pods comes with its first and goes with its
+        # last: any namespace selector may match it, by its default labels
+        appeared = seen ^ (set(self.namespaces) | set(self.index.by_namespace))
+        changes.recompile |= _selecting(wanted, [view_labels(name, None) for name in appeared])
+        return changes
+
+    def _recompile(self, affected: set[str], wanted: Mapping[str, NetworkPolicy],
+                   rows: _Rows) -> set[str]:
+        """Compile the affected policies anew (or forget the gone); the namespaces whose
+        isolation they change."""
+        touched: set[str] = set()
+        if not affected:
+            return touched
+        compiler = self._compiler(list(wanted.values()))
+        for key in sorted(affected):
+            before = self.policies.pop(key, None)
+            if before is not None:
+                rows.old.update(before.rows())
+                touched.add(before.policy.namespace)
+                self._remember(rows.shared_before, before.shared)
+                self._forget(before)
+            policy = wanted.get(key)
+            if policy is not None:
+                compiled = self._compile(compiler, policy)
+                self._remember(rows.shared_before, compiled.shared)
+                self._store(compiled, compiler.state.policy_address_sets)
+                rows.new.update(compiled.rows())
+                touched.add(policy.namespace)
+        return touched
+
+    def _reisolate(self, namespaces: Iterable[str], rows: _Rows) -> None:
+        for namespace in namespaces:
+            before_rows = self.isolation.get(namespace)
+            if before_rows is not None:
+                rows.old.update(before_rows.port_groups)
+            self._isolate(namespace)
+            after = self.isolation.get(namespace)
+            if after is not None:
+                rows.new.update(after.port_groups)
 
     def _changes(self, old: Mapping[str, PortGroup | AddressSet],
                  new: Mapping[str, PortGroup | AddressSet], forced: set[str],
