@@ -115,6 +115,14 @@ class NetnsPod:
     def ip(self) -> str:
         return str(self.address.ip)
 
+    def pings(self, other: NetnsPod) -> bool:
+        """Whether one ping from this pod to ``other`` is answered within a second."""
+        try:
+            self.exec("ping", "-c", "1", "-W", "1", other.ip, timeout_s=5)
+        except OvnError:
+            return False
+        return True
+
     def exec(self, *argv: str, timeout_s: float = 30.0) -> str:
         return run(argv, netns=self.netns, timeout_s=timeout_s)
 

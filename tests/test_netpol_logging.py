@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 
 from ipam import names
 from ipam.subnet import build_subnet
-from podnet.ovn import OvnCentral, OvnError, OvsNode
+from podnet.ovn import OvnCentral, OvsNode
 from podnet_plumbing.ovsdb import close_api, nb_api
 from podnet_sync.cluster import PodView, parse_pod
 from podnet_sync.nb import Northbound
@@ -34,6 +34,7 @@ from podnet_sync.netpol import (
 )
 from podnet_sync.topology import ClusterView, desired_state
 from tests.ovn_fixtures import NetnsPod, netns_node, plug_pod, running_node, token
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -136,19 +137,6 @@ def views(lab: Lab) -> list[PodView]:
             pod_view(lab, "stranger", 7, {"app": "other"})]
 
 
-def pings(source: NetnsPod, destination: NetnsPod) -> bool:
-    try:
-        source.exec("ping", "-c", "1", "-W", "1", destination.ip, timeout_s=5)
-    except OvnError:
-        return False
-    return True
-
-
-def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, f"{getattr(check, '__name__', check)} never held"
-        time.sleep(0.2)
 
 
 def acl_lines(lab: Lab, name: str, verdict: str, since: int = 0) -> list[str]:
@@ -169,8 +157,8 @@ def test_a_refused_connection_is_logged_by_ovn_controller_under_the_policys_name
 ) -> None:
     apply(lab, views(lab), [logged_policy("drop")])
     installed(lab, pods)
-    until(lambda: not pings(pods.stranger, pods.web))
-    assert pings(pods.client, pods.web)
+    until(lambda: not pods.stranger.pings(pods.web))
+    assert pods.client.pings(pods.web)
     until(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:deny-in", "drop")))
     line = acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:deny-in", "drop")[-1]
     assert "direction=to-lport" in line and "severity=warning" in line
@@ -183,9 +171,9 @@ def test_with_allow_and_drop_asked_an_allowed_connection_is_logged_under_its_rul
 ) -> None:
     apply(lab, views(lab), [logged_policy("allow,drop")])
     installed(lab, pods)
-    until(lambda: not pings(pods.stranger, pods.web))
+    until(lambda: not pods.stranger.pings(pods.web))
     start = lab.log.stat().st_size
-    assert pings(pods.client, pods.web)
+    assert pods.client.pings(pods.web)
     until(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:in0", "allow", start)))
     line = acl_lines(lab, f"np:{NAMESPACE}/{POLICY}:in0", "allow", start)[-1]
     assert "severity=info" in line and f"nw_src={pods.client.ip}" in line
@@ -199,7 +187,7 @@ def test_a_namespace_asking_for_deny_logs_gets_its_isolation_drops_logged_under_
     apply(lab, views(lab), [quiet], {"k8s.ovn.org/acl-logging": '{"deny": "alert"}'})
     installed(lab, pods)
     start = lab.log.stat().st_size
-    until(lambda: not pings(pods.stranger, pods.web))
+    until(lambda: not pods.stranger.pings(pods.web))
     until(lambda: bool(acl_lines(lab, f"np:{NAMESPACE}:deny-in", "drop", start)))
     line = acl_lines(lab, f"np:{NAMESPACE}:deny-in", "drop", start)[-1]
     assert "severity=alert" in line and f"nw_src={pods.stranger.ip}" in line
@@ -211,7 +199,7 @@ def test_a_flood_of_refused_packets_is_logged_at_most_at_the_meters_rate(
 ) -> None:
     apply(lab, views(lab), [logged_policy("drop")])
     installed(lab, pods)
-    until(lambda: not pings(pods.stranger, pods.web))
+    until(lambda: not pods.stranger.pings(pods.web))
     time.sleep(1.5)  # the meter's bucket refills from the probes above
     start = lab.log.stat().st_size
     began = time.monotonic()

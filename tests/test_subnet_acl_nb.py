@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,7 +23,7 @@ from podnet_sync.nb_model import DesiredState
 from podnet_sync.topology import ClusterView, desired_state
 from tests.ovn_fixtures import NetnsPod, nb_writer, netns_node, plug_pod, running_node
 from tests.test_sync import full_step, watched_worker
-from tests.waiting import cancelled, eventually
+from tests.waiting import cancelled, eventually, until
 
 EXAMPLE: list[dict[str, Any]] = [
     {"action": "drop", "direction": "to-lport", "match": "ip4.dst == 10.10.0.2 && ip",
@@ -246,19 +245,6 @@ def pods(node: OvsNode) -> Iterator[tuple[NetnsPod, NetnsPod]]:
             pod.cleanup()
 
 
-def pings(source: NetnsPod, destination: NetnsPod) -> bool:
-    try:
-        source.exec("ping", "-c", "1", "-W", "1", destination.ip, timeout_s=5)
-    except OvnError:
-        return False
-    return True
-
-
-def until(check: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "the datapath never got there"
-        time.sleep(0.2)
 
 
 @pytest.mark.slow
@@ -270,13 +256,13 @@ def test_the_examples_drop_blocks_a_ping_to_the_pod_and_its_allow_related_lets_i
     northbound.reconcile(state(acl_subnet([]), pods=views))
     for pod in pods:
         node.wait_port_installed(pod.host_dev, timeout_s=20)
-    until(lambda: pings(neighbour, guarded))
+    until(lambda: neighbour.pings(guarded))
     northbound.reconcile(state(acl_subnet(EXAMPLE), pods=views))
-    until(lambda: not pings(neighbour, guarded))
-    assert pings(guarded, neighbour)  # the reply is related to an allowed connection
+    until(lambda: not neighbour.pings(guarded))
+    assert guarded.pings(neighbour)  # the reply is related to an allowed connection
     northbound.reconcile(state(acl_subnet([]), pods=views))
-    until(lambda: pings(neighbour, guarded))
+    until(lambda: neighbour.pings(guarded))
     # the drop alone: no stateful ACL on the switch, so its traffic skips conntrack
     northbound.reconcile(state(acl_subnet(EXAMPLE[:1]), pods=views))
-    until(lambda: not pings(neighbour, guarded))
-    assert not pings(neighbour, guarded) and not pings(guarded, neighbour)
+    until(lambda: not neighbour.pings(guarded))
+    assert not neighbour.pings(guarded) and not guarded.pings(neighbour)

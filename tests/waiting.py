@@ -27,6 +27,17 @@ async def eventually(
         await asyncio.sleep(interval_s)
 
 
+def until(check: Callable[[], bool], timeout_s: float = 20.0, what: str = "",
+          interval_s: float = 0.2) -> None:
+    """Poll ``check`` (a plain function) until it holds; fail the test after
+    ``timeout_s``, naming ``what`` (or the function)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, \
+            f"{what or getattr(check, '__name__', check)} never held in {timeout_s}s"
+        time.sleep(interval_s)
+
+
 async def cancelled(task: asyncio.Task[Any], timeout_s: float = 10.0) -> None:
     """Cancel ``task`` and wait for it to end, at most ``timeout_s``.
 
