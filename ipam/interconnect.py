@@ -114,16 +114,24 @@ def _host(key: str, raw: str, host: str) -> str:
     return name
 
 
-def _hosts(data: Mapping[str, str]) -> tuple[str, ...]:
-    raw = data.get("ic-db-host", "").strip()
+def _members(data: Mapping[str, str], key: str, most: int, member: str,
+             plural: str) -> list[str]:
+    """A required comma-separated list: its members, each non-empty, at most ``most``
+    (``member`` and ``plural`` name them in the errors)."""
+    raw = data.get(key, "").strip()
     if not raw:
-        raise IcConfigError(f"{_where('ic-db-host', raw)}: is required when enable-ic is true")
+        raise IcConfigError(f"{_where(key, raw)}: is required when enable-ic is true")
     parts = [part.strip() for part in raw.split(",")]
     if any(not part for part in parts):
-        raise IcConfigError(f"{_where('ic-db-host', raw)}: has an empty member")
-    if len(parts) > MAX_HOSTS:
-        raise IcConfigError(
-            f"{_where('ic-db-host', raw)}: {len(parts)} hosts, at most {MAX_HOSTS}")
+        raise IcConfigError(f"{_where(key, raw)}: has an empty {member}")
+    if len(parts) > most:
+        raise IcConfigError(f"{_where(key, raw)}: {len(parts)} {plural}, at most {most}")
+    return parts
+
+
+def _hosts(data: Mapping[str, str]) -> tuple[str, ...]:
+    raw = data.get("ic-db-host", "").strip()
+    parts = _members(data, "ic-db-host", MAX_HOSTS, "member", "hosts")
     hosts = tuple(_host("ic-db-host", raw, part) for part in parts)
     if len(set(hosts)) != len(hosts):
         raise IcConfigError(f"{_where('ic-db-host', raw)}: lists a host twice")
@@ -146,14 +154,7 @@ def _az_name(data: Mapping[str, str]) -> str:
 
 def _gw_nodes(data: Mapping[str, str]) -> tuple[str, ...]:
     raw = data.get("gw-nodes", "").strip()
-    if not raw:
-        raise IcConfigError(f"{_where('gw-nodes', raw)}: is required when enable-ic is true")
-    parts = [part.strip() for part in raw.split(",")]
-    if any(not part for part in parts):
-        raise IcConfigError(f"{_where('gw-nodes', raw)}: has an empty node name")
-    if len(parts) > MAX_GW_NODES:
-        raise IcConfigError(
-            f"{_where('gw-nodes', raw)}: {len(parts)} nodes, at most {MAX_GW_NODES}")
+    parts = _members(data, "gw-nodes", MAX_GW_NODES, "node name", "nodes")
     for part in parts:
         labels = part.split(".")
         if len(part) > MAX_NODE_NAME or not all(_DNS_LABEL.match(label) for label in labels):

@@ -195,16 +195,7 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
         want = self.desired.router_port
         if router is None:
             return  # the sync worker has not made ovn-cluster yet: nothing of ours either
-        existing = None
-        for row in list(router.ports):
-            if not _ours(row):
-                continue
-            if want is not None and row.name == want.name:
-                existing = row
-                continue
-            self.changes.append(f"deleted router port {row.name}")
-            router.delvalue("ports", row)
-            row.delete()
+        existing = self._keep_only(router, want.name if want else None, "router port")
         if want is None:
             return
         if existing is None:
@@ -232,21 +223,27 @@ class ApplyLocal(command.BaseCommand):  # type: ignore[misc]
             self.changes.append(f"router port {want.name} gateway chassis "
                                 f"{[c for _, c, _ in wanted]}")
 
+    def _keep_only(self, parent: Row, name: str | None, what: str) -> Row | None:
+        """Delete every port of ours on ``parent`` but the one named ``name``; return it
+        (``None`` when there is none yet)."""
+        kept = None
+        for row in list(parent.ports):
+            if not _ours(row):
+                continue
+            if row.name == name:
+                kept = row
+                continue
+            self.changes.append(f"deleted {what} {row.name}")
+            parent.delvalue("ports", row)
+            row.delete()
+        return kept
+
     def _switch_port(self) -> None:
         want = self.desired.switch_port
         ts = _named(self.api, "Logical_Switch", TRANSIT_SWITCH)
         if ts is None:
             return  # our port went with it
-        existing = None
-        for row in list(ts.ports):
-            if not _ours(row):
-                continue
-            if want is not None and row.name == want.name:
-                existing = row
-                continue
-            self.changes.append(f"deleted switch port {row.name}")
-            ts.delvalue("ports", row)
-            row.delete()
+        existing = self._keep_only(ts, want.name if want else None, "switch port")
         if want is None:
             return
         if existing is None:
