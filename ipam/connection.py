@@ -89,7 +89,7 @@ def _common(settings: RedisSettings) -> dict[str, Any]:
 def _sentinel_client(target: SentinelUrl, settings: RedisSettings) -> aioredis.Redis:
     options = _query_options(target)
     tls = {"ssl": True} if target.tls else {}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
         list(target.sentinels),
         # The sentinels are asked over the same transport, without the servers'
         # credentials (a sentinel has its own, and usually none).
